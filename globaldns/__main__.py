@@ -1,0 +1,3 @@
+from globaldns.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,29 @@
+"""Authoritative answers for the served zones, straight from the prepared snapshot."""
+
+from __future__ import annotations
+
+from globaldns.chain import Next, Result
+from globaldns.dns.message import Query
+from globaldns.dns.records import ANY, IN
+from globaldns.registry.snapshot import NODATA, Snapshot
+
+
+class GlobalZone:
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def serve(self, q: Query, next: Next) -> Result:
+        table = self.snapshot.names.get(q.qname)
+        if table is not None:
+            if q.qclass != IN and q.qclass != ANY:
+                return next(q)
+            answers = table.get(q.qtype)
+            if answers is None:
+                answers = table[NODATA]
+            return answers.pick(q)
+        if q.qclass != IN and q.qclass != ANY:
+            return next(q)
+        negative = self.snapshot.negative(q.qname)
+        if negative is None:
+            return next(q)
+        return negative.pick(q)

@@ -1,0 +1,1 @@
+"""The only package that imports dnslib: query parsing, reply encoding, listeners."""

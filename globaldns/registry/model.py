@@ -1,0 +1,85 @@
+"""The registry's records: what a source says about one service.
+
+Every source (static config, a Kubernetes cluster, an Istio source, health checks)
+speaks in these frozen records; names are lowercased once, here, at the edge.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+ServiceKey = tuple[str, str]
+"""(namespace, name), lowercased."""
+
+
+class Locality(NamedTuple):
+    """Istio's `region/zone/subzone`; empty strings for the parts not known."""
+
+    region: str = ""
+    zone: str = ""
+    subzone: str = ""
+
+    @classmethod
+    def parse(cls, text: str | None) -> Locality:
+        if not text:
+            return cls()
+        parts = text.strip("/").split("/")
+        if len(parts) > 3 or any(not p for p in parts):
+            raise ValueError(f"{text!r} is not a locality of the form region[/zone[/subzone]]")
+        return cls(*parts)
+
+    def __str__(self) -> str:
+        return "/".join(p for p in self if p)
+
+
+@dataclass(frozen=True, slots=True)
+class Port:
+    name: str
+    port: int
+    protocol: str = "tcp"
+    """Lowercase `tcp` or `udp` (as in the SRV name `_name._tcp`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    address: str
+    """Canonical text form of an IPv4 or IPv6 address."""
+    cluster: str
+    locality: Locality = Locality()
+    ready: bool = True
+    hostname: str = ""
+    node_name: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    weight: int = 1
+    serving: bool = True
+    terminating: bool = False
+    ports: tuple[Port, ...] | None = None
+    """Ports of this endpoint when they differ from the service's (EndpointSlice ports)."""
+
+    @property
+    def family(self) -> int:
+        return 6 if ":" in self.address else 4
+
+    def label(self) -> str:
+        """The DNS label naming this endpoint: its hostname, else its address with dashes."""
+        if self.hostname:
+            return self.hostname.lower()
+        return self.address.replace(".", "-").replace(":", "-")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceData:
+    """What one source knows about one service."""
+
+    ports: tuple[Port, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
+    external_name: str = ""
+    """A Kubernetes ExternalName service: answered with a CNAME to this name."""
+    labels: tuple[tuple[str, str], ...] = field(default=())
+
+
+def canonical_ip(text: str) -> str:
+    """The canonical text of an IP address; ValueError when it is none."""
+    return str(ipaddress.ip_address(text))
