@@ -53,7 +53,8 @@ class _Reader:
         self.errors: list[str] = []
 
     def error(self, path: str, problem: str) -> None:
-        self.errors.append(f"{self.source}: {path}: {problem}" if path else f"{self.source}: {problem}")
+        where = f"{path}: " if path else ""
+        self.errors.append(f"{self.source}: {where}{problem}")
 
     def mapping(self, value: Any, path: str, allowed: set[str]) -> dict[str, Any]:
         if value is None:

@@ -92,7 +92,7 @@ class Snapshot:
             zone = Zone(zc, self.serial)
             self.zones[zone.wire] = zone
             self.names[zone.wire] = self._apex(zone)
-        for key in self.store.keys():
+        for key in self.store.service_keys():
             self.update(key)
 
     def set_synced(self, synced: bool) -> None:

@@ -92,5 +92,5 @@ class Store:
     def raw(self, key: ServiceKey) -> dict[str, ServiceData]:
         return dict(self._data.get(key, {}))
 
-    def keys(self) -> list[ServiceKey]:
+    def service_keys(self) -> list[ServiceKey]:
         return list(self._data)
