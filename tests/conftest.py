@@ -1,0 +1,118 @@
+"""Fixtures: a real globaldns server (the App, on its own thread and event loop), started
+from YAML text, queried over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from globaldns.app import App
+from globaldns.config import parse_text
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+
+
+class Running:
+    """A started App on a background event loop."""
+
+    def __init__(self, app: App, loop: asyncio.AbstractEventLoop, thread: threading.Thread):
+        self.app = app
+        self.loop = loop
+        self.thread = thread
+
+    @property
+    def port(self) -> int:
+        return self.app.port
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run fn(*args) on the server's loop (the only thread that may touch its state)."""
+        async def run() -> Any:
+            return fn(*args)
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def stop(self) -> None:
+        self.run(self.app.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def start(yaml_text: str, *, source: str = "test.yaml", **kw: Any) -> Running:
+    if "listen:" not in yaml_text:
+        yaml_text = f"dns: {{listen: 127.0.0.1:{free_port()}}}\n" + yaml_text
+    config = parse_text(yaml_text, source)
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    def main() -> None:
+        asyncio.set_event_loop(loop)
+
+        async def boot() -> None:
+            try:
+                app = App(config, **kw)
+                await app.start()
+                box["app"] = app
+            except BaseException as exc:  # reported to the test thread
+                box["error"] = exc
+            finally:
+                ready.set()
+
+        loop.run_until_complete(boot())
+        if "app" in box:
+            loop.run_forever()
+        loop.close()
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    ready.wait(10)
+    if "error" in box:
+        raise box["error"]
+    return Running(box["app"], loop, thread)
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Callable[..., Running]]:
+    started: list[Running] = []
+
+    def factory(yaml_text: str, **kw: Any) -> Running:
+        running = start(yaml_text, **kw)
+        started.append(running)
+        return running
+
+    yield factory
+    for running in started:
+        running.stop()
+
+
+EXAMPLE = (ROOT / "config" / "example.yaml").read_text()
+
+
+@pytest.fixture
+def example(server_factory: Callable[..., Running]) -> Running:
+    """The README's example config, as served by `globaldns serve` without --config."""
+    return server_factory(EXAMPLE.replace("listen: 127.0.0.1:5353",
+                                          f"listen: 127.0.0.1:{free_port()}"))
