@@ -107,7 +107,7 @@ def test_edns_version_above_zero_gets_badvers(example):
     q.add_ar(dnslib.EDNS0(version=1, udp_len=1232))
     raw = udp_raw(example.port, q.pack())
     reply = dnslib.DNSRecord.parse(raw)
-    opt = [rr for rr in reply.ar if rr.rtype == QT.OPT][0]
+    opt = next(rr for rr in reply.ar if rr.rtype == QT.OPT)
     assert (opt.ttl >> 24) << 4 | reply.header.rcode == 16  # BADVERS
     assert (opt.ttl >> 16) & 0xFF == 0
 
@@ -120,7 +120,7 @@ services:
     namespace: ns
     ports: [{name: http, port: 80}]
     endpoints:
-""" + "\n".join(f"      - {{address: 10.9.{i // 200}.{i % 200 + 1}, cluster: c1}}" for i in range(120))
+""" + "\n".join(f"      - {{address: 10.9.0.{i + 1}, cluster: c1}}" for i in range(120))
 
 
 def test_a_too_big_for_udp_is_truncated_to_whole_records_and_tcp_gets_all(server_factory):
@@ -183,7 +183,7 @@ def test_root_ns_probe_from_coredns_gets_a_prompt_answer(example):
 def test_nsid_names_the_instance(server_factory):
     s = server_factory("resolver: {instance: replica-7}\n")
     reply = ask(s.port, "user-service.production.global", edns=1232, options=[(3, b"")])
-    opt = [rr for rr in reply.ar if rr.rtype == QT.OPT][0]
+    opt = next(rr for rr in reply.ar if rr.rtype == QT.OPT)
     assert [(o.code, o.data) for o in opt.rdata] == [(3, b"replica-7")]
 
 
