@@ -1,0 +1,409 @@
+"""One cluster as a registry source: its watches, its objects, its state.
+
+The source `k8s/<cluster>` keeps the cluster's EndpointSlices and Services indexed by
+service, and on every event writes the merged ServiceData of that one service to the
+store: a change costs O(that service).
+
+State machine (`ClusterState`):
+
+    syncing ──all watches listed──▶ synced ◀──────recovered (relist/resume)──┐
+       │                              │                                      │
+       │ error before the first sync  │ error (unreachable, 401/403, 5xx)    │
+       ▼                              ▼                                      │
+    failed ◀──stale_for passed: drop── stale (last endpoints still served) ──┘
+       └──────────recovered: publish everything again─────────▶ synced
+
+Nothing reaches the store before the first complete sync (a Service listed before its
+slices would be answered NODATA), and nothing while the source is dropped; the watches
+keep the objects up to date meanwhile and a recovery publishes them whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from globaldns.config.model import ClusterConfig
+from globaldns.k8s import objects
+from globaldns.k8s.api import ENDPOINTSLICES, SERVICES, ApiClient, Unauthorized
+from globaldns.k8s.credentials import Credentials
+from globaldns.k8s.objects import EventType, ServiceRecord, SliceRecord
+from globaldns.k8s.watch import Timing, Watch
+from globaldns.registry.model import ServiceData, ServiceKey
+from globaldns.registry.store import Store
+
+log = logging.getLogger("globaldns.k8s")
+
+CredentialsLoader = Callable[[], Credentials]
+"""Loads credentials; may block (files, exec plugins), so it runs in a thread."""
+
+# After a 401, load the credentials again (a rotated token file, a renewed kubeconfig),
+# at most this often: every watch of the cluster sees the same 401.
+RELOAD_CREDENTIALS_EVERY = 10.0
+
+
+class ClusterState(enum.StrEnum):
+    SYNCING = "syncing"
+    SYNCED = "synced"
+    STALE = "stale"
+    FAILED = "failed"
+
+
+class ClusterSource:
+    """Watches one cluster and writes what it holds to the store as `k8s/<name>`."""
+
+    def __init__(self, config: ClusterConfig, store: Store, *,
+                 load_credentials: CredentialsLoader, timing: Timing,
+                 origin: str = "config",
+                 on_change: Callable[[ClusterSource], None] | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.source = f"k8s/{config.name}"
+        self.origin = origin
+        """`config`, or the remote Secret that named this cluster."""
+        self._store = store
+        self._load_credentials = load_credentials
+        self._timing = timing
+        self._on_change = on_change
+        # The cluster's objects, always current while the watches run.
+        self._slices: dict[tuple[str, str], SliceRecord] = {}
+        self._slices_of: dict[ServiceKey, dict[str, SliceRecord]] = {}
+        self._services: dict[ServiceKey, ServiceRecord] = {}
+        self._published = False
+        self._stopped = False
+        self._api: ApiClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._expiry: asyncio.Task[None] | None = None
+        self._last_reload = float("-inf")
+        self._credentials_error = ""
+        self._credentials_errors = 0
+        self.watches: list[Watch] = []
+        # Status, as plain attributes.
+        self.state = ClusterState.SYNCING
+        self.synced_once = False
+        """The first complete sync happened (readiness)."""
+        self.last_sync: float | None = None
+        """Wall-clock time of the last complete list of every watch."""
+        self.stale_since: float | None = None
+        """Clock time the cluster became unreachable while synced."""
+        self.server = ""
+
+    # --- lifetime -------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"k8s {self.name}")
+
+    def cancel(self, *, drop: bool) -> None:
+        """Stop writing now (synchronously); `drop` also removes what we wrote."""
+        self._stopped = True
+        for task in (self._task, self._expiry):
+            if task is not None:
+                task.cancel()
+        if drop:
+            self._store.drop_source(self.source)
+            self._published = False
+
+    async def stop(self, *, drop: bool) -> None:
+        self.cancel(drop=drop)
+        for task in (self._task, self._expiry):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._api is not None:
+            await self._api.close()
+
+    async def _run(self) -> None:
+        credentials = await self._credentials()
+        self.server = credentials.server
+        self._api = ApiClient(credentials)
+        resources = (ENDPOINTSLICES, SERVICES)
+        namespaces = self.config.namespaces or ("",)
+        self.watches = [
+            Watch(self._api, resource, self, cluster=self.name, namespace=namespace,
+                  label_selector=self.config.label_selector,
+                  idle_timeout=self.config.watch_idle_timeout, timing=self._timing)
+            for resource in resources for namespace in namespaces]
+        self._update_state()
+        async with asyncio.TaskGroup() as group:
+            for watch in self.watches:
+                group.create_task(watch.run(), name=f"k8s watch {watch.name}")
+
+    async def _credentials(self) -> Credentials:
+        attempt = 0
+        while True:
+            try:
+                credentials = await asyncio.to_thread(self._load_credentials)
+            except Exception as exc:  # CredentialsError, or a plugin's own failure
+                self._credentials_error = f"{type(exc).__name__}: {exc}"
+                self._credentials_errors += 1
+                delay = self._timing.backoff(attempt)
+                attempt += 1
+                log.error("k8s %s: cannot load credentials: %s; retrying in %.1fs",
+                          self.name, exc, delay)
+                self._update_state()
+                await self._timing.sleep(delay)
+                continue
+            self._credentials_error = ""
+            self._last_reload = self._timing.clock()
+            return credentials
+
+    # --- the watches' sink ----------------------------------------------------------
+
+    def listed(self, watch: Watch, items: list[dict[str, Any]]) -> None:
+        namespace = watch.namespace
+        touched: set[ServiceKey] = set()
+        if watch.resource is ENDPOINTSLICES:
+            fresh = {}
+            for raw in items:
+                record = self._convert_slice(raw)
+                if record is not None:
+                    fresh[(record.namespace, record.name)] = record
+            gone = [k for k in self._slices if (not namespace or k[0] == namespace)
+                    and k not in fresh]
+            for key in gone:
+                touched.update(self._remove_slice(key))
+            for record in fresh.values():
+                touched.update(self._put_slice(record))
+        else:
+            services = {}
+            for raw in items:
+                service = self._convert_service(raw)
+                if service is not None:
+                    services[service.key] = service
+            for key in [k for k in self._services if (not namespace or k[0] == namespace)
+                        and k not in services]:
+                del self._services[key]
+                touched.add(key)
+            for key, service in services.items():
+                if self._services.get(key) != service:
+                    self._services[key] = service
+                    touched.add(key)
+        for key in touched:
+            self._refresh(key)
+        if self.state is ClusterState.SYNCED:
+            self.last_sync = self._timing.wall()
+
+    def event(self, watch: Watch, kind: EventType, obj: dict[str, Any]) -> None:
+        touched: set[ServiceKey] = set()
+        if watch.resource is ENDPOINTSLICES:
+            if kind == "DELETED":
+                try:
+                    touched.update(self._remove_slice(objects.object_key(obj)))
+                except objects.ConversionError:
+                    return
+            else:
+                record = self._convert_slice(obj)
+                if record is not None:
+                    touched.update(self._put_slice(record))
+        else:
+            if kind == "DELETED":
+                try:
+                    key = objects.object_key(obj)
+                except objects.ConversionError:
+                    return
+                if self._services.pop(key, None) is not None:
+                    touched.add(key)
+            else:
+                service = self._convert_service(obj)
+                if service is not None and self._services.get(service.key) != service:
+                    self._services[service.key] = service
+                    touched.add(service.key)
+        for key in touched:
+            self._refresh(key)
+
+    def changed(self, watch: Watch) -> None:
+        self._update_state()
+
+    async def failed(self, watch: Watch, error: Exception) -> None:
+        if not isinstance(error, Unauthorized) or self._api is None:
+            return
+        now = self._timing.clock()
+        if now - self._last_reload < RELOAD_CREDENTIALS_EVERY:
+            return
+        self._last_reload = now
+        try:
+            credentials = await asyncio.to_thread(self._load_credentials)
+        except Exception as exc:
+            log.error("k8s %s: 401, and reloading credentials failed: %s", self.name, exc)
+            return
+        log.info("k8s %s: 401; credentials reloaded from %s", self.name, credentials.origin)
+        self._api.credentials = credentials
+
+    # --- objects → store ------------------------------------------------------------
+
+    def _convert_slice(self, raw: dict[str, Any]) -> SliceRecord | None:
+        try:
+            return objects.endpoint_slice(raw, cluster=self.name,  # type: ignore[arg-type]
+                                          locality=self.config.locality)
+        except (objects.ConversionError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("k8s %s: unusable EndpointSlice skipped: %r", self.name, exc)
+            return None
+
+    def _convert_service(self, raw: dict[str, Any]) -> ServiceRecord | None:
+        try:
+            return objects.service(raw)  # type: ignore[arg-type]
+        except (objects.ConversionError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("k8s %s: unusable Service skipped: %r", self.name, exc)
+            return None
+
+    def _put_slice(self, record: SliceRecord) -> tuple[ServiceKey, ...]:
+        key = (record.namespace, record.name)
+        old = self._slices.get(key)
+        if old == record:
+            return ()
+        touched = self._remove_slice(key) if old is not None else ()
+        self._slices[key] = record
+        if record.service is None:
+            return touched
+        self._slices_of.setdefault(record.service, {})[record.name] = record
+        return (*touched, record.service)
+
+    def _remove_slice(self, key: tuple[str, str]) -> tuple[ServiceKey, ...]:
+        old = self._slices.pop(key, None)
+        if old is None or old.service is None:
+            return ()
+        of_service = self._slices_of.get(old.service)
+        if of_service is not None:
+            of_service.pop(old.name, None)
+            if not of_service:
+                del self._slices_of[old.service]
+        return (old.service,)
+
+    def _data(self, key: ServiceKey) -> ServiceData | None:
+        service = self._services.get(key)
+        slices = self._slices_of.get(key)
+        if service is None and not slices:
+            return None
+        return objects.merge(service, list(slices.values()) if slices else [])
+
+    def _refresh(self, key: ServiceKey) -> None:
+        if not self._published or self._stopped:
+            return
+        data = self._data(key)
+        if data is None:
+            self._store.delete(self.source, key)
+        else:
+            self._store.set(self.source, key, data)
+
+    def _publish_all(self) -> None:
+        everything: dict[ServiceKey, ServiceData] = {}
+        for key in self._services.keys() | self._slices_of.keys():
+            data = self._data(key)
+            if data is not None:
+                everything[key] = data
+        self._store.replace_source(self.source, everything)
+        self._published = True
+
+    def snapshot(self) -> dict[ServiceKey, ServiceData]:
+        """What this cluster holds now, merged per service (whether published or not)."""
+        result = {}
+        for key in self._services.keys() | self._slices_of.keys():
+            data = self._data(key)
+            if data is not None:
+                result[key] = data
+        return result
+
+    # --- state ----------------------------------------------------------------------
+
+    def _update_state(self) -> None:
+        if self._stopped:
+            return
+        failing = bool(self._credentials_error) or any(
+            not w.healthy and w.errors for w in self.watches)
+        all_listed = bool(self.watches) and all(w.listed for w in self.watches)
+        if failing:
+            new = ClusterState.STALE if self._published else ClusterState.FAILED
+        elif all_listed:
+            new = ClusterState.SYNCED
+        else:
+            new = ClusterState.SYNCING
+        if new is ClusterState.SYNCED and not self._published:
+            self._publish_all()
+        if new is ClusterState.STALE and self._expiry is None:
+            self.stale_since = self._timing.clock()
+            self._expiry = asyncio.create_task(self._expire(), name=f"k8s stale {self.name}")
+        if new is not ClusterState.STALE and self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+            self.stale_since = None
+        if new is self.state:
+            return
+        old, self.state = self.state, new
+        if new is ClusterState.SYNCED:
+            self.synced_once = True
+            self.last_sync = self._timing.wall()
+        log.log(logging.WARNING if new in (ClusterState.STALE, ClusterState.FAILED)
+                else logging.INFO, "k8s %s: %s → %s%s", self.name, old, new,
+                f" ({self.last_error})" if new is not ClusterState.SYNCED else "")
+        if self._on_change is not None:
+            self._on_change(self)
+
+    async def _expire(self) -> None:
+        await self._timing.sleep(self.config.stale_for)
+        self._expiry = None
+        if self.state is ClusterState.STALE and not self._stopped:
+            log.warning("k8s %s: unreachable for %gs (stale_for): dropping its endpoints",
+                        self.name, self.config.stale_for)
+            self._store.drop_source(self.source)
+            self._published = False
+            self._update_state()
+
+    # --- status ---------------------------------------------------------------------
+
+    @property
+    def events(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for watch in self.watches:
+            total.update(watch.events)
+        return total
+
+    @property
+    def relists(self) -> int:
+        return sum(w.relists for w in self.watches)
+
+    @property
+    def errors(self) -> int:
+        return self._credentials_errors + sum(w.errors for w in self.watches)
+
+    @property
+    def errors_by_kind(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        if self._credentials_errors:
+            total["credentials"] = self._credentials_errors
+        for watch in self.watches:
+            total.update(watch.error_kinds)
+        return total
+
+    @property
+    def last_error(self) -> str:
+        if self._credentials_error:
+            return self._credentials_error
+        failing = [w for w in self.watches if not w.healthy and w.errors]
+        return failing[0].last_error if failing else ""
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "cluster": self.name,
+            "source": self.source,
+            "origin": self.origin,
+            "server": self.server,
+            "locality": str(self.config.locality),
+            "state": str(self.state),
+            "synced_once": self.synced_once,
+            "last_sync": self.last_sync,
+            "events": dict(self.events),
+            "relists": self.relists,
+            "errors": self.errors,
+            "errors_by_kind": dict(self.errors_by_kind),
+            "last_error": self.last_error,
+            "services": len(self._services.keys() | self._slices_of.keys()),
+            "endpoints": sum(len(s.endpoints) for s in self._slices.values()),
+            "watches": [{"name": w.name, "listed": w.listed, "healthy": w.healthy,
+                         "resource_version": w.resource_version} for w in self.watches],
+        }
