@@ -352,6 +352,11 @@ class ClusterSource:
                         self.name, self.config.stale_for)
             self._store.drop_source(self.source)
             self._published = False
+            for watch in self.watches:
+                if not watch.healthy:
+                    # Come back with a fresh list, not by resuming: the recovery then
+                    # publishes current data, never what was held before the outage.
+                    watch.resource_version = ""
             self._update_state()
 
     # --- status ---------------------------------------------------------------------

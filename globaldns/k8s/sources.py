@@ -205,10 +205,11 @@ class _Discovery:
         self._api: ApiClient | None = None
         self._task: asyncio.Task[None] | None = None
         self.watch: Watch | None = None
+        self._listed = False
 
     @property
     def watch_listed(self) -> bool:
-        return self.watch is not None and self.watch.listed
+        return self._listed
 
     def sources(self) -> list[ClusterSource]:
         return [source for _, source in self._running.values()]
@@ -254,6 +255,7 @@ class _Discovery:
     # The watch's sink.
 
     def listed(self, watch: Watch, items: list[dict[str, Any]]) -> None:
+        self._listed = True
         self._secrets = {}
         for raw in items:
             self._put(raw)
@@ -308,7 +310,7 @@ class _Discovery:
 
     def reconcile(self, config: Config) -> None:
         """Start, restart and stop clusters so they match the Secrets (and config)."""
-        if self.watch is None or not self.watch.listed:
+        if not self._listed:
             return  # keep what an earlier discovery started until our first list
         desired = self._desired(config)
         for name, (remote, source) in list(self._running.items()):
