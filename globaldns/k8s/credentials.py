@@ -55,6 +55,8 @@ class Credentials:
         with self._lock:
             # The loader's hook reloads the token when it is expired (and only then).
             value = self._conf.get_api_key_with_prefix("BearerToken")
+        # Token files usually end with a newline; the loader keeps it, kubectl does not.
+        value = (value or "").strip()
         return {"Authorization": value} if value else {}
 
     def ssl_context(self) -> ssl.SSLContext | None:

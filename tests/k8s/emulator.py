@@ -408,7 +408,9 @@ class Emulator:
         return await handler(request)
 
     def _authenticated(self, request: web.Request) -> bool:
-        if request.headers.get("Authorization") == f"Bearer {self.token}":
+        # As kube-apiserver's bearer token authenticator: the scheme is case-insensitive.
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip() == self.token:
             return True
         if self.tls is not None and self.tls.client_ca:
             transport = request.transport
