@@ -243,6 +243,9 @@ class Emulator:
         self.history: list[tuple[int, str, str, Obj | None, Obj]] = []
         self.faults: list[Fault] = []
         self.latency = 0.0
+        self.page_cap = 0
+        """Serve at most this many items per page (0: as asked); the API allows a server
+        to return fewer items than `limit`, with a continue token."""
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.watch_opens = 0
         self.lists = 0
@@ -436,6 +439,8 @@ class Emulator:
         self.lists += 1
         kind, api_version, _ = KINDS[plural]
         limit = int(query.get("limit") or 0)
+        if self.page_cap and limit:
+            limit = min(limit, self.page_cap)
         token = query.get("continue", "")
         now = time.monotonic()
         if token:
