@@ -8,7 +8,10 @@ import signal
 import socket
 import sys
 
-from globaldns.chain import build
+from globaldns.chain import Handler, build
+from globaldns.chain.acl import Acl
+from globaldns.chain.cache import Cache
+from globaldns.chain.forward import Forward
 from globaldns.chain.globalzone import GlobalZone
 from globaldns.config import Config, ConfigError, load
 from globaldns.dns.server import DnsServer
@@ -26,6 +29,26 @@ DRAIN_SECONDS = 3.0
 
 class StartupError(Exception):
     """A one-line reason why the server cannot start."""
+
+
+def bind_sockets(host: str, port: int, *, reuse_port: bool) -> tuple[socket.socket, socket.socket]:
+    """UDP and TCP sockets on the same address and port (port 0: the UDP socket's port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    udp = socket.socket(family, socket.SOCK_DGRAM)
+    tcp = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        for sock in (udp, tcp):
+            sock.setblocking(False)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        udp.bind((host, port))
+        tcp.bind((host, udp.getsockname()[1]))
+    except OSError:
+        udp.close()
+        tcp.close()
+        raise
+    return udp, tcp
 
 
 class App:
@@ -47,30 +70,49 @@ class App:
         return config.resolver.instance or socket.gethostname()
 
     def build_chain(self, config: Config):  # type: ignore[no-untyped-def]
-        return build([GlobalZone(self.snapshot)])
+        forward, cache = self._forwarding(config)
+        handlers: list[Handler] = [Acl(config.acl, forward=forward), GlobalZone(self.snapshot)]
+        if cache is not None:
+            handlers.append(cache)
+        if forward is not None:
+            handlers.append(forward)
+        return build(handlers)
+
+    def _forwarding(self, config: Config) -> tuple[Forward | None, Cache | None]:
+        """The forwarder and its cache: kept (warm, with upstream health) across a reload
+        that does not change them, else replaced and the old forwarder closed."""
+        old: Forward | None = getattr(self, "forward", None)
+        cache: Cache | None = getattr(self, "cache", None)
+        served = tuple(z.name for z in config.zones)
+        forward = old
+        if old is None or old.configs != config.forward or old.served != served:
+            forward = Forward(config.forward, served=served) if config.forward else None
+            cache = None
+            if old is not None:
+                old.close()
+        if cache is None or cache.config != config.cache:
+            cache = Cache(config.cache) if forward is not None and config.cache.capacity \
+                else None
+        self.forward, self.cache = forward, cache
+        return forward, cache
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         listen = self.config.dns.listen
-        family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
         try:
-            self.udp, _ = await loop.create_datagram_endpoint(
-                lambda: UdpListener(self.server), local_addr=(listen.host, listen.port),
-                family=family, reuse_port=self.config.dns.workers > 1)
-            sock = self.udp.get_extra_info("socket")
-            port = sock.getsockname()[1]
-            self.tcp_connections = TcpConnections(
-                self.server, idle_timeout=self.config.dns.tcp_idle_timeout,
-                max_connections=self.config.dns.tcp_max_connections)
-            self.tcp = await loop.create_server(
-                self.tcp_connections.factory, host=listen.host, port=port, family=family,
-                reuse_address=True, reuse_port=self.config.dns.workers > 1, backlog=1024)
+            udp_sock, tcp_sock = bind_sockets(listen.host, listen.port,
+                                              reuse_port=self.config.dns.workers > 1)
         except OSError as exc:
-            if self.udp is not None:
-                self.udp.close()
             raise StartupError(f"cannot listen on {listen}: {exc.strerror or exc}") from exc
-        self.port = port
-        log.info("globaldns listening on %s:%d (udp+tcp), zones: %s", listen.host, port,
+        self.port = udp_sock.getsockname()[1]
+        self.udp, _ = await loop.create_datagram_endpoint(lambda: UdpListener(self.server),
+                                                          sock=udp_sock)
+        self.tcp_connections = TcpConnections(
+            self.server, idle_timeout=self.config.dns.tcp_idle_timeout,
+            max_connections=self.config.dns.tcp_max_connections)
+        self.tcp = await loop.create_server(self.tcp_connections.factory, sock=tcp_sock,
+                                            backlog=1024)
+        log.info("globaldns listening on %s:%d (udp+tcp), zones: %s", listen.host, self.port,
                  ", ".join(z.name for z in self.config.zones))
 
     def reload(self) -> bool:
@@ -96,6 +138,8 @@ class App:
         self.server.nsid = self.instance(config).encode()
 
     async def stop(self) -> None:
+        if self.forward is not None:
+            self.forward.close()
         if self.tcp is not None:
             self.tcp.close()
         if self.udp is not None:

@@ -3,6 +3,7 @@ all errors are collected before failing, so `check-config` can print them togeth
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Callable
@@ -13,9 +14,12 @@ from typing import Any, TypeVar
 import yaml
 
 from globaldns.config.model import (
+    AclConfig,
+    CacheConfig,
     ClusterConfig,
     Config,
     DnsConfig,
+    ForwardConfig,
     ListenAddress,
     RemoteSecretsConfig,
     ResolverConfig,
@@ -335,7 +339,152 @@ def _services(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
     return tuple(services)
 
 
-_TOP = {"dns", "resolver", "zones", "clusters", "remote_secrets", "sync_timeout", "services"}
+def upstream(value: Any) -> tuple[ListenAddress, ...]:
+    """`IP[:PORT]`, `[IPV6]:PORT`, a bare IPv6 address, or a file path such as
+    /etc/resolv.conf, whose `nameserver` lines are taken (port 53)."""
+    raw = text(value).strip()
+    if raw.startswith(("/", "./", "../")):
+        return _nameservers(raw)
+    match = re.match(r"^\[([^\]]+)\](?::(\d+))?$", raw)
+    if match:
+        host, port = match.group(1), match.group(2)
+    elif raw.count(":") > 1:
+        host, port = raw, None
+    else:
+        host, _, port = raw.partition(":")
+        port = port or None
+    try:
+        host = ip_address(host)
+    except _Invalid:
+        raise _Invalid(f"{raw!r} is not IP[:PORT] ([IPV6]:PORT) or a file path; "
+                       "host names are not resolved") from None
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise _Invalid(f"{raw!r}: port {port!r} is out of range 1..65535")
+    return (ListenAddress(host, int(port) if port else 53),)
+
+
+def _nameservers(path: str) -> tuple[ListenAddress, ...]:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise _Invalid(f"cannot read {path}: {exc.strerror}") from None
+    found = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            try:
+                found.append(ListenAddress(ip_address(fields[1]), 53))
+            except _Invalid:
+                raise _Invalid(f"{path}: {fields[1]!r} is not an IP address") from None
+    if not found:
+        raise _Invalid(f"{path} has no nameserver lines")
+    return tuple(found)
+
+
+def positive_duration(value: Any) -> float:
+    seconds = duration(value)
+    if seconds <= 0:
+        raise _Invalid(f"{value!r} must be more than zero")
+    return seconds
+
+
+def whole_seconds(value: Any) -> int:
+    return round(duration(value))
+
+
+def network(value: Any) -> str:
+    try:
+        return str(ipaddress.ip_network(str(value).strip(), strict=False))
+    except ValueError:
+        raise _Invalid(f"{value!r} is not an IP network (e.g. 10.0.0.0/8, fc00::/7)") from None
+
+
+def _forward(r: _Reader, raw: Any, config: Config) -> tuple[ForwardConfig, ...]:
+    served = [z.name for z in config.zones]
+    listen = config.dns.listen
+    forwards: list[ForwardConfig] = []
+    for i, item in enumerate(r.sequence(raw, "forward")):
+        path = f"forward[{i}]"
+        d = r.mapping(item, path, {"zone", "upstreams", "policy", "timeout", "tries",
+                                   "max_fails", "health_check", "force_tcp"})
+        zone = r.required(d, "zone", path, domain, None)
+        addresses: list[ListenAddress] = []
+        for j, entry in enumerate(r.sequence(d.get("upstreams"), f"{path}.upstreams")):
+            upath = f"{path}.upstreams[{j}]"
+            try:
+                found = upstream(entry)
+            except _Invalid as exc:
+                r.error(upath, str(exc))
+                continue
+            for address in found:
+                if address.port == listen.port and (
+                        address.host == listen.host
+                        or (listen.host in ("0.0.0.0", "::")
+                            and ipaddress.ip_address(address.host).is_loopback)):
+                    r.error(upath, f"{address} is our own listen address (a forwarding loop)")
+                addresses.append(address)
+        if d.get("upstreams") is None:
+            r.error(f"{path}.upstreams", "is required")
+        elif d["upstreams"] == []:
+            r.error(f"{path}.upstreams", "must list at least one upstream")
+        base = ForwardConfig("", ())
+        fc = ForwardConfig(
+            zone=zone or "",
+            upstreams=tuple(addresses),
+            policy=r.get(d, "policy", path, choice("random", "round_robin", "sequential"),
+                         base.policy),
+            timeout=r.get(d, "timeout", path, positive_duration, base.timeout),
+            tries=r.get(d, "tries", path, integer(1, 10), base.tries),
+            max_fails=r.get(d, "max_fails", path, integer(0, 1000), base.max_fails),
+            health_check=r.get(d, "health_check", path, positive_duration, base.health_check),
+            force_tcp=r.get(d, "force_tcp", path, boolean, base.force_tcp),
+        )
+        if zone is not None:
+            for name in served:
+                if zone == name or zone.endswith("." + name):
+                    r.error(f"{path}.zone", f"{zone!r} is inside the served zone {name!r} "
+                            "(names in served zones are never forwarded)")
+            if any(f.zone == zone for f in forwards):
+                r.error(f"{path}.zone", f"zone {zone or '.'!r} is listed twice")
+        forwards.append(fc)
+    return tuple(forwards)
+
+
+def _cache(r: _Reader, raw: Any) -> CacheConfig:
+    d = r.mapping(raw, "cache", {"capacity", "min_ttl", "max_ttl", "prefetch", "serve_stale"})
+    base = CacheConfig()
+    cache = CacheConfig(
+        capacity=r.get(d, "capacity", "cache", integer(0, 10_000_000), base.capacity),
+        min_ttl=r.get(d, "min_ttl", "cache", whole_seconds, base.min_ttl),
+        max_ttl=r.get(d, "max_ttl", "cache", whole_seconds, base.max_ttl),
+        prefetch=r.get(d, "prefetch", "cache", boolean, base.prefetch),
+        serve_stale=r.get(d, "serve_stale", "cache", whole_seconds, base.serve_stale),
+    )
+    if cache.min_ttl > cache.max_ttl:
+        r.error("cache.min_ttl", f"{cache.min_ttl}s is more than max_ttl ({cache.max_ttl}s)")
+    return cache
+
+
+def _acl(r: _Reader, raw: Any) -> AclConfig:
+    d = r.mapping(raw, "acl", {"allow_recursion", "allow_query"})
+    base = AclConfig()
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("allow_recursion", "allow_query"):
+        if key not in d or d[key] is None:
+            lists[key] = getattr(base, key)
+            continue
+        nets = []
+        for j, item in enumerate(r.sequence(d[key], f"acl.{key}")):
+            try:
+                nets.append(network(item))
+            except _Invalid as exc:
+                r.error(f"acl.{key}[{j}]", str(exc))
+        lists[key] = tuple(nets)
+    return AclConfig(**lists)
+
+
+_TOP = {"dns", "resolver", "zones", "clusters", "remote_secrets", "sync_timeout", "services",
+        "forward", "cache", "acl"}
 
 
 def parse_text(content: str, source: str) -> Config:
@@ -360,6 +509,8 @@ def parse_text(content: str, source: str) -> Config:
         sync_timeout=r.get(top, "sync_timeout", "", duration, 30.0),
         services=_services(r, top.get("services"), clusters),
     )
+    config = dataclasses.replace(config, forward=_forward(r, top.get("forward"), config),
+                                 cache=_cache(r, top.get("cache")), acl=_acl(r, top.get("acl")))
     if r.errors:
         raise ConfigError(r.errors)
     return config

@@ -66,7 +66,7 @@ class KubernetesSources:
         self._timeout_task = asyncio.create_task(self._sync_deadline(),
                                                  name="k8s sync_timeout")
         await self.apply(self._config)
-        self._notify()
+        self._notify(force=True)  # the DNS layer learns "not synced" before any query
 
     async def stop(self) -> None:
         """Stop every watch. What the clusters wrote stays in the store."""

@@ -1,0 +1,98 @@
+"""Who may ask, and who may recurse: the outermost policy handler.
+
+A client outside `allow_query` gets REFUSED for everything; one outside `allow_recursion`
+gets REFUSED with EDE 18 "Prohibited" (RFC 8914) for forwarded names, so we are never an
+open resolver, and still gets the served zones. RA is set only where recursion is offered
+to that client (RFC 1035 4.1.1): on every answer to a client allowed to recurse when
+forwarding is configured, never when it is not.
+
+The decision per client address is kept in a bounded dict, so a query pays a dict lookup.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Final
+
+from globaldns.chain import Next, Result
+from globaldns.chain.forward import Forward
+from globaldns.config.model import AclConfig
+from globaldns.dns.message import REFUSED, Query
+from globaldns.dns.wire import Reply, rcode_body
+
+EDE_PROHIBITED: Final = 18
+# Distinct client addresses remembered; past this the memory starts over (a flood of
+# spoofed sources costs a recomputation, never unbounded memory).
+MAX_CLIENTS: Final = 10_000
+# Authoritative replies remembered with RA set (the snapshot's replies are shared objects).
+MAX_RA_COPIES: Final = 100_000
+
+DENY, QUERY, RECURSE = 0, 1, 2
+
+_NOT_ALLOWED = Reply(rcode_body(REFUSED), ede=((EDE_PROHIBITED, "Prohibited: queries from "
+                                                "this address are not allowed"),))
+_NO_RECURSION = Reply(rcode_body(REFUSED), ede=((EDE_PROHIBITED, "Prohibited: recursion is "
+                                                 "not offered to this address"),))
+
+
+class Acl:
+    def __init__(self, config: AclConfig, *, forward: Forward | None) -> None:
+        self.query_nets = [ipaddress.ip_network(n) for n in config.allow_query]
+        self.recursion_nets = [ipaddress.ip_network(n) for n in config.allow_recursion]
+        self.forward = forward
+        self.decisions: dict[str, int] = {}
+        self.ra_copies: dict[Reply, Reply] = {}
+        # Counters for metrics, plain integers.
+        self.refused_queries = 0
+        self.refused_recursion = 0
+
+    def decide(self, ip: str) -> int:
+        """DENY, QUERY or RECURSE for a client address (memoised)."""
+        decision = self.decisions.get(ip)
+        if decision is not None:
+            return decision
+        try:
+            address = ipaddress.ip_address(ip.split("%", 1)[0])
+        except ValueError:
+            decision = DENY
+        else:
+            if address.version == 6 and address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            if not any(address in net for net in self.query_nets):
+                decision = DENY
+            elif self.forward is not None and any(address in net
+                                                  for net in self.recursion_nets):
+                decision = RECURSE
+            else:
+                decision = QUERY
+        if len(self.decisions) >= MAX_CLIENTS:
+            self.decisions.clear()
+        self.decisions[ip] = decision
+        return decision
+
+    def serve(self, q: Query, next: Next) -> Result:
+        decision = self.decisions.get(q.client[0])
+        if decision is None:
+            decision = self.decide(q.client[0])
+        if decision == RECURSE:
+            reply = next(q)
+            if reply.__class__ is not Reply or reply.ra:
+                return reply
+            copy = self.ra_copies.get(reply)
+            if copy is None:
+                copy = self._with_ra(reply)
+            return copy
+        if decision == QUERY:
+            if self.forward is not None and self.forward.route(q.qname) is not None:
+                self.refused_recursion += 1
+                return _NO_RECURSION
+            return next(q)
+        self.refused_queries += 1
+        return _NOT_ALLOWED
+
+    def _with_ra(self, reply: Reply) -> Reply:
+        copy = Reply(reply.body, ede=reply.ede, ecs_scope=reply.ecs_scope, ra=True)
+        if len(self.ra_copies) >= MAX_RA_COPIES:
+            self.ra_copies.clear()
+        self.ra_copies[reply] = copy
+        return copy

@@ -1,0 +1,215 @@
+"""The cache of forwarded answers. It sits just before `forward` in the chain, so the
+answers of the served zones (prepared in the snapshot) never pass through it.
+
+Key: lowercased qname, qtype, qclass, and the query's DO, AD and CD bits (they change the
+upstream's answer). Positive answers live for their least TTL, negative ones (NXDOMAIN,
+NODATA) for min(SOA TTL, SOA MINIMUM) (RFC 2308 5), within `min_ttl`..`max_ttl`. A hit
+costs a dict lookup and, once a second per entry, rewriting the TTL fields at offsets
+found when the answer was stored; the ID, question and OPT record are the encoder's.
+
+Bounded: `capacity` entries, least recently used evicted first. Concurrent misses of one
+key share one upstream query. A popular entry is refreshed in the background shortly
+before it expires (prefetch). When the upstreams fail, an answer that expired less than
+`serve_stale` ago is served with TTL 30 and EDE 3 (RFC 8767).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from globaldns.chain import Next, Result
+from globaldns.config.model import CacheConfig
+from globaldns.dns.message import FLAG_AA, SERVFAIL, Query
+from globaldns.dns.upstream import Relayed
+from globaldns.dns.wire import Body, Reply
+
+log = logging.getLogger("globaldns.cache")
+
+# RFC 8767 4: a stale answer carries TTL 30, and after a failed refresh the stale answer
+# is served for 30 s without asking the upstreams again (the "failure recheck timer").
+STALE_TTL: Final = 30
+STALE_RETRY: Final = 30.0
+EDE_STALE_ANSWER: Final = 3
+# Prefetch an entry that was hit at least this often once less than 10 % of its
+# lifetime is left (CoreDNS's cache plugin: 2 hits, 10 %).
+PREFETCH_HITS: Final = 2
+PREFETCH_LEFT: Final = 0.1
+# Upstream queries the cache itself keeps in flight (misses share them, prefetches add).
+MAX_PENDING: Final = 1000
+
+Key = tuple[bytes, int, int, int]
+_TTL = struct.Struct("!I")
+
+
+class Entry:
+    __slots__ = ("age", "body", "ede", "expires", "hits", "lifetime", "offsets", "prefetched",
+                 "reply", "retry_after", "stale_until", "stored", "ttls")
+
+    def __init__(self, body: Body, offsets: tuple[int, ...], ttls: tuple[int, ...],
+                 ede: tuple[tuple[int, str], ...], *, now: float, lifetime: int,
+                 serve_stale: int) -> None:
+        self.body = body
+        """The answer with the stored TTLs in place; a template, never sent as is."""
+        self.offsets = offsets
+        self.ttls = ttls
+        self.ede = ede
+        self.stored = now
+        self.lifetime = lifetime
+        self.expires = now + lifetime
+        self.stale_until = self.expires + serve_stale
+        self.hits = 0
+        self.prefetched = False
+        self.retry_after = 0.0
+        self.age = -1
+        self.reply: Reply | None = None
+
+    def fresh(self, now: float) -> Reply:
+        """The answer with its TTLs counted down; rebuilt at most once a second."""
+        age = int(now - self.stored)
+        reply = self.reply
+        if age == self.age and reply is not None:
+            return reply
+        ttls = [t - age if t > age else 0 for t in self.ttls]
+        reply = Reply(_patched(self.body, self.offsets, ttls), ede=self.ede, ra=True)
+        self.age, self.reply = age, reply
+        return reply
+
+    def stale(self) -> Reply:
+        body = _patched(self.body, self.offsets, [STALE_TTL] * len(self.ttls))
+        return Reply(body, ede=(*self.ede, (EDE_STALE_ANSWER, "Stale Answer")), ra=True)
+
+
+def _patched(template: Body, offsets: tuple[int, ...], ttls: list[int] | tuple[int, ...]
+             ) -> Body:
+    """A copy of `template` with the TTL fields at `offsets` set to `ttls`; same layout."""
+    data = bytearray(template.data)
+    pack = _TTL.pack_into
+    for offset, ttl in zip(offsets, ttls, strict=True):
+        pack(data, offset, ttl)
+    body = Body(template.rcode, False, bytes(data), template.an, template.ns, template.ar,
+                template.cuts)
+    body.flags = template.flags
+    return body
+
+
+class Cache:
+    def __init__(self, config: CacheConfig, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.capacity = config.capacity
+        self.min_ttl = config.min_ttl
+        self.max_ttl = config.max_ttl
+        self.prefetch = config.prefetch
+        self.serve_stale = config.serve_stale
+        self.clock = clock
+        self.table: OrderedDict[Key, Entry] = OrderedDict()
+        self.pending: dict[Key, asyncio.Task[Reply]] = {}
+        # Counters for metrics, plain integers.
+        self.hits = 0
+        self.misses = 0
+        self.entries = 0
+        self.evictions = 0
+        self.prefetches = 0
+        self.stale_served = 0
+
+    def serve(self, q: Query, next: Next) -> Result:
+        key = (q.qname, q.qtype, q.qclass, (q.flags & 0x0030) | q.do)
+        entry = self.table.get(key)
+        if entry is not None:
+            now = self.clock()
+            if now < entry.expires:
+                self.hits += 1
+                self.table.move_to_end(key)
+                entry.hits += 1
+                if (self.prefetch and entry.hits >= PREFETCH_HITS and not entry.prefetched
+                        and entry.expires - now < entry.lifetime * PREFETCH_LEFT):
+                    self._prefetch(q, key, entry, next)
+                return entry.fresh(now)
+            if now >= entry.stale_until:
+                self._drop(key)
+                entry = None
+            elif now < entry.retry_after:
+                self.stale_served += 1
+                return entry.stale()
+        self.misses += 1
+        task = self.pending.get(key)
+        if task is None:
+            result = next(q)
+            if result.__class__ is Reply:
+                return result  # not forwarded (refused, the probe answer): nothing to keep
+            if len(self.pending) >= MAX_PENDING:
+                return result
+            task = self._fetch(key, result)  # type: ignore[arg-type]
+        return self._wait(task, entry)
+
+    def _fetch(self, key: Key, pending: Awaitable[Reply]) -> asyncio.Task[Reply]:
+        task = asyncio.get_running_loop().create_task(self._store_when_done(key, pending))
+        self.pending[key] = task
+        return task
+
+    async def _store_when_done(self, key: Key, pending: Awaitable[Reply]) -> Reply:
+        try:
+            reply = await pending
+        finally:
+            self.pending.pop(key, None)
+        entry = self.store(key, reply)
+        # The first client gets what later ones get: TTLs within min_ttl..max_ttl.
+        return entry.fresh(entry.stored) if entry is not None else reply
+
+    async def _wait(self, task: asyncio.Task[Reply], stale: Entry | None) -> Reply:
+        reply = await asyncio.shield(task)
+        if reply.body.rcode == SERVFAIL and stale is not None:
+            now = self.clock()
+            if now < stale.stale_until:
+                stale.retry_after = now + STALE_RETRY
+                self.stale_served += 1
+                return stale.stale()
+        return reply
+
+    def _prefetch(self, q: Query, key: Key, entry: Entry, next: Next) -> None:
+        entry.prefetched = True
+        if key in self.pending or len(self.pending) >= MAX_PENDING:
+            return
+        result = next(q)
+        if result.__class__ is Reply:
+            return
+        self.prefetches += 1
+        self._fetch(key, result).add_done_callback(_log_failure)  # type: ignore[arg-type]
+
+    def store(self, key: Key, reply: Reply) -> Entry | None:
+        """Keep a forwarded answer if it may be cached; the new entry, or None."""
+        body = reply.body
+        if not isinstance(body, Relayed) or body.cache_ttl < 0:
+            return None
+        low, high = self.min_ttl, self.max_ttl
+        ttls = tuple(low if t < low else high if t > high else t for t in body.ttls)
+        lifetime = min(ttls)
+        if lifetime <= 0:
+            return None
+        template = _patched(body, body.ttl_offsets, ttls)
+        template.flags &= ~FLAG_AA  # a cached answer is not authoritative (RFC 1035 6.2)
+        now = self.clock()
+        table = self.table
+        entry = table[key] = Entry(template, body.ttl_offsets, ttls, body.ede, now=now,
+                                   lifetime=lifetime, serve_stale=self.serve_stale)
+        table.move_to_end(key)
+        while len(table) > self.capacity:
+            table.popitem(last=False)
+            self.evictions += 1
+        self.entries = len(table)
+        return entry
+
+    def _drop(self, key: Key) -> None:
+        self.table.pop(key, None)
+        self.entries = len(self.table)
+
+
+def _log_failure(task: asyncio.Task[Reply]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("prefetch failed: %s", task.exception())

@@ -1,0 +1,207 @@
+"""DNS answers over real UDP sockets, fed by emulated clusters, through faults.
+
+The server is the real App (tests/conftest.py runs it on its own thread and loop); the
+emulators run on the test's loop. Until app.py starts the Kubernetes sources itself, the
+test starts them on the App's loop with the App's store, wired as app.py will be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+from typing import Any
+
+from globaldns.k8s.sources import KubernetesSources
+from globaldns.k8s.watch import Timing
+from tests.conftest import Running
+from tests.dnsclient import addresses, ask, rcode
+from tests.k8s import emulator as em
+from tests.k8s.conftest import SPEED, FastTime, eventually
+from tests.k8s.expect import held
+
+
+def yaml_for(emulators: list[em.Emulator], directory: Path, **extra: str) -> str:
+    lines = ["zones: [{name: global, ttl: 5, negative_ttl: 5}]", "clusters:"]
+    for e in emulators:
+        path = e.write_kubeconfig(directory / f"{e.name}.kubeconfig")
+        lines.append(f"  - name: {e.name}")
+        lines.append(f"    locality: region-{e.name}")
+        lines.append(f"    kubeconfig: {path}")
+        for key, value in extra.items():
+            lines.append(f"    {key}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def attach(server: Running, fast: FastTime) -> KubernetesSources:
+    """The App's KubernetesSources, or one started on the App's loop the way app.py will."""
+    app = server.app
+    existing = getattr(app, "kubernetes", None)
+    if existing is not None:
+        return existing  # type: ignore[no-any-return]
+
+    async def start() -> KubernetesSources:
+        sources: KubernetesSources | None = None
+
+        def on_sync_change() -> None:
+            assert sources is not None
+            app.snapshot.set_synced(sources.synced)
+
+        # A Timing of its own (its rng is touched from the App's loop only).
+        timing = Timing(clock=fast.clock, sleep=_scaled_sleep, rng=random.Random(5))
+        sources = KubernetesSources(app.config, app.store, on_sync_change=on_sync_change,
+                                    timing=timing)
+        await sources.start()
+        return sources
+
+    sources = server.run(start())
+    server.started_sources = sources  # type: ignore[attr-defined]
+    return sources
+
+
+async def _scaled_sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds / SPEED)
+
+
+def detach(server: Running, sources: KubernetesSources) -> None:
+    if getattr(server.app, "kubernetes", None) is None:
+        server.run(sources.stop())
+
+
+async def query(port: int, name: str, qtype: str = "A") -> Any:
+    # A blocking socket call: in a thread, so the emulators on this loop keep serving.
+    return await asyncio.to_thread(ask, port, name, qtype)
+
+
+async def answers(port: int, name: str) -> tuple[str, list[str]]:
+    reply = await query(port, name)
+    return rcode(reply), sorted(addresses(reply))
+
+
+async def dns_eventually(port: int, name: str, expected: tuple[str, list[str]],
+                         timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = await answers(port, name)
+        if got == expected:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{name}: {got} != {expected}")
+        await asyncio.sleep(0.02)
+
+
+def web(e: em.Emulator, *addresses: str, ready: bool = True) -> None:
+    e.put(em.service("prod", "web"))
+    e.put(em.endpoint_slice("prod", "web-1", "web",
+                            endpoints=[em.endpoint(a, ready=ready) for a in addresses]))
+
+
+async def test_servfail_before_sync_then_merged_answers_then_nxdomain(
+        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime) -> None:
+    a, b = await emulators("a", "b")
+    web(a, "10.1.0.1", "10.1.0.2")
+    web(b, "10.2.0.1")
+    a.fail(403, count=None, plurals=["endpointslices"])  # a cannot sync yet
+    server = server_factory(yaml_for([a, b], tmp_path))
+    sources = attach(server, fast)
+    try:
+        await eventually(lambda: sources.status()[1]["state"] == "synced")
+        # b is synced, a is not: an unknown name is SERVFAIL (no negative answer from
+        # incomplete data), a known one is answered from what is there.
+        await dns_eventually(server.port, "nothere.prod.global", ("SERVFAIL", []))
+        assert await answers(server.port, "web.prod.global") == ("NOERROR", ["10.2.0.1"])
+        a.clear_faults()
+        await dns_eventually(server.port, "web.prod.global",
+                             ("NOERROR", ["10.1.0.1", "10.1.0.2", "10.2.0.1"]))
+        await dns_eventually(server.port, "nothere.prod.global", ("NXDOMAIN", []))
+        # One cluster's endpoint, by cluster name.
+        assert await answers(server.port, "a.web.prod.global") == (
+            "NOERROR", ["10.1.0.1", "10.1.0.2"])
+        # SRV targets the EndpointSlice port.
+        srv = await query(server.port, "_http._tcp.web.prod.global", "SRV")
+        assert {rr.rdata.port for rr in srv.rr} == {8080}
+    finally:
+        detach(server, sources)
+
+
+async def test_answers_through_drop_410_and_an_outage_past_stale_for(
+        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime) -> None:
+    a, b = await emulators("a", "b")
+    web(a, "10.1.0.1")
+    web(b, "10.2.0.1")
+    a.put(em.service("prod", "only-a"))
+    a.put(em.endpoint_slice("prod", "only-a-1", "only-a", endpoints=[em.endpoint("10.1.9.9")]))
+    # stale_for 60 s runs in 1.2 s here.
+    server = server_factory(yaml_for([a, b], tmp_path, stale_for="60s"))
+    sources = attach(server, fast)
+    port = server.port
+    try:
+        await dns_eventually(port, "web.prod.global", ("NOERROR", ["10.1.0.1", "10.2.0.1"]))
+        await eventually(lambda: a.open_watches == 2)
+        # A dropped stream: the change made meanwhile arrives on resume.
+        a.drop_watches()
+        web(a, "10.1.0.3")
+        await dns_eventually(port, "web.prod.global", ("NOERROR", ["10.1.0.3", "10.2.0.1"]))
+        # 410: missed events and compaction; the relist deletes what is gone.
+        await eventually(lambda: a.open_watches == 2)
+        a.freeze_watches()
+        a.delete("endpointslices", "prod", "only-a-1")
+        a.delete("services", "prod", "only-a")
+        a.compact()
+        a.drop_watches()
+        await dns_eventually(port, "only-a.prod.global", ("NXDOMAIN", []))
+        # Unreachable: still answered (stale), then dropped after stale_for, then back.
+        await a.stop()
+        await asyncio.sleep(0.3)
+        assert await answers(port, "web.prod.global") == ("NOERROR", ["10.1.0.3", "10.2.0.1"])
+        await dns_eventually(port, "web.prod.global", ("NOERROR", ["10.2.0.1"]))
+        web(a, "10.1.0.4")
+        await a.restart()
+        await dns_eventually(port, "web.prod.global", ("NOERROR", ["10.1.0.4", "10.2.0.1"]))
+    finally:
+        detach(server, sources)
+
+
+async def test_random_changes_and_faults_end_with_answers_equal_to_the_clusters(
+        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime) -> None:
+    from tests.k8s.test_random import Chaos
+
+    rng = random.Random(11)
+    clusters = await emulators("r1", "r2")
+    chaos = Chaos(rng, clusters)
+    for e in clusters:
+        for _ in range(10):
+            chaos.change(e)
+    server = server_factory(yaml_for(clusters, tmp_path, watch_idle_timeout="1s"))
+    sources = attach(server, fast)
+    try:
+        await eventually(lambda: sources.synced, timeout=10)
+        for _ in range(60):
+            e = rng.choice(clusters)
+            if rng.random() < 0.15:
+                await chaos.fault(e)
+            else:
+                chaos.change(e)
+            if rng.random() < 0.3:
+                await asyncio.sleep(rng.uniform(0, 0.03))
+        for e in clusters:
+            e.clear_faults()
+            e.latency = 0
+            e.continue_ttl = 300.0
+        await eventually(lambda: all(s["state"] == "synced" for s in sources.status()),
+                         timeout=15)
+        # What the emulators hold, as DNS should answer it (fail open when none ready).
+        views = [held(e) for e in clusters]
+        names = {key for view in views for key in view}
+        for ns in ("prod", "dev"):
+            for svc in ("svc0", "svc1", "svc2", "svc3", "svc4", "svc5"):
+                key = (ns, svc)
+                endpoints = [ep for view in views for ep in view.get(key, ())]
+                ready = sorted(addr for addr, ok in endpoints if ok)
+                if key not in names:
+                    expected = ("NXDOMAIN", [])
+                else:
+                    expected = ("NOERROR", ready or sorted(addr for addr, _ in endpoints))
+                await dns_eventually(server.port, f"{svc}.{ns}.global", expected)
+    finally:
+        detach(server, sources)

@@ -1,0 +1,367 @@
+"""Upstreams the forwarding tests control, all on loopback: a small dnslib server on its own
+event loop thread (answering, slow, silent, wrong ID, wrong question, truncating,
+SERVFAIL, TCP-only), and a real `unbound` serving `local-data`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dnslib
+
+from tests.conftest import free_port
+from tests.dnsclient import make_query, udp_raw
+
+QT = dnslib.QTYPE
+
+
+class Background:
+    """An event loop on its own thread, for the test-side servers."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@dataclass
+class Seen:
+    """One query as the upstream received it."""
+
+    transport: str
+    port: int
+    id: int
+    qname: str
+    qtype: int
+    rd: bool
+    ad: bool
+    cd: bool
+    edns: bool
+    do: bool
+
+
+class FakeUpstream:
+    """A DNS server for `example.test` on 127.0.0.1, its behaviour set by `mode`:
+    answer | silent | servfail | refused | wrong_id | wrong_question | spoofed_first |
+    truncate (TC over UDP, the whole answer over TCP). `delay` (or `delays` per name)
+    holds answers back; `udp=False` makes it TCP-only (its UDP port is closed)."""
+
+    def __init__(self, background: Background, *, udp: bool = True, tcp: bool = True,
+                 zone: str = "example.test", negative_ttl: int = 60) -> None:
+        self.background = background
+        self.zone = zone
+        self.negative_ttl = negative_ttl
+        self.mode = "answer"
+        self.delay = 0.0
+        self.delays: dict[str, float] = {}
+        self.records: dict[tuple[str, int], list[dnslib.RR]] = {}
+        self.queries: list[Seen] = []
+        self.tcp_connections = 0
+        self.port = free_port()
+        self._udp_transport: asyncio.DatagramTransport | None = None
+        self._tcp_server: asyncio.Server | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+        background.run(self._start(udp, tcp))
+
+    def __str__(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def add(self, *zone_lines: str) -> FakeUpstream:
+        for line in zone_lines:
+            for rr in dnslib.RR.fromZone(line):
+                key = (str(rr.rname).lower().rstrip("."), rr.rtype)
+                self.records.setdefault(key, []).append(rr)
+        return self
+
+    def count(self, qname: str | None = None, *, probes: bool = False) -> int:
+        """Queries received (for `qname`), health probes (`. NS`) left out unless asked."""
+        return sum(1 for s in list(self.queries)
+                   if (qname is None or s.qname == qname)
+                   and (probes or not (s.qname == "" and s.qtype == QT.NS)))
+
+    def probes(self) -> int:
+        return sum(1 for s in list(self.queries) if s.qname == "" and s.qtype == QT.NS)
+
+    def stop(self) -> None:
+        self.background.run(self._stop())
+
+    async def _start(self, udp: bool, tcp: bool) -> None:
+        loop = asyncio.get_running_loop()
+        if udp:
+            self._udp_transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpSide(self), local_addr=("127.0.0.1", self.port))
+        if tcp:
+            self._tcp_server = await asyncio.start_server(self._tcp_client, "127.0.0.1",
+                                                          self.port)
+
+    async def _stop(self) -> None:
+        if self._udp_transport is not None:
+            self._udp_transport.close()
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        for task in list(self._clients):
+            task.cancel()
+        if self._clients:
+            await asyncio.wait(self._clients, timeout=2)
+
+    def _log(self, request: dnslib.DNSRecord, transport: str, port: int) -> None:
+        opt = [rr for rr in request.ar if rr.rtype == QT.OPT]
+        h = request.header
+        self.queries.append(Seen(
+            transport, port, h.id, str(request.q.qname).lower().rstrip("."), request.q.qtype,
+            bool(h.rd), bool(h.ad), bool(h.cd), bool(opt),
+            bool(opt and opt[0].ttl & 0x8000)))
+
+    def answer(self, request: dnslib.DNSRecord, *, tcp: bool) -> dnslib.DNSRecord:
+        reply = request.reply(ra=1, aa=1)
+        reply.ar = []
+        name = str(request.q.qname).lower().rstrip(".")
+        qtype = request.q.qtype
+        if self.mode == "servfail":
+            reply.header.rcode = dnslib.RCODE.SERVFAIL
+        elif self.mode == "refused":
+            reply.header.rcode = dnslib.RCODE.REFUSED
+        elif name == "" and qtype == QT.NS:
+            reply.add_answer(*dnslib.RR.fromZone(". 3600 IN NS a.root-servers.net."))
+        elif self.mode == "truncate" and not tcp:
+            reply.header.tc = 1
+        elif (name, qtype) in self.records:
+            for rr in self.records[(name, qtype)]:
+                reply.add_answer(rr)
+        else:
+            if not any(n == name for n, _t in self.records):
+                reply.header.rcode = dnslib.RCODE.NXDOMAIN
+            z = self.zone
+            reply.add_auth(*dnslib.RR.fromZone(
+                f"{z}. 3600 IN SOA ns.{z}. hostmaster.{z}. 1 3600 600 86400 "
+                f"{self.negative_ttl}"))
+        opt = [rr for rr in request.ar if rr.rtype == QT.OPT]
+        if opt:
+            reply.add_ar(dnslib.EDNS0(udp_len=1232, flags="do" if opt[0].ttl & 0x8000 else ""))
+        return reply
+
+    def replies(self, data: bytes, *, tcp: bool) -> list[tuple[float, bytes]]:
+        """What to send back for one query, with the delay before each."""
+        try:
+            request = dnslib.DNSRecord.parse(data)
+        except Exception:
+            return []
+        reply = self.answer(request, tcp=tcp)
+        delay = self.delays.get(str(request.q.qname).lower().rstrip("."), self.delay)
+        mode = self.mode
+        if mode == "silent":
+            return []
+        if mode == "wrong_id":
+            reply.header.id = (reply.header.id + 1) & 0xFFFF
+            return [(delay, reply.pack())]
+        if mode == "wrong_question":
+            reply.q.qname = dnslib.DNSLabel("other." + self.zone)
+            return [(delay, reply.pack())]
+        if mode == "spoofed_first":
+            wrong_id = dnslib.DNSRecord.parse(reply.pack())
+            wrong_id.header.id = (wrong_id.header.id + 1) & 0xFFFF
+            wrong_id.rr = [*dnslib.RR.fromZone(f"{request.q.qname} 300 IN A 6.6.6.6")]
+            wrong_q = dnslib.DNSRecord.parse(reply.pack())
+            wrong_q.q.qname = dnslib.DNSLabel("other." + self.zone)
+            wrong_q.rr = [*dnslib.RR.fromZone(f"other.{self.zone} 300 IN A 6.6.6.6")]
+            return [(0.0, wrong_id.pack()), (0.0, wrong_q.pack()),
+                    (0.0, b"spoof-from-another-port"), (0.05 + delay, reply.pack())]
+        return [(delay, reply.pack())]
+
+    async def _tcp_client(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        self.tcp_connections += 1
+        me = asyncio.current_task()
+        assert me is not None
+        self._clients.add(me)
+        me.add_done_callback(self._clients.discard)
+        port = writer.get_extra_info("peername")[1]
+        tasks = set()
+        try:
+            for _ in range(10_000):
+                head = await reader.readexactly(2)
+                data = await reader.readexactly(int.from_bytes(head, "big"))
+                with contextlib.suppress(Exception):
+                    self._log(dnslib.DNSRecord.parse(data), "tcp", port)
+                task = asyncio.get_running_loop().create_task(
+                    self._tcp_answer(writer, self.replies(data, tcp=True)))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            writer.close()
+
+    async def _tcp_answer(self, writer: asyncio.StreamWriter,
+                          replies: list[tuple[float, bytes]]) -> None:
+        for delay, wire in replies:
+            if delay:
+                await asyncio.sleep(delay)
+            if wire != b"spoof-from-another-port" and not writer.is_closing():
+                writer.write(len(wire).to_bytes(2, "big") + wire)
+
+
+class _UdpSide(asyncio.DatagramProtocol):
+    def __init__(self, owner: FakeUpstream) -> None:
+        self.owner = owner
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        with contextlib.suppress(Exception):
+            self.owner._log(dnslib.DNSRecord.parse(data), "udp", addr[1])
+        replies = self.owner.replies(data, tcp=False)
+        asyncio.get_running_loop().create_task(self._send(replies, addr))
+
+    async def _send(self, replies: list[tuple[float, bytes]], addr: tuple[str, int]) -> None:
+        for delay, wire in replies:
+            if delay:
+                await asyncio.sleep(delay)
+            if wire == b"spoof-from-another-port":
+                # The right ID and question, from a port the query was not sent to.
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+                    other.bind(("127.0.0.1", 0))
+                    other.sendto(replies[-1][1], addr)
+                continue
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.sendto(wire, addr)
+
+
+# -- unbound -----------------------------------------------------------------------------------
+
+UNBOUND_CONF = """\
+server:
+  interface: 127.0.0.1
+  port: {port}
+  do-ip6: no
+  do-daemonize: no
+  chroot: ""
+  username: ""
+  directory: "{dir}"
+  pidfile: ""
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  do-not-query-localhost: no
+  access-control: 127.0.0.0/8 allow
+  # Never query beyond loopback: no validator, no trust anchor, every name answered
+  # locally (the root is a static local zone), and only a loopback source address.
+  module-config: "iterator"
+  outgoing-interface: 127.0.0.1
+  local-zone: "." static
+{zones}
+"""
+
+
+class Unbound:
+    """A real unbound answering `local-data` on a random loopback port; stopped by PID."""
+
+    def __init__(self, directory: Path, local_data: list[str], *,
+                 zones: tuple[str, ...] = ("example.test",)) -> None:
+        assert shutil.which("unbound"), "unbound is not installed (apt-get install unbound)"
+        self.port = free_port()
+        lines = []
+        for zone in zones:
+            lines.append(f'  local-zone: "{zone}." static')
+            lines.append(f'  local-data: "{zone}. 3600 IN SOA ns.{zone}. hostmaster.{zone}. '
+                         f'1 3600 600 86400 120"')
+        lines += [f"  local-data: '{line}'" for line in local_data]
+        self.conf = directory / "unbound.conf"
+        self.conf.write_text(UNBOUND_CONF.format(port=self.port, dir=directory,
+                                                 zones="\n".join(lines)))
+        self.log = directory / "unbound.log"
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(["unbound", "-d", "-c", str(self.conf)],
+                                            stdout=log, stderr=subprocess.STDOUT)
+        probe = make_query(f"{zones[0]}", "SOA")
+        for _ in range(100):  # up to 10 s for it to start
+            if self.process.poll() is not None:
+                raise RuntimeError(f"unbound exited: {self.log.read_text()}")
+            if udp_raw(self.port, probe, timeout=0.1) is not None:
+                return
+        self.stop()
+        raise RuntimeError(f"unbound did not answer: {self.log.read_text()}")
+
+    def __str__(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@contextlib.contextmanager
+def unbound(directory: Path, local_data: list[str], **kw: Any) -> Iterator[Unbound]:
+    server = Unbound(directory, local_data, **kw)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Clock:
+    """A clock the test moves (the cache's `clock`)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def wait_until(predicate: Any, timeout: float = 5.0, step: float = 0.02) -> bool:
+    """Poll `predicate` until it holds, at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
+
+
+@contextlib.contextmanager
+def fake_upstreams() -> Iterator[Any]:
+    """A factory of FakeUpstreams on one background loop, all stopped at the end."""
+    background = Background()
+    made: list[FakeUpstream] = []
+
+    def make(**kw: Any) -> FakeUpstream:
+        upstream = FakeUpstream(background, **kw)
+        made.append(upstream)
+        return upstream
+
+    try:
+        yield make
+    finally:
+        for upstream in made:
+            upstream.stop()
+        background.close()
