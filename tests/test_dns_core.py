@@ -58,6 +58,8 @@ def test_negative_answers_carry_the_zone_soa(example, name, qtype, expected):
     assert rcode(reply) == expected
     assert reply.rr == []
     assert [rr.rtype for rr in reply.auth] == [QT.SOA]
+    assert str(reply.auth[0].rname) == "global."
+    assert str(reply.auth[0].rdata.mname) == "ns.global."
     assert reply.auth[0].ttl == 5 and reply.auth[0].rdata.times[-1] == 5
     assert reply.header.aa == 1
 

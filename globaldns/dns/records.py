@@ -53,13 +53,21 @@ def hinfo_rfc8482(name: str, ttl: int) -> RR:
     return RR(name, HINFO, rdata=dnslib.RD(b"\x07RFC8482\x00"), ttl=ttl)
 
 
-def body(qname: str, *, rcode: int = 0, aa: bool = True, answer: list[RR] = (),  # type: ignore[assignment]
+class _Uncompressed(dnslib.DNSBuffer):
+    def encode_name(self, name: object) -> None:
+        self.encode_name_nocompress(name)
+
+
+def body(qname: str | None, *, rcode: int = 0, aa: bool = True, answer: list[RR] = (),  # type: ignore[assignment]
          authority: list[RR] = (), additional: list[RR] = ()) -> Body:  # type: ignore[assignment]
-    """Encode the sections after a question for `qname` (lowercase), compressed against it."""
-    buffer = dnslib.DNSBuffer()
-    buffer.append(b"\0" * 12)
-    buffer.encode_name(dnslib.DNSLabel(qname))
-    buffer.pack("!HH", 1, 1)
+    """Encode the sections after a question for `qname` (lowercase), compressed against it.
+    With `qname` None the body serves any question (a zone's NXDOMAIN): no compression,
+    since pointers would depend on the question's length."""
+    buffer = dnslib.DNSBuffer() if qname is not None else _Uncompressed()
+    if qname is not None:
+        buffer.append(b"\0" * 12)
+        buffer.encode_name(dnslib.DNSLabel(qname))
+        buffer.pack("!HH", 1, 1)
     start = buffer.offset
     cuts = []
     an = ns_count = ar = 0

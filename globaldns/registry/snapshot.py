@@ -52,10 +52,10 @@ class Zone:
         self.wire = text_to_wire(config.name)
         self.negative = [R.soa(config.name, config.negative_ttl, serial=serial,
                                minimum=config.negative_ttl)]
-        self.nxdomain = AnswerSet([Reply(R.body(config.name, rcode=NXDOMAIN,
+        self.nxdomain = AnswerSet([Reply(R.body(None, rcode=NXDOMAIN,
                                                 authority=self.negative))])
         self.servfail_unsynced = AnswerSet([Reply(
-            R.body(config.name, rcode=SERVFAIL, aa=False),
+            R.body(None, rcode=SERVFAIL, aa=False),
             ede=((EDE_NOT_READY, "not synced: a cluster has not finished its first list"),))])
 
     def body(self, qname: str, *, answer: list[R.RR] = (), additional: list[R.RR] = (),  # type: ignore[assignment]

@@ -1,0 +1,76 @@
+"""The registry's incremental interface, seen through DNS: a change to one service
+re-prepares that service's names and nothing else."""
+
+from __future__ import annotations
+
+from globaldns.dns.message import text_to_wire
+from globaldns.registry.model import Endpoint, Locality, Port, ServiceData
+from tests.dnsclient import addresses, ask, rcode
+
+CONFIG = """
+clusters: [{name: east, locality: us-east1}]
+services:
+  - name: other
+    namespace: prod
+    endpoints: [{address: 10.7.0.1, cluster: east}]
+"""
+
+
+def endpoint(address: str, cluster: str = "east", **kw) -> Endpoint:  # type: ignore[no-untyped-def]
+    return Endpoint(address=address, cluster=cluster, locality=Locality("us-east1"), **kw)
+
+
+def test_a_source_write_changes_the_answer_and_touches_only_that_service(server_factory):
+    s = server_factory(CONFIG)
+    store = s.app.store
+    assert rcode(ask(s.port, "api.prod.global")) == "NXDOMAIN"
+    other = s.app.snapshot.names[text_to_wire("other.prod.global")]
+
+    s.call(store.set, "k8s/east", ("prod", "api"),
+           ServiceData(ports=(Port("http", 8080),), endpoints=(endpoint("10.5.0.1"),)))
+    assert addresses(ask(s.port, "api.prod.global")) == ["10.5.0.1"]
+    assert s.app.snapshot.names[text_to_wire("other.prod.global")] is other
+
+    s.call(store.set, "k8s/west", ("prod", "api"),
+           ServiceData(endpoints=(endpoint("10.6.0.1", "west"),)))
+    assert sorted(addresses(ask(s.port, "api.prod.global"))) == ["10.5.0.1", "10.6.0.1"]
+
+    s.call(store.delete, "k8s/east", ("prod", "api"))
+    assert addresses(ask(s.port, "api.prod.global")) == ["10.6.0.1"]
+    assert rcode(ask(s.port, "_http._tcp.api.prod.global", "SRV")) == "NXDOMAIN"
+
+    s.call(store.drop_source, "k8s/west")
+    assert rcode(ask(s.port, "api.prod.global")) == "NXDOMAIN"
+    assert rcode(ask(s.port, "10-6-0-1.west.api.prod.global")) == "NXDOMAIN"
+    assert addresses(ask(s.port, "other.prod.global")) == ["10.7.0.1"]
+    assert s.app.snapshot.names[text_to_wire("other.prod.global")] is other
+
+
+def test_a_namespace_stays_an_empty_non_terminal_while_any_service_lives_in_it(server_factory):
+    s = server_factory(CONFIG)
+    store = s.app.store
+    s.call(store.set, "k8s/east", ("shop", "a"), ServiceData(endpoints=(endpoint("10.1.1.1"),)))
+    s.call(store.set, "k8s/east", ("shop", "b"), ServiceData(endpoints=(endpoint("10.1.1.2"),)))
+    assert rcode(ask(s.port, "shop.global")) == "NOERROR"
+    s.call(store.delete, "k8s/east", ("shop", "a"))
+    assert rcode(ask(s.port, "shop.global")) == "NOERROR"
+    s.call(store.delete, "k8s/east", ("shop", "b"))
+    assert rcode(ask(s.port, "shop.global")) == "NXDOMAIN"
+
+
+def test_an_external_name_service_answers_a_cname(server_factory):
+    s = server_factory(CONFIG)
+    s.call(s.app.store.set, "k8s/east", ("prod", "db"),
+           ServiceData(external_name="db.example.com"))
+    reply = ask(s.port, "db.prod.global")
+    assert [str(rr.rdata) for rr in reply.rr] == ["db.example.com."]
+
+
+def test_before_sync_an_unknown_name_is_servfail_not_nxdomain(server_factory):
+    s = server_factory(CONFIG)
+    s.call(s.app.snapshot.set_synced, False)
+    reply = ask(s.port, "unknown.prod.global", edns=1232)
+    assert rcode(reply) == "SERVFAIL"
+    assert addresses(ask(s.port, "other.prod.global")) == ["10.7.0.1"]
+    s.call(s.app.snapshot.set_synced, True)
+    assert rcode(ask(s.port, "unknown.prod.global")) == "NXDOMAIN"
