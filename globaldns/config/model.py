@@ -74,6 +74,29 @@ class RemoteSecretsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCheckConfig:
+    """An active probe of an endpoint's address: `http` (GET path, status in range) or `tcp`
+    (connect). Defaults are Consul's and Route 53's usual ones."""
+
+    kind: str
+    port: int
+    path: str = "/health"
+    expect_status: tuple[int, int] = (200, 399)
+    interval: float = 10.0
+    timeout: float = 3.0
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class SubsetConfig:
+    """A DestinationRule-style subset: `<name>.<service>.<namespace>.<zone>`."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class StaticEndpoint:
     address: str
     cluster: str
@@ -82,6 +105,7 @@ class StaticEndpoint:
     hostname: str = ""
     labels: tuple[tuple[str, str], ...] = ()
     weight: int = 1
+    health_check: HealthCheckConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +114,61 @@ class StaticService:
     namespace: str
     ports: tuple[Port, ...] = ()
     endpoints: tuple[StaticEndpoint, ...] = ()
+    subsets: tuple[SubsetConfig, ...] = ()
+    health_check: HealthCheckConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLocality:
+    cidr: str
+    locality: Locality
+
+
+@dataclass(frozen=True, slots=True)
+class ViewConfig:
+    clients: tuple[str, ...] = ()
+    localities: tuple[str, ...] = ()
+    clusters: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DistributeConfig:
+    source: str
+    """The `from` locality pattern (`us-central1/*`)."""
+    to: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverConfig:
+    source: str
+    """The `from` region."""
+    to: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingRule:
+    match: str
+    distribute: tuple[DistributeConfig, ...] = ()
+    failover: tuple[FailoverConfig, ...] = ()
+    weights: tuple[tuple[str, int], ...] = ()
+    views: tuple[ViewConfig, ...] = ()
+    answer: str = "all"
+    """`all`, or `best_tier`: only the leading tier (plus `spill` records of the next)."""
+    spill: int = 0
+    min_healthy: tuple[float, bool] = (0, False)
+    """(value, is_percent): a cluster below this many ready endpoints counts as unhealthy."""
+    panic_threshold: float = 0.0
+    max_answers: int | None = None
+    shuffle: bool = True
+    subsets: tuple[SubsetConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AliasConfig:
+    name: str
+    target: str
+    mode: str = "cname"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +224,9 @@ class Config:
     # Readiness waits at most this long for every cluster's first list.
     sync_timeout: float = 30.0
     services: tuple[StaticService, ...] = field(default=())
+    client_localities: tuple[ClientLocality, ...] = ()
+    routing: tuple[RoutingRule, ...] = ()
+    aliases: tuple[AliasConfig, ...] = ()
     forward: tuple[ForwardConfig, ...] = ()
     cache: CacheConfig = CacheConfig()
     acl: AclConfig = AclConfig()

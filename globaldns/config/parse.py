@@ -15,16 +15,24 @@ import yaml
 
 from globaldns.config.model import (
     AclConfig,
+    AliasConfig,
     CacheConfig,
+    ClientLocality,
     ClusterConfig,
     Config,
+    DistributeConfig,
     DnsConfig,
+    FailoverConfig,
     ForwardConfig,
+    HealthCheckConfig,
     ListenAddress,
     RemoteSecretsConfig,
     ResolverConfig,
+    RoutingRule,
     StaticEndpoint,
     StaticService,
+    SubsetConfig,
+    ViewConfig,
     ZoneConfig,
 )
 from globaldns.registry.model import Locality, Port
@@ -302,7 +310,8 @@ def _services(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
     services: list[StaticService] = []
     for i, item in enumerate(r.sequence(raw, "services")):
         path = f"services[{i}]"
-        d = r.mapping(item, path, {"name", "namespace", "ports", "endpoints"})
+        d = r.mapping(item, path, {"name", "namespace", "ports", "endpoints", "subsets",
+                                   "health_check"})
         name = r.required(d, "name", path, dns_label, "")
         namespace = r.required(d, "namespace", path, dns_label, "")
         ports: list[Port] = []
@@ -319,7 +328,7 @@ def _services(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
         for j, e in enumerate(r.sequence(d.get("endpoints"), f"{path}.endpoints")):
             epath = f"{path}.endpoints[{j}]"
             ed = r.mapping(e, epath, {"address", "cluster", "locality", "ready", "hostname",
-                                      "labels", "weight"})
+                                      "labels", "weight", "health_check"})
             cluster = r.required(ed, "cluster", epath, dns_label, "")
             if cluster and cluster not in by_name:
                 r.error(f"{epath}.cluster", f"{cluster!r} is not a cluster listed in clusters")
@@ -332,10 +341,14 @@ def _services(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
                 hostname=r.get(ed, "hostname", epath, dns_label, ""),
                 labels=r.get(ed, "labels", epath, labels, ()),
                 weight=r.get(ed, "weight", epath, integer(0, 1_000_000), 1),
+                health_check=_health_check(r, ed.get("health_check"), f"{epath}.health_check"),
             ))
         if any(s.name == name and s.namespace == namespace for s in services):
             r.error(f"{path}.name", f"service {name}.{namespace} is listed twice")
-        services.append(StaticService(name, namespace, tuple(ports), tuple(endpoints)))
+        services.append(StaticService(
+            name, namespace, tuple(ports), tuple(endpoints),
+            subsets=_subsets(r, d.get("subsets"), f"{path}.subsets"),
+            health_check=_health_check(r, d.get("health_check"), f"{path}.health_check")))
     return tuple(services)
 
 
@@ -483,8 +496,208 @@ def _acl(r: _Reader, raw: Any) -> AclConfig:
     return AclConfig(**lists)
 
 
+def status_range(value: Any) -> tuple[int, int]:
+    match = re.match(r"^\s*(\d{3})\s*(?:-\s*(\d{3}))?\s*$", str(value))
+    if not match:
+        raise _Invalid(f"{value!r} is not a status or range (e.g. 200 or 200-399)")
+    low = int(match.group(1))
+    high = int(match.group(2) or low)
+    if not 100 <= low <= high <= 599:
+        raise _Invalid(f"{value!r} is not a range of HTTP statuses")
+    return low, high
+
+
+def _health_check(r: _Reader, raw: Any, path: str) -> HealthCheckConfig | None:
+    if raw is None:
+        return None
+    d = r.mapping(raw, path, {"http", "tcp", "interval", "timeout", "healthy_threshold",
+                              "unhealthy_threshold"})
+    kinds = [k for k in ("http", "tcp") if k in d]
+    if len(kinds) != 1:
+        r.error(path, "needs exactly one of http or tcp")
+        return None
+    kind = kinds[0]
+    kpath = f"{path}.{kind}"
+    allowed = {"path", "port", "expect_status"} if kind == "http" else {"port"}
+    kd = r.mapping(d[kind], kpath, allowed)
+    base = HealthCheckConfig(kind, 0)
+    check = HealthCheckConfig(
+        kind=kind,
+        port=r.required(kd, "port", kpath, integer(1, 65535), 0),
+        path=r.get(kd, "path", kpath, text, base.path),
+        expect_status=r.get(kd, "expect_status", kpath, status_range, base.expect_status),
+        interval=r.get(d, "interval", path, positive_duration, base.interval),
+        timeout=r.get(d, "timeout", path, positive_duration, base.timeout),
+        healthy_threshold=r.get(d, "healthy_threshold", path, integer(1, 100),
+                                base.healthy_threshold),
+        unhealthy_threshold=r.get(d, "unhealthy_threshold", path, integer(1, 100),
+                                  base.unhealthy_threshold),
+    )
+    if not check.path.startswith("/"):
+        r.error(f"{kpath}.path", f"{check.path!r} must start with /")
+    return check
+
+
+def _subsets(r: _Reader, raw: Any, path: str) -> tuple[SubsetConfig, ...]:
+    subsets: list[SubsetConfig] = []
+    for i, item in enumerate(r.sequence(raw, path)):
+        spath = f"{path}[{i}]"
+        d = r.mapping(item, spath, {"name", "labels"})
+        subset = SubsetConfig(name=r.required(d, "name", spath, dns_label, ""),
+                              labels=r.required(d, "labels", spath, labels, ()))
+        if subset.name.startswith("_"):
+            r.error(f"{spath}.name", "must not start with '_' (SRV names do)")
+        if any(x.name == subset.name for x in subsets):
+            r.error(f"{spath}.name", f"subset {subset.name!r} is listed twice")
+        subsets.append(subset)
+    return tuple(subsets)
+
+
+def _client_localities(r: _Reader, raw: Any) -> tuple[ClientLocality, ...]:
+    out = []
+    for i, item in enumerate(r.sequence(raw, "client_localities")):
+        path = f"client_localities[{i}]"
+        d = r.mapping(item, path, {"cidr", "locality"})
+        out.append(ClientLocality(cidr=r.required(d, "cidr", path, network, "0.0.0.0/32"),
+                                  locality=r.required(d, "locality", path, locality,
+                                                      Locality())))
+    return tuple(out)
+
+
+_PATTERN = re.compile(r"^[a-z0-9*][a-z0-9*_.-]*(/[a-z0-9*][a-z0-9*_.-]*){0,2}$")
+
+
+def pattern(value: Any) -> str:
+    """A locality pattern: `us-central1/*`, `eu-*`, `us-east1`."""
+    raw = text(value).lower().strip("/")
+    if not _PATTERN.match(raw):
+        raise _Invalid(f"{value!r} is not a locality pattern (region[/zone[/subzone]], * allowed)")
+    return raw
+
+
+def weight_map(value: Any) -> tuple[tuple[str, int], ...]:
+    if not isinstance(value, dict) or not value:
+        raise _Invalid("must be a mapping of name: weight")
+    out = []
+    for key, weight in value.items():
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+            raise _Invalid(f"weight of {key!r} must be a whole number >= 0, not {weight!r}")
+        out.append((str(key).lower(), weight))
+    if not any(w for _, w in out):
+        raise _Invalid("at least one weight must be above 0")
+    return tuple(out)
+
+
+def min_healthy(value: Any) -> tuple[float, bool]:
+    raw = str(value).strip()
+    match = re.match(r"^(\d+(?:\.\d+)?)(%?)$", raw)
+    if isinstance(value, bool) or not match:
+        raise _Invalid(f"{value!r} is not a count or a percentage (e.g. 2 or 50%)")
+    amount, percent = float(match.group(1)), bool(match.group(2))
+    if percent and amount > 100:
+        raise _Invalid(f"{value!r} is more than 100%")
+    return amount, percent
+
+
+def percentage(value: Any) -> float:
+    raw = str(value).strip().rstrip("%")
+    try:
+        amount = float(raw)
+    except ValueError:
+        raise _Invalid(f"{value!r} is not a percentage (0-100)") from None
+    if isinstance(value, bool) or not 0 <= amount <= 100:
+        raise _Invalid(f"{value!r} is not a percentage (0-100)")
+    return amount
+
+
+def _routing(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
+             ) -> tuple[RoutingRule, ...]:
+    known = {c.name for c in clusters}
+    rules = []
+    for i, item in enumerate(r.sequence(raw, "routing")):
+        path = f"routing[{i}]"
+        d = r.mapping(item, path, {"match", "distribute", "failover", "weights", "views",
+                                   "answer", "spill", "min_healthy", "panic_threshold",
+                                   "max_answers", "shuffle", "subsets"})
+        match = r.required(d, "match", path, text, "")
+        if match and not re.match(r"^[a-z0-9*_-]+\.[a-z0-9*_-]+$", match.lower()):
+            r.error(f"{path}.match", f"{match!r} is not <service>.<namespace> (* allowed)")
+        distribute = []
+        for j, entry in enumerate(r.sequence(d.get("distribute"), f"{path}.distribute")):
+            dpath = f"{path}.distribute[{j}]"
+            dd = r.mapping(entry, dpath, {"from", "to"})
+            distribute.append(DistributeConfig(
+                source=r.required(dd, "from", dpath, pattern, "*"),
+                to=tuple((pattern(k), w) for k, w in r.required(dd, "to", dpath, weight_map,
+                                                                ()))))
+        failover = []
+        for j, entry in enumerate(r.sequence(d.get("failover"), f"{path}.failover")):
+            fpath = f"{path}.failover[{j}]"
+            fd = r.mapping(entry, fpath, {"from", "to"})
+            failover.append(FailoverConfig(source=r.required(fd, "from", fpath, dns_label, ""),
+                                           to=r.required(fd, "to", fpath, dns_label, "")))
+        weights = r.get(d, "weights", path, weight_map, ())
+        for name, _ in weights:
+            if name not in known:
+                r.error(f"{path}.weights.{name}", f"{name!r} is not a cluster listed in clusters")
+        views = []
+        for j, entry in enumerate(r.sequence(d.get("views"), f"{path}.views")):
+            vpath = f"{path}.views[{j}]"
+            vd = r.mapping(entry, vpath, {"clients", "localities", "clusters", "labels"})
+            view = ViewConfig(
+                clients=tuple(network(c) for c in r.get(vd, "clients", vpath, _list, [])),
+                localities=tuple(r.get(vd, "localities", vpath,
+                                       lambda v: [pattern(x) for x in _list(v)], [])),
+                clusters=tuple(r.get(vd, "clusters", vpath, _names, [])),
+                labels=r.get(vd, "labels", vpath, labels, ()),
+            )
+            if not view.clients and not view.localities:
+                r.error(vpath, "needs clients or localities to match")
+            if not view.clusters and not view.labels:
+                r.error(vpath, "needs clusters or labels to restrict the answer to")
+            views.append(view)
+        rule = RoutingRule(
+            match=match.lower(),
+            distribute=tuple(distribute),
+            failover=tuple(failover),
+            weights=weights,
+            views=tuple(views),
+            answer=r.get(d, "answer", path, choice("all", "best_tier"), "all"),
+            spill=r.get(d, "spill", path, integer(0, 1000), 0),
+            min_healthy=r.get(d, "min_healthy", path, min_healthy, (0, False)),
+            panic_threshold=r.get(d, "panic_threshold", path, percentage, 0.0),
+            max_answers=r.get(d, "max_answers", path, integer(0, 1000), None),
+            shuffle=r.get(d, "shuffle", path, boolean, True),
+            subsets=_subsets(r, d.get("subsets"), f"{path}.subsets"),
+        )
+        if rule.weights and rule.distribute:
+            r.error(path, "give weights (per cluster) or distribute (per locality), not both")
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise _Invalid("must be a list")
+    return value
+
+
+def _aliases(r: _Reader, raw: Any) -> tuple[AliasConfig, ...]:
+    out = []
+    for i, item in enumerate(r.sequence(raw, "aliases")):
+        path = f"aliases[{i}]"
+        d = r.mapping(item, path, {"name", "target", "mode"})
+        alias = AliasConfig(name=r.required(d, "name", path, domain, ""),
+                            target=r.required(d, "target", path, domain, ""),
+                            mode=r.get(d, "mode", path, choice("cname", "flatten"), "cname"))
+        if any(a.name == alias.name for a in out):
+            r.error(f"{path}.name", f"alias {alias.name!r} is listed twice")
+        out.append(alias)
+    return tuple(out)
+
+
 _TOP = {"dns", "resolver", "zones", "clusters", "remote_secrets", "sync_timeout", "services",
-        "forward", "cache", "acl"}
+        "forward", "cache", "acl", "client_localities", "routing", "aliases"}
 
 
 def parse_text(content: str, source: str) -> Config:
@@ -508,6 +721,9 @@ def parse_text(content: str, source: str) -> Config:
         remote_secrets=_remote_secrets(r, top.get("remote_secrets"), clusters),
         sync_timeout=r.get(top, "sync_timeout", "", duration, 30.0),
         services=_services(r, top.get("services"), clusters),
+        client_localities=_client_localities(r, top.get("client_localities")),
+        routing=_routing(r, top.get("routing"), clusters),
+        aliases=_aliases(r, top.get("aliases")),
     )
     config = dataclasses.replace(config, forward=_forward(r, top.get("forward"), config),
                                  cache=_cache(r, top.get("cache")), acl=_acl(r, top.get("acl")))
