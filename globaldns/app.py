@@ -71,7 +71,8 @@ class App:
 
     def build_chain(self, config: Config):  # type: ignore[no-untyped-def]
         forward, cache = self._forwarding(config)
-        handlers: list[Handler] = [Acl(config.acl, forward=forward), GlobalZone(self.snapshot)]
+        self.acl = Acl(config.acl, forward=forward)
+        handlers: list[Handler] = [self.acl, GlobalZone(self.snapshot)]
         if cache is not None:
             handlers.append(cache)
         if forward is not None:

@@ -3,14 +3,17 @@ loopback: small dnslib servers the tests control, and a real unbound."""
 
 from __future__ import annotations
 
+import re
 import struct
 import threading
 import time
+from pathlib import Path
 
 import dnslib
 import pytest
 
 from globaldns.config import ConfigError, parse_text
+from globaldns.config.model import AclConfig
 from tests.conftest import EXAMPLE, free_port
 from tests.dnsclient import addresses, ask, dig, make_query, rcode, tcp_raw, udp_raw
 from tests.upstreams import fake_upstreams, unbound, wait_until
@@ -459,3 +462,14 @@ def test_a_reload_with_the_same_forwarding_keeps_the_warm_cache(server_factory, 
     assert srv.app.cache is cache and srv.app.forward is forward
     ask(srv.port, "www.example.test")
     assert upstream.count("www.example.test") == 1
+
+
+def test_every_yaml_example_in_the_docs_is_accepted(tmp_path):
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 10.0.0.2\n")
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "forwarding.md").read_text()
+    examples = re.findall(r"```yaml\n(.*?)```", docs, re.S)
+    assert len(examples) == 3
+    configs = [parse_text(example.replace("/etc/resolv.conf", str(resolv)),
+                          "docs/forwarding.md") for example in examples]
+    assert configs[2].acl == AclConfig()  # the acl example spells out the defaults

@@ -406,7 +406,8 @@ class Upstream:
 
     async def _channel(self) -> TcpChannel:
         channel = self.tcp
-        if channel is not None and not channel.closed:
+        if channel is not None and not channel.closed and channel.transport is not None \
+                and not channel.transport.is_closing():
             return channel
         if self._connecting is None:
             self._connecting = asyncio.get_running_loop().create_task(self._connect())
