@@ -24,6 +24,8 @@ class Run:
     netns: bool
     pinning: str
     rounds: int = 1
+    latency_qps: int = 20000
+    max_other_load: float = 0.15
     results: list[PerfResult] = field(default_factory=list)
     # scenario -> server -> why it was not timed (failed check, not available, ...)
     skipped: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -107,7 +109,9 @@ def _grouped(run: Run, scenario: str, key=lambda r: r.qps) -> dict[str, list[Per
     for r in run.of(scenario):
         groups.setdefault(r.server, []).append(r)
     for server, rounds in groups.items():
-        ordered = sorted(rounds, key=key)
+        # Rounds disturbed by other work on the machine count only if all were.
+        quiet = [r for r in rounds if r.other_load <= run.max_other_load] or rounds
+        ordered = sorted(quiet, key=key)
         median = ordered[(len(ordered) - 1) // 2]
         groups[server] = [median] + [r for r in rounds if r is not median]
     return groups
@@ -154,7 +158,34 @@ def _ratio_line(run: Run, scenario: str) -> str:
     if g is None:
         return "globaldns not timed in this scenario."
     parts = [f"globaldns / {p} = **{_ratio(g, rows.get(p))}**" for p in PEERS if p in rows]
-    return "Ratios: " + ", ".join(parts) + "."
+    line = "Ratios: " + ", ".join(parts) + "."
+    bound = [p for p in PEERS if p in rows and rows[p].client_cpu >= 0.95]
+    if bound:
+        line += (f" dnsperf filled its core in the {' and '.join(bound)} run(s): those "
+                 "servers could answer more than shown, so the ratios against them are "
+                 "upper bounds.")
+    return line
+
+
+def _goals(run: Run, scenarios: list[str]) -> list[str]:
+    out = []
+    for scenario, goal in (("global", "1 (no EDNS)"), ("global-edns", "1 (EDNS)"),
+                           ("forward", "2")):
+        rows = _medians(run, scenario)
+        g, d = rows.get("globaldns"), rows.get("dnsmasq")
+        if scenario in scenarios and g and d:
+            ratio = g.qps / d.qps
+            out.append(f"- goal {goal}: globaldns / dnsmasq = {ratio:.2f}x "
+                       f"({'met' if ratio >= 1.0 else 'not met'}; target >= 1.0x)")
+    lat = _grouped(run, "latency", key=lambda r: r.percentiles.get("p99", 0.0))
+    if "globaldns" in lat and lat["globaldns"][0].percentiles:
+        p99 = lat["globaldns"][0].percentiles["p99"] * 1000
+        out.append(f"- goal 3: globaldns p99 at {run.latency_qps} q/s = {p99:.3f} ms "
+                   f"({'met' if p99 < 1 else 'not met'}; target < 1 ms)")
+    if run.workers and len(run.workers) == 2:
+        out.append(f"- goal 4: 2 workers / 1 worker (projected) = {run.workers[1]['projected']} "
+                   "(target >= 1.7x)")
+    return out
 
 
 def _latency_table(run: Run) -> list[str]:
@@ -200,7 +231,9 @@ def write(run: Run, path: Path, scenarios: list[str]) -> None:
         f"{'yes (unshare --net, loopback only)' if run.netns else 'no'}",
         f"- pinning: {run.pinning}",
         f"- rounds: {run.rounds} timed run(s) per server and scenario, servers interleaved"
-        + ("; each figure is the median round, (min-max) beside it" if run.rounds > 1 else ""),
+        + ("; each figure is the median round (of the rounds without other load on the "
+           "machine, when there are any), (min-max of all rounds) beside it"
+           if run.rounds > 1 else ""),
         f"- raw outputs and configs: `{rel(run.out)}/` (not committed)",
         "",
         "Data: 1,000 names x 3 A records (2 endpoints in the resolver's own zone, 1 in another "
@@ -215,6 +248,9 @@ def write(run: Run, path: Path, scenarios: list[str]) -> None:
         "global-edns": "`*.global` answers, EDNS (`dnsperf -e`) (goal 1)",
         "forward": "Forwarded queries from a warm cache (goal 2; issue 5)",
     }
+    goals = _goals(run, scenarios)
+    if goals:
+        md += ["## Goals of issue 7 in this run", "", *goals, ""]
     for scenario in ("global", "global-edns", "forward"):
         if scenario not in scenarios:
             continue

@@ -82,7 +82,8 @@ class Bench:
 
     def start(self, server: Server) -> Server:
         log(f"starting {server.name} on 127.0.0.1:{server.port}")
-        self.run.commands.append((f"{server.name} (server)", shlex.join(server.cmd)))
+        prefix = "PYTHONPATH=. " if server.env is not None else ""
+        self.run.commands.append((f"{server.label} (server)", prefix + shlex.join(server.cmd)))
         server.proc = self.sup.start(
             server.name, server.cmd, log=self.out / f"{server.label}.log", env=server.env,
             cwd=REPO,
@@ -410,7 +411,8 @@ class Bench:
                         cpu=self.client_cpu if n == 1 else both, round=rnd))
             finally:
                 self.stop(server)
-            capacities = [(_capacity(r), r) for r in rounds]
+            quiet = [r for r in rounds if r.other_load <= self.args.max_other_load] or rounds
+            capacities = [(_capacity(r), r) for r in quiet]
             capacities.sort(key=lambda c: c[0])
             capacity, r = capacities[(len(capacities) - 1) // 2]
             busy = sorted((c for c in r.server_cpu.values() if c > 0.02), reverse=True)
@@ -524,6 +526,7 @@ def main(argv: list[str]) -> int:
         started=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         argv=shlex.join(["python3", "bench/run.py", *argv]), duration=args.duration,
         repo=REPO, out=out, netns=netns, pinning=pinning, rounds=args.rounds,
+        latency_qps=args.latency_qps, max_other_load=args.max_other_load,
     )
     bench = Bench(args, run, out)
 
