@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -266,7 +266,7 @@ class ApiClient:
 
 
 async def _events(response: aiohttp.ClientResponse, url: str,
-                  idle_timeout: float) -> AsyncIterator[WatchEvent]:
+                  idle_timeout: float) -> AsyncGenerator[WatchEvent, None]:
     try:
         async for line in _lines(response, idle_timeout):
             try:

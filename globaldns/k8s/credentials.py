@@ -99,7 +99,8 @@ def from_kubeconfig_file(path: str, *, context: str = "") -> Credentials:
     """Load `path` (and `context`, default its current-context)."""
     conf = _new_configuration()
     try:
-        kube_config.load_kube_config(config_file=os.path.expanduser(path),
+        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+                                     config_file=os.path.expanduser(path),
                                      context=context or None, client_configuration=conf,
                                      persist_config=False)
     except (ConfigException, OSError, yaml.YAMLError, KeyError, TypeError) as exc:
@@ -119,7 +120,8 @@ def from_kubeconfig_text(text: str, *, origin: str, context: str = "") -> Creden
         raise CredentialsError(f"kubeconfig from {origin}: not a kubeconfig mapping")
     conf = _new_configuration()
     try:
-        kube_config.load_kube_config_from_dict(dict(loaded), context=context or None,
+        kube_config.load_kube_config_from_dict(  # type: ignore[no-untyped-call]
+                                               dict(loaded), context=context or None,
                                                client_configuration=conf,
                                                persist_config=False)
     except (ConfigException, OSError, KeyError, TypeError) as exc:
@@ -133,10 +135,10 @@ def in_cluster(*, token_file: str = SERVICE_TOKEN_FILE, ca_file: str = SERVICE_C
     minute, for bound tokens that rotate) and CA. The paths are the standard mounts."""
     conf = _new_configuration()
     try:
-        incluster_config.InClusterConfigLoader(
+        loader = incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
             token_filename=token_file, cert_filename=ca_file,
-            environ=os.environ if environ is None else environ,
-        ).load_and_set(conf)
+            environ=os.environ if environ is None else environ)
+        loader.load_and_set(conf)  # type: ignore[no-untyped-call]
     except (ConfigException, OSError) as exc:
         raise CredentialsError(f"in-cluster config: {exc}") from exc
     return _checked(conf, "in-cluster")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -150,6 +151,20 @@ def resource_version(obj: dict[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
+def _address(text: str) -> str:
+    """The canonical text of an address; ValueError when it is none.
+
+    Pod IPv4 addresses come canonical already: checking that in C (inet_pton/inet_ntop)
+    is ten times cheaper than the ipaddress module, which stays the rule for the rest.
+    """
+    try:
+        if socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text)) == text:
+            return text
+    except (OSError, TypeError):
+        pass
+    return canonical_ip(text)
+
+
 def _protocol(raw: str | None) -> str:
     # Kubernetes protocols are TCP (default), UDP, SCTP; SRV names use them lowercased.
     return (raw or "TCP").lower()
@@ -187,7 +202,7 @@ def endpoint_slice(raw: RawEndpointSlice, *, cluster: str, locality: Locality) -
         where = Locality(locality.region, zone) if zone else locality
         for address in ep.get("addresses") or ():
             try:
-                text = canonical_ip(address)
+                text = _address(address)
             except ValueError:
                 log.warning("k8s %s: endpointslice %s/%s: %r is not an IP address, skipped",
                             cluster, namespace, name, address)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -328,12 +329,12 @@ class _Discovery:
         for name, (remote, cluster) in desired.items():
             if name in self._running:
                 continue
-            text = remote.kubeconfig
             origin = f"secret {'/'.join(remote.secret)}"
             source = ClusterSource(
                 cluster, self.owner._store,
-                load_credentials=lambda text=text, origin=origin, name=name:
-                    credentials.from_kubeconfig_text(text, origin=f"{origin} key {name}"),
+                load_credentials=functools.partial(
+                    credentials.from_kubeconfig_text, remote.kubeconfig,
+                    origin=f"{origin} key {name}"),
                 timing=self.owner._timing, origin=origin, on_change=self.owner._changed)
             self._running[name] = (remote, source)
             log.info("k8s remote_secrets: cluster %s from %s", name, origin)

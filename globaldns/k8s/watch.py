@@ -59,7 +59,7 @@ class Timing:
     def backoff(self, attempt: int) -> float:
         """Delay before retry number `attempt` (0-based): exponential, "equal jitter"
         (half fixed, half random, so many clusters failing together spread out)."""
-        ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 16))
+        ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(attempt, 16))
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
 
 
