@@ -11,12 +11,21 @@ import itertools
 import time
 from collections.abc import Callable, Sequence
 
-from globaldns.config.model import Config, ZoneConfig
+from globaldns.config.model import AliasConfig, Config, RoutingRule, SubsetConfig, ZoneConfig
 from globaldns.dns import records as R
 from globaldns.dns.message import NXDOMAIN, SERVFAIL, Query, text_to_wire, wire_to_text
 from globaldns.dns.wire import Body, Reply
-from globaldns.registry.locality import rotations, tiers
-from globaldns.registry.model import Endpoint, ServiceKey
+from globaldns.registry.locality import rotations, tier, tiers
+from globaldns.registry.model import Endpoint, Locality, Port, ServiceKey
+from globaldns.registry.policy import (
+    ClientLocator,
+    Plan,
+    Profile,
+    Rules,
+    cluster_health,
+    plan,
+    schedule,
+)
 from globaldns.registry.store import MergedService, Store
 
 NODATA = 0
@@ -40,7 +49,56 @@ class AnswerSet:
         return self.variants[next(self.counter) % self.n]
 
 
-NameTable = dict[int, AnswerSet]
+class WeightedAnswers:
+    """Groups of rotated replies; a smooth weighted schedule picks the group that leads
+    each answer, so over any full cycle the split is exactly the configured weights."""
+
+    __slots__ = ("counter", "counters", "groups", "plan", "schedule", "slots")
+
+    def __init__(self, groups: list[tuple[int, list[Reply]]], plan: Plan | None = None) -> None:
+        self.groups = [tuple(replies) for _, replies in groups]
+        self.schedule = schedule([w for w, _ in groups])
+        self.slots = len(self.schedule)
+        self.counter = itertools.count()
+        self.counters = [itertools.count() for _ in groups]
+        self.plan = plan
+
+    def pick(self, q: Query) -> Reply:
+        g = self.schedule[next(self.counter) % self.slots]
+        replies = self.groups[g]
+        return replies[next(self.counters[g]) % len(replies)]
+
+
+class PerClient:
+    """Answers that depend on who asks: one WeightedAnswers per client profile, prepared the
+    first time a client of that profile asks for this name (then kept until the service
+    changes)."""
+
+    __slots__ = ("build", "by_profile", "locator")
+
+    def __init__(self, build: Callable[[Profile], WeightedAnswers],
+                 locator: ClientLocator) -> None:
+        self.build = build
+        self.locator = locator
+        self.by_profile: dict[int, WeightedAnswers] = {}
+
+    def pick(self, q: Query) -> Reply:
+        profile = self.locator.locate(q.client[0], q.ecs)
+        answers = self.by_profile.get(profile.id)
+        if answers is None:
+            answers = self.by_profile[profile.id] = self.build(profile)
+        return answers.pick(q)
+
+    def for_profile(self, profile: Profile) -> WeightedAnswers:
+        answers = self.by_profile.get(profile.id)
+        if answers is None:
+            answers = self.by_profile[profile.id] = self.build(profile)
+        return answers
+
+
+Answers = AnswerSet | WeightedAnswers | PerClient
+NameTable = dict[int, Answers]
+Encoder = Callable[[list[Endpoint], Locality], Body]
 
 
 class Zone:
@@ -58,11 +116,14 @@ class Zone:
             R.body(None, rcode=SERVFAIL, aa=False),
             ede=((EDE_NOT_READY, "not synced: a cluster has not finished its first list"),))])
 
-    def body(self, qname: str, *, answer: list[R.RR] = (), additional: list[R.RR] = (),  # type: ignore[assignment]
-             ) -> Body:
+    def body(self, qname: str, *, answer: Sequence[R.RR] = (),
+             additional: Sequence[R.RR] = ()) -> Body:
         if answer:
-            return R.body(qname, answer=answer, additional=additional)
+            return R.body(qname, answer=list(answer), additional=list(additional))
         return R.body(qname, authority=self.negative)
+
+    def nodata(self, name: str) -> AnswerSet:
+        return AnswerSet([Reply(self.body(name))])
 
 
 class Snapshot:
@@ -70,7 +131,6 @@ class Snapshot:
 
     def __init__(self, config: Config, store: Store, *,
                  clock: Callable[[], float] = time.time) -> None:
-        self.config = config
         self.store = store
         self.serial = int(clock())
         self.synced = True
@@ -78,20 +138,31 @@ class Snapshot:
         self.zones: dict[bytes, Zone] = {}
         self._owned: dict[ServiceKey, list[bytes]] = {}
         self._namespaces: dict[bytes, int] = {}
+        self._health: dict[ServiceKey, dict[str, bool]] = {}
         self.rebuild(config)
         store.subscribe(self.update)
 
     def rebuild(self, config: Config) -> None:
         """Whole rebuild, for a new config (not for registry changes)."""
         self.config = config
-        self.names = {}
-        self._owned = {}
-        self._namespaces = {}
-        self.zones = {}
+        self.locator = ClientLocator(config)
+        self.rules = Rules(config)
+        self.subsets = {(s.namespace, s.name): s.subsets for s in config.services}
+        self.aliases: dict[str, list[AliasConfig]] = {}
+        for alias in config.aliases:
+            self.aliases.setdefault(alias.target, []).append(alias)
+        names: dict[bytes, NameTable] = {}
+        zones: dict[bytes, Zone] = {}
         for zc in config.zones:
             zone = Zone(zc, self.serial)
-            self.zones[zone.wire] = zone
-            self.names[zone.wire] = self._apex(zone)
+            zones[zone.wire] = zone
+            names.update(self._apex(zone))
+        self.zones = zones
+        for alias in config.aliases:
+            names[text_to_wire(alias.name)] = self._dangling_alias(alias)
+        self.names = names
+        self._owned = {}
+        self._namespaces = {}
         for key in self.store.service_keys():
             self.update(key)
 
@@ -103,61 +174,64 @@ class Snapshot:
     def negative(self, qname: bytes) -> AnswerSet | None:
         """The answer for a name that is not in the table: NXDOMAIN (or SERVFAIL before
         sync) inside a served zone, None outside every one."""
-        i = 0
-        zones = self.zones
-        while qname[i]:
-            zone = zones.get(qname[i:])
-            if zone is not None:
-                return zone.nxdomain if self.synced else zone.servfail_unsynced
-            i += qname[i] + 1
-        zone = zones.get(qname[i:])
+        zone = self.zone_of(qname)
         if zone is None:
             return None
         return zone.nxdomain if self.synced else zone.servfail_unsynced
 
     def zone_of(self, qname: bytes) -> Zone | None:
         i = 0
+        zones = self.zones
         while True:
-            zone = self.zones.get(qname[i:])
+            zone = zones.get(qname[i:])
             if zone is not None or not qname[i]:
                 return zone
             i += qname[i] + 1
 
-    def _apex(self, zone: Zone) -> NameTable:
+    def _apex(self, zone: Zone) -> dict[bytes, NameTable]:
         name = zone.name
         ttl = zone.config.ttl
         listen = self.config.dns.listen.host
         glue = [] if listen in ("0.0.0.0", "::") else [R.address(f"ns.{name}", ttl, listen)]
         soa = R.soa(name, ttl, serial=self.serial, minimum=zone.config.negative_ttl)
-        table: NameTable = {
+        out: dict[bytes, NameTable] = {zone.wire: {
             R.SOA: AnswerSet([Reply(R.body(name, answer=[soa]))]),
             R.NS: AnswerSet([Reply(R.body(name, answer=[R.ns(name, ttl, f"ns.{name}")],
                                           additional=glue))]),
             R.ANY: AnswerSet([Reply(R.body(name, answer=[R.hinfo_rfc8482(name, ttl)]))]),
-            NODATA: AnswerSet([Reply(zone.body(name))]),
-        }
+            NODATA: zone.nodata(name),
+        }}
         if glue:
             ns_name = f"ns.{name}"
-            self.names[text_to_wire(ns_name)] = {
-                R.A if "." in listen else R.AAAA: AnswerSet([Reply(R.body(ns_name, answer=glue))]),
-                R.ANY: AnswerSet([Reply(R.body(ns_name, answer=[R.hinfo_rfc8482(ns_name, ttl)]))]),
-                NODATA: AnswerSet([Reply(zone.body(ns_name))]),
+            out[text_to_wire(ns_name)] = {
+                glue[0].rtype: AnswerSet([Reply(R.body(ns_name, answer=glue))]),
+                NODATA: zone.nodata(ns_name),
             }
-        return table
+        return out
 
     def update(self, key: ServiceKey) -> None:
         """Re-prepare the names of one service, in every zone."""
         service = self.store.get(key)
         new: dict[bytes, NameTable] = {}
         if service is not None:
+            rule = self.rules.match(key[1], key[0])
+            previous = self._health.get(key, {})
+            health = cluster_health(rule[1] if rule else None, service.endpoints, previous)
+            self._health[key] = health
             for zone in self.zones.values():
-                new.update(self._service_names(zone, service))
+                new.update(self._service_names(zone, service, rule, health))
+        else:
+            self._health.pop(key, None)
         old = self._owned.pop(key, [])
         names = self.names
         for name in old:
             if name not in new:
                 names.pop(name, None)
         names.update(new)
+        if service is None or service.external_name:
+            for zone in self.zones.values():
+                for alias in self._aliases_of(zone, f"{key[1]}.{key[0]}"):
+                    names[text_to_wire(alias.name)] = self._dangling_alias(alias)
         namespace_names = [text_to_wire(f"{key[0]}.{z.name}") for z in self.zones.values()]
         if new:
             self._owned[key] = list(new)
@@ -175,92 +249,154 @@ class Snapshot:
                 if wire not in self.names:
                     zone = self.zone_of(wire)
                     assert zone is not None
-                    self.names[wire] = {NODATA: AnswerSet([Reply(zone.body(
-                        wire_to_text(wire)))])}
+                    self.names[wire] = {NODATA: zone.nodata(wire_to_text(wire))}
             else:
                 self._namespaces.pop(wire, None)
                 self.names.pop(wire, None)
 
-    def _service_names(self, zone: Zone, service: MergedService) -> dict[bytes, NameTable]:
-        base = f"{service.key[1]}.{service.key[0]}.{zone.name}"
+    def _aliases_of(self, zone: Zone, base: str) -> list[AliasConfig]:
+        return self.aliases.get(f"{base}.{zone.name}", [])
+
+    def _dangling_alias(self, alias: AliasConfig) -> NameTable:
+        """An alias whose target does not exist (yet): a bare CNAME, or NODATA when flat."""
+        zone = self.zone_of(text_to_wire(alias.target))
+        ttl = zone.config.ttl if zone else 5
+        if alias.mode == "cname":
+            return {NODATA: AnswerSet([Reply(R.body(alias.name, answer=[
+                R.cname(alias.name, ttl, alias.target)]))])}
+        return {NODATA: AnswerSet([Reply(R.body(alias.name))])}
+
+    def _service_names(self, zone: Zone, service: MergedService,
+                       rule: tuple[int, RoutingRule] | None,
+                       health: dict[str, bool]) -> dict[bytes, NameTable]:
+        namespace, name = service.key
+        base = f"{name}.{namespace}.{zone.name}"
         ttl = zone.config.ttl
         out: dict[bytes, NameTable] = {}
 
-        def nodata(name: str) -> AnswerSet:
-            return AnswerSet([Reply(zone.body(name))])
-
         if service.external_name:
-            answer = AnswerSet([Reply(R.body(base, answer=[
-                R.cname(base, ttl, service.external_name)]))])
-            out[text_to_wire(base)] = {NODATA: answer}
+            out[text_to_wire(base)] = {NODATA: AnswerSet([Reply(R.body(base, answer=[
+                R.cname(base, ttl, service.external_name)]))])}
             return out
 
-        endpoints = self.answerable(zone, service.endpoints)
-        locality = self.config.resolver.locality
-        limit = zone.config.max_answers
-        table: NameTable = {NODATA: nodata(base),
-                            R.ANY: AnswerSet([Reply(R.body(base, answer=[
-                                R.hinfo_rfc8482(base, ttl)]))])}
-        for rtype, family in ((R.A, 4), (R.AAAA, 6)):
-            subset = [e for e in endpoints if e.family == family]
-            if subset:
-                table[rtype] = AnswerSet([
-                    Reply(zone.body(base, answer=[R.address(base, ttl, e.address) for e in order]))
-                    for order in rotations(tiers(locality, subset), limit)])
-        out[text_to_wire(base)] = table
+        def answers(members: Sequence[Endpoint], encode: Encoder, routed: bool = True
+                    ) -> Answers:
+            def build(profile: Profile) -> WeightedAnswers:
+                p = plan(members, rule=rule[1] if rule and routed else None,
+                         rule_index=rule[0] if rule else 0, rules=self.rules,
+                         profile=profile, zone=zone.config, healthy_clusters=health)
+                ede = ((EDE_OTHER, p.ede),) if p.ede else ()
+                return WeightedAnswers(
+                    [(w, [Reply(encode(order, profile.locality), ede=ede,
+                                ecs_scope=profile.scope)
+                          for order in orders]) for w, orders in p.groups], p)
+            if self.locator.dependent:
+                return PerClient(build, self.locator)
+            return build(self.locator.default_profile)
+
+        def addresses(owner: str) -> Encoder:
+            return lambda order, _locality: zone.body(
+                owner, answer=[R.address(owner, ttl, e.address) for e in order])
+
+        subsets: tuple[SubsetConfig, ...] = self.subsets.get(service.key, ())
+        if rule:
+            subsets = subsets + rule[1].subsets
+        owners: list[tuple[str, list[Endpoint]]] = [(base, list(service.endpoints))]
+        for subset in subsets:
+            wanted = set(subset.labels)
+            owners.append((f"{subset.name}.{base}",
+                           [e for e in service.endpoints if wanted <= set(e.labels)]))
+        for owner, members in owners:
+            table: NameTable = {NODATA: zone.nodata(owner),
+                                R.ANY: AnswerSet([Reply(R.body(owner, answer=[
+                                    R.hinfo_rfc8482(owner, ttl)]))])}
+            for rtype, family in ((R.A, 4), (R.AAAA, 6)):
+                subset_ = [e for e in members if e.family == family]
+                if subset_:
+                    table[rtype] = answers(subset_, addresses(owner))
+            out[text_to_wire(owner)] = table
+            for alias in self._aliases_of(zone, owner[: -len(zone.name) - 1]):
+                out[text_to_wire(alias.name)] = self._alias_table(alias, zone, members,
+                                                                  answers)
 
         by_cluster: dict[str, list[Endpoint]] = {}
         for endpoint in service.endpoints:
             by_cluster.setdefault(endpoint.cluster, []).append(endpoint)
-            name = self.endpoint_name(base, endpoint)
-            out[text_to_wire(name)] = {
+            ename = self.endpoint_name(base, endpoint)
+            out[text_to_wire(ename)] = {
                 R.A if endpoint.family == 4 else R.AAAA: AnswerSet([Reply(zone.body(
-                    name, answer=[R.address(name, ttl, endpoint.address)]))]),
-                NODATA: nodata(name),
+                    ename, answer=[R.address(ename, ttl, endpoint.address)]))]),
+                NODATA: zone.nodata(ename),
             }
+        locality = self.config.resolver.locality
         for cluster, members in by_cluster.items():
-            name = f"{cluster}.{base}"
-            ctable: NameTable = {NODATA: nodata(name)}
-            ready = self.answerable(zone, members)
+            cname = f"{cluster}.{base}"
+            ctable: NameTable = {NODATA: zone.nodata(cname)}
+            ready = [e for e in members if e.ready] or (
+                members if zone.config.on_all_unhealthy == "all" else [])
             for rtype, family in ((R.A, 4), (R.AAAA, 6)):
-                subset = [e for e in ready if e.family == family]
-                if subset:
+                subset_ = [e for e in ready if e.family == family]
+                if subset_:
                     ctable[rtype] = AnswerSet([
-                        Reply(zone.body(name, answer=[R.address(name, ttl, e.address)
-                                                      for e in order]))
-                        for order in rotations(tiers(locality, subset), limit)])
-            out[text_to_wire(name)] = ctable
+                        Reply(addresses(cname)(order, locality))
+                        for order in rotations(tiers(locality, subset_),
+                                               zone.config.max_answers)])
+            out.setdefault(text_to_wire(cname), ctable)
 
         for port in self.ports(service):
             proto = f"_{port.protocol}.{base}"
-            name = f"_{port.name}.{proto}"
-            out.setdefault(text_to_wire(proto), {NODATA: nodata(proto)})
-            targets = [e for e in endpoints if self.port_of(e, port.name, port.port)]
-            if not targets:
-                out[text_to_wire(name)] = {NODATA: nodata(name)}
-                continue
-            groups = tiers(locality, targets)
-            variants = []
-            for order in rotations(groups, limit):
-                rank = {id(e): t for t, group in enumerate(groups) for e in group}
-                answer = [R.srv(name, ttl, priority=rank[id(e)], weight=max(e.weight, 1),
-                                port=self.port_of(e, port.name, port.port),
-                                target=self.endpoint_name(base, e)) for e in order]
-                additional = [R.address(self.endpoint_name(base, e), ttl, e.address)
-                              for e in order]
-                variants.append(Reply(zone.body(name, answer=answer, additional=additional)))
-            out[text_to_wire(name)] = {R.SRV: AnswerSet(variants), NODATA: nodata(name)}
+            sname = f"_{port.name}.{proto}"
+            out.setdefault(text_to_wire(proto), {NODATA: zone.nodata(proto)})
+            targets = [e for e in service.endpoints if self.port_of(e, port)]
+            table = {NODATA: zone.nodata(sname)}
+            if targets:
+                table[R.SRV] = answers(targets, self._srv_encoder(zone, base, sname, port))
+            out[text_to_wire(sname)] = table
         return out
 
-    def answerable(self, zone: Zone, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
-        """Ready endpoints; when none is ready, all of them (fail open) or none."""
-        ready = [e for e in endpoints if e.ready]
-        if ready or zone.config.on_all_unhealthy == "none":
-            return ready
-        return list(endpoints)
+    def _srv_encoder(self, zone: Zone, base: str, sname: str, port: Port) -> Encoder:
+        ttl = zone.config.ttl
+
+        def encode(order: list[Endpoint], locality: Locality) -> Body:
+            # Priority is the locality tier relative to the client, counted from 0 for
+            # the best tier present: SRV clients then prefer nearest, as A clients do.
+            ranks = sorted({tier(locality, e.locality) for e in order})
+            answer = [R.srv(sname, ttl, priority=ranks.index(tier(locality, e.locality)),
+                            weight=max(e.weight, 1), port=self.port_of(e, port),
+                            target=self.endpoint_name(base, e)) for e in order]
+            additional = [R.address(self.endpoint_name(base, e), ttl, e.address)
+                          for e in order]
+            return zone.body(sname, answer=answer, additional=additional)
+        return encode
+
+    def _alias_table(self, alias: AliasConfig, zone: Zone, members: list[Endpoint],
+                     answers: Callable[[Sequence[Endpoint], Encoder], Answers]) -> NameTable:
+        ttl = zone.config.ttl
+        owner = alias.name
+        target = alias.target
+        table: NameTable = {}
+        for rtype, family in ((R.A, 4), (R.AAAA, 6)):
+            subset_ = [e for e in members if e.family == family]
+            if not subset_:
+                continue
+            if alias.mode == "cname":
+                def encode(order: list[Endpoint], _locality: Locality) -> Body:
+                    return R.body(owner, answer=[R.cname(owner, ttl, target)] + [
+                        R.address(target, ttl, e.address) for e in order])
+            else:
+                def encode(order: list[Endpoint], _locality: Locality) -> Body:
+                    return R.body(owner, answer=[R.address(owner, ttl, e.address)
+                                                 for e in order])
+            table[rtype] = answers(subset_, encode)
+        if alias.mode == "cname":
+            table[NODATA] = AnswerSet([Reply(R.body(owner, answer=[
+                R.cname(owner, ttl, target)]))])
+        else:
+            table[NODATA] = AnswerSet([Reply(R.body(owner, authority=zone.negative))])
+        return table
 
     @staticmethod
-    def ports(service: MergedService) -> list:
+    def ports(service: MergedService) -> list[Port]:
         seen = {(p.name, p.protocol): p for p in service.ports}
         for endpoint in service.endpoints:
             for p in endpoint.ports or ():
@@ -268,11 +404,11 @@ class Snapshot:
         return [p for p in seen.values() if p.name]
 
     @staticmethod
-    def port_of(endpoint: Endpoint, name: str, default: int) -> int:
+    def port_of(endpoint: Endpoint, port: Port) -> int:
         if endpoint.ports is None:
-            return default
+            return port.port
         for p in endpoint.ports:
-            if p.name == name:
+            if p.name == port.name and p.protocol == port.protocol:
                 return p.port
         return 0
 
