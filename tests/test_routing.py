@@ -296,7 +296,7 @@ def test_a_cname_alias_answers_the_cname_and_the_targets_records(server_factory)
     s = server_factory(SUBSETS)
     reply = ask(s.port, "Users.API.example.com")
     assert rcode(reply) == "NOERROR" and reply.header.aa
-    assert [(str(rr.rname), str(rr.rdata)) for rr in reply.rr][0] == (
+    assert next((str(rr.rname), str(rr.rdata)) for rr in reply.rr) == (
         "Users.API.example.com.", "user-service.production.global.")
     assert sorted(addresses(reply)) == ["10.1.0.1", "10.1.0.2"]
     assert {str(rr.rname) for rr in reply.rr[1:]} == {"user-service.production.global."}
