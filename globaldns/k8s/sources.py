@@ -92,8 +92,10 @@ class KubernetesSources:
             if wanted.get(name) != source.config:
                 removed = name not in wanted
                 log.info("k8s %s: %s", name, "removed" if removed else "changed; restarting")
-                # A changed cluster keeps its data until its new watch relists over it.
-                stopping.append(source.stop(drop=removed))
+                # Cancelled now, so it writes nothing more; a changed cluster keeps its
+                # data until its new watch relists over it.
+                source.cancel(drop=removed)
+                stopping.append(source.stop(drop=False))
                 del self._static[name]
         for name, cluster in wanted.items():
             if name not in self._static:

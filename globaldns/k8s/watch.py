@@ -122,11 +122,12 @@ class Watch:
             try:
                 if not self.resource_version:
                     await self._list()
+                opened = self._timing.clock()
                 delivered = await self._stream()
-                # A stream that ended cleanly after events is routine (server timeout):
-                # watch again now. One that gave nothing backs off, so a server that
-                # closes every watch at once is not hammered.
-                if delivered:
+                # A stream the server ended after events, or after a while, is routine
+                # (its timeout): watch again now. One that ended at once with nothing
+                # backs off, so a server that closes every watch is not hammered.
+                if delivered or self._timing.clock() - opened >= 1.0:
                     self.attempt = 0
                     continue
                 delay = self._timing.backoff(self.attempt)
@@ -188,10 +189,14 @@ class Watch:
     async def _stream(self) -> int:
         """One watch stream; the number of events (bookmarks too) it delivered."""
         delivered = 0
+        # Like client-go, ask the server to end the watch after 5-10 minutes: connections
+        # get spread again over API server replicas, and we resume where we were.
+        server_timeout = int(self._timing.rng.uniform(300, 600))
         async with self.api.watch(self.resource, namespace=self.namespace,
                                   label_selector=self.label_selector,
                                   resource_version=self.resource_version,
-                                  idle_timeout=self.idle_timeout) as events:
+                                  idle_timeout=self.idle_timeout,
+                                  timeout_seconds=server_timeout) as events:
             if not self.healthy:
                 self.healthy = True
                 self._sink.changed(self)

@@ -243,6 +243,9 @@ class Emulator:
         self.history: list[tuple[int, str, str, Obj | None, Obj]] = []
         self.faults: list[Fault] = []
         self.latency = 0.0
+        self.watch_timeout: float | None = None
+        """End every watch cleanly after this long, as kube-apiserver does after its
+        --min-request-timeout (randomized there), whatever timeoutSeconds asked."""
         self.page_cap = 0
         """Serve at most this many items per page (0: as asked); the API allows a server
         to return fewer items than `limit`, with a continue token."""
@@ -495,6 +498,8 @@ class Emulator:
                            query.get("allowWatchBookmarks") in ("true", "1"))
         raw_rv = query.get("resourceVersion", "")
         timeout = float(query.get("timeoutSeconds") or 0) or None
+        if self.watch_timeout is not None:
+            timeout = min(timeout or self.watch_timeout, self.watch_timeout)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)

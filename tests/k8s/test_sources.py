@@ -306,6 +306,23 @@ async def test_bookmarks_keep_a_quiet_watch_alive(
     assert a.watch_opens == opens and cluster(sources, "a").errors == 0
 
 
+async def test_watches_ended_by_the_server_resume_without_error_or_relist(
+        emulators: Any, harness: Harness, tmp_path: Path) -> None:
+    (a,) = await emulators("a")
+    populate(a, 1)
+    a.watch_timeout = 0.1
+    sources = await harness.start(Config(clusters=(cluster_config(a, tmp_path),)))
+    await watching(sources, a)
+    for i in range(5):
+        a.put(em.service("prod", f"later{i}"))
+        await eventually(matches(harness.store, a))
+    await eventually(lambda: a.watch_opens >= 8)
+    source = cluster(sources, "a")
+    assert (source.errors, source.relists, source.state) == (0, 0, "synced")
+    watches = [q for _, q in a.requests if q.get("watch") == "1"]
+    assert all(300 <= int(q["timeoutSeconds"]) <= 600 for q in watches)
+
+
 async def test_unreachable_cluster_is_stale_then_dropped_then_reconciled(
         emulators: Any, harness: Harness, tmp_path: Path) -> None:
     a, b = await emulators("a", "b")
