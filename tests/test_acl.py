@@ -87,7 +87,7 @@ def test_the_root_probe_is_answered_promptly_to_a_client_without_recursion(serve
                          + "acl: {allow_recursion: [127.0.0.1/32]}\n")
     start = time.monotonic()
     assert rcode(ask(srv.port, ".", "NS", source=OTHER)) == "REFUSED"
-    assert time.monotonic() - start < 0.2
+    assert time.monotonic() - start < 0.5
 
 
 def test_an_empty_allow_recursion_makes_no_one_recurse(server_factory, upstream):

@@ -207,7 +207,7 @@ def test_prefetch_can_be_turned_off(server_factory, upstream):
 
 def test_an_expired_answer_is_served_stale_when_the_upstreams_fail(server_factory, upstream):
     # RFC 8767: TTL 30, EDE 3, for up to serve_stale after expiry.
-    srv, clock = cached_server(server_factory, upstream, timeout="200ms", tries=1)
+    srv, clock = cached_server(server_factory, upstream, timeout="500ms", tries=1)
     ask(srv.port, "www.example.test")
     upstream.mode = "silent"
     clock.advance(300 + 1800)
@@ -219,7 +219,7 @@ def test_an_expired_answer_is_served_stale_when_the_upstreams_fail(server_factor
     # RFC 8767 4: after a failed refresh, the stale answer comes at once for a while.
     start = time.monotonic()
     assert addresses(ask(srv.port, "www.example.test")) == ["192.0.2.1"]
-    assert time.monotonic() - start < 0.15
+    assert time.monotonic() - start < 0.4
     assert upstream.count("www.example.test") == 2
     assert srv.app.cache.stale_served == 2
 

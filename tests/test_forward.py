@@ -3,6 +3,7 @@ loopback: small dnslib servers the tests control, and a real unbound."""
 
 from __future__ import annotations
 
+import random
 import re
 import struct
 import threading
@@ -14,6 +15,7 @@ import pytest
 
 from globaldns.config import ConfigError, parse_text
 from globaldns.config.model import AclConfig
+from globaldns.dns.upstream import relayed
 from tests.conftest import EXAMPLE, free_port
 from tests.dnsclient import addresses, ask, dig, make_query, rcode, tcp_raw, udp_raw
 from tests.upstreams import fake_upstreams, unbound, wait_until
@@ -29,7 +31,7 @@ def forward_yaml(*zones: tuple[str, list[object]], **options: object) -> str:
     lines = ["forward:"]
     for zone, ups in zones:
         lines.append(f"  - zone: {zone!r}")
-        lines.append(f"    upstreams: [{', '.join(str(u) for u in ups)}]")
+        lines.append(f"    upstreams: [{', '.join(repr(str(u)) for u in ups)}]")
         lines += [f"    {k}: {v}" for k, v in options.items()]
     return "\n".join(lines) + "\n"
 
@@ -198,6 +200,15 @@ def test_an_answer_too_big_for_the_client_is_truncated_to_whole_records(server_f
     assert big.header.tc == 0 and len(big.rr) == 60
 
 
+def test_an_ipv6_upstream_is_asked_over_ipv6(server_factory, upstreams):
+    v6 = upstreams(host="::1").add(*EXAMPLE_RECORDS)
+    srv = server_factory(forward_yaml((".", [v6])))
+    assert addresses(ask(srv.port, "www.example.test")) == ["192.0.2.1"]
+    v6.mode = "truncate"  # and over TCP
+    assert addresses(ask(srv.port, "mail.example.test")) == ["192.0.2.25"]
+    assert [s.transport for s in v6.queries] == ["udp", "udp", "tcp"]
+
+
 def test_the_most_specific_forward_zone_wins(server_factory, upstreams):
     root = upstreams().add("www.other.test. 300 IN A 198.51.100.1")
     example = upstreams().add(*EXAMPLE_RECORDS)
@@ -233,7 +244,7 @@ def test_the_root_ns_health_probe_never_waits_for_an_upstream(server_factory, up
     start = time.monotonic()
     reply = ask(srv.port, ".", "NS")
     assert rcode(reply) == "REFUSED"
-    assert time.monotonic() - start < 0.2
+    assert time.monotonic() - start < 0.5
     assert upstream.count(probes=True) == 0
 
 
@@ -286,12 +297,12 @@ def test_a_failing_upstream_is_skipped_and_probed_until_it_answers(server_factor
     sick.mode = "silent"
     good = upstreams().add(*EXAMPLE_RECORDS)
     srv = server_factory(forward_yaml((".", [sick, good]), policy="sequential",
-                                      timeout="200ms", max_fails=2, health_check="100ms"))
-    for i in range(2):  # each waits 200 ms on the sick one, then gets the good one
+                                      timeout="600ms", max_fails=2, health_check="100ms"))
+    for i in range(2):  # each waits 600 ms on the sick one, then gets the good one
         assert rcode(ask(srv.port, f"n{i}.example.test")) == "NXDOMAIN"
     start = time.monotonic()
     assert rcode(ask(srv.port, "n2.example.test")) == "NXDOMAIN"
-    assert time.monotonic() - start < 0.15  # the unhealthy upstream is skipped
+    assert time.monotonic() - start < 0.4  # the unhealthy upstream is skipped
     assert sick.count("n2.example.test") == 0
     assert wait_until(lambda: sick.probes() >= 2)  # `. IN NS` every health_check
     sick.mode = "answer"
@@ -473,3 +484,29 @@ def test_every_yaml_example_in_the_docs_is_accepted(tmp_path):
     configs = [parse_text(example.replace("/etc/resolv.conf", str(resolv)),
                           "docs/forwarding.md") for example in examples]
     assert configs[2].acl == AclConfig()  # the acl example spells out the defaults
+
+
+def test_a_mangled_upstream_answer_never_breaks_the_relay():
+    # The relay walks upstream bytes itself; whatever an upstream sends, it must either
+    # split them into whole records or say "malformed", never raise.
+    answer = dnslib.DNSRecord.question("www.example.test")
+    reply = answer.reply()
+    for i in range(6):
+        reply.add_answer(*dnslib.RR.fromZone(f"www.example.test. 300 IN A 192.0.2.{i}"))
+    reply.add_auth(*dnslib.RR.fromZone(
+        "example.test. 60 IN SOA ns.example.test. h.example.test. 1 2 3 4 5"))
+    reply.add_ar(dnslib.EDNS0(udp_len=1232))
+    wire = bytes(reply.pack())
+    qend = len(bytes(answer.pack()))  # header and question
+    whole = relayed(wire, qend)
+    assert whole is not None and (whole.an, whole.ns, whole.ar) == (6, 1, 0)
+    rng = random.Random(5)
+    for _ in range(3000):
+        mangled = bytearray(wire)
+        for _ in range(rng.randint(1, 4)):
+            mangled[rng.randrange(qend, len(mangled))] = rng.randrange(256)
+        mangled = mangled[: rng.randint(qend, len(mangled))]
+        body = relayed(bytes(mangled), qend)
+        if body is not None:
+            assert len(body.ttls) == len(body.ttl_offsets) == body.an + body.ns + body.ar
+            assert all(cut[0] <= len(body.data) for cut in body.cuts)

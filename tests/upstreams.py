@@ -64,8 +64,10 @@ class FakeUpstream:
     holds answers back; `udp=False` makes it TCP-only (its UDP port is closed)."""
 
     def __init__(self, background: Background, *, udp: bool = True, tcp: bool = True,
-                 zone: str = "example.test", negative_ttl: int = 60) -> None:
+                 zone: str = "example.test", negative_ttl: int = 60,
+                 host: str = "127.0.0.1") -> None:
         self.background = background
+        self.host = host
         self.zone = zone
         self.negative_ttl = negative_ttl
         self.mode = "answer"
@@ -74,14 +76,14 @@ class FakeUpstream:
         self.records: dict[tuple[str, int], list[dnslib.RR]] = {}
         self.queries: list[Seen] = []
         self.tcp_connections = 0
-        self.port = free_port()
+        self.port = free_port() if host == "127.0.0.1" else _free_port6()
         self._udp_transport: asyncio.DatagramTransport | None = None
         self._tcp_server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
         background.run(self._start(udp, tcp))
 
     def __str__(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def add(self, *zone_lines: str) -> FakeUpstream:
         for line in zone_lines:
@@ -106,9 +108,9 @@ class FakeUpstream:
         loop = asyncio.get_running_loop()
         if udp:
             self._udp_transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpSide(self), local_addr=("127.0.0.1", self.port))
+                lambda: _UdpSide(self), local_addr=(self.host, self.port))
         if tcp:
-            self._tcp_server = await asyncio.start_server(self._tcp_client, "127.0.0.1",
+            self._tcp_server = await asyncio.start_server(self._tcp_client, self.host,
                                                           self.port)
 
     async def _stop(self) -> None:
@@ -240,8 +242,9 @@ class _UdpSide(asyncio.DatagramProtocol):
                 await asyncio.sleep(delay)
             if wire == b"spoof-from-another-port":
                 # The right ID and question, from a port the query was not sent to.
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
-                    other.bind(("127.0.0.1", 0))
+                family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+                with socket.socket(family, socket.SOCK_DGRAM) as other:
+                    other.bind((addr[0], 0))
                     other.sendto(replies[-1][1], addr)
                 continue
             if self.transport is not None and not self.transport.is_closing():
@@ -346,6 +349,21 @@ def wait_until(predicate: Any, timeout: float = 5.0, step: float = 0.02) -> bool
             return True
         time.sleep(step)
     return bool(predicate())
+
+
+def _free_port6() -> int:
+    """A port free for both UDP and TCP on ::1."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as u:
+            u.bind(("::1", 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("::1", port))
+                except OSError:
+                    continue
+                return int(port)
+    raise RuntimeError("no free port on ::1")
 
 
 @contextlib.contextmanager
