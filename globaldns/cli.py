@@ -23,6 +23,12 @@ def _parser() -> argparse.ArgumentParser:
                        choices=["debug", "info", "warning", "error"])
     check = commands.add_parser("check-config", help="validate a config file")
     check.add_argument("file")
+    explain = commands.add_parser("explain", help="why a name answers what it does")
+    explain.add_argument("name")
+    explain.add_argument("--client", default="127.0.0.1", help="the client's address")
+    explain.add_argument("--ecs", help="an EDNS Client Subnet, e.g. 10.20.0.0/24")
+    explain.add_argument("--config", help="YAML config file (default: the embedded example)")
+    explain.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -34,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "explain":
+        return explain(args)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -63,4 +71,32 @@ def check_config(path: str) -> int:
     endpoints = sum(len(s.endpoints) for s in config.services)
     print(f"{path}: ok: {len(config.zones)} zone(s), {len(config.clusters)} cluster(s), "
           f"{len(config.services)} service(s), {endpoints} endpoint(s)")
+    return 0
+
+
+def explain(args: argparse.Namespace) -> int:
+    """Explain from the config's static services (no watches are started)."""
+    import json
+
+    from globaldns.explain import explain as run_explain
+    from globaldns.explain import lines
+    from globaldns.registry.snapshot import Snapshot
+    from globaldns.registry.store import Store
+    from globaldns.sources import apply_static
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"globaldns: {line}", file=sys.stderr)
+        return 1
+    store = Store()
+    apply_static(store, config)
+    snapshot = Snapshot(config, store)
+    try:
+        report = run_explain(snapshot, store, args.name, client=args.client, ecs=args.ecs)
+    except ValueError as exc:
+        print(f"globaldns: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2) if args.json else "\n".join(lines(report)))
     return 0

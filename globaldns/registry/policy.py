@@ -138,6 +138,8 @@ class Plan:
     ede: str = ""
     notes: tuple[str, ...] = ()
     view: int = -1
+    leads: tuple[tuple[Endpoint, ...], ...] = ()
+    """Per group, the endpoints that lead its answers (a cluster, a locality, a tier)."""
 
 
 def cluster_health(rule: RoutingRule | None, endpoints: Sequence[Endpoint],
@@ -279,11 +281,13 @@ def plan(endpoints: Sequence[Endpoint], *, rule: RoutingRule | None, rule_index:
             lead = [list(members)] if flat else tiered(members)
             rest = tiered([e for e in healthy if id(e) not in ids])
             result.append((weight, orders(lead, rest)))
-        return Plan(result, ede, tuple(notes), view_index)
+        return Plan(result, ede, tuple(notes), view_index,
+                    tuple(tuple(members) for _, members in groups))
     layered = tiered(healthy)
     if not layered:
         return Plan([(1, [[]])], ede, tuple(notes), view_index)
-    return Plan([(1, orders(layered[:1], layered[1:]))], ede, tuple(notes), view_index)
+    return Plan([(1, orders(layered[:1], layered[1:]))], ede, tuple(notes), view_index,
+                (tuple(layered[0]),))
 
 
 def schedule(weights: Sequence[int]) -> tuple[int, ...]:
