@@ -1,0 +1,34 @@
+"""Every config example in the docs is accepted as written."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from globaldns.config import parse_text
+from tests.conftest import ROOT
+
+DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+
+
+def complete_examples() -> list[tuple[str, int, str]]:
+    out = []
+    for doc in DOCS:
+        for i, block in enumerate(re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S)):
+            if "clusters:" in block or "services:" in block or block.startswith("dns:"):
+                out.append((doc.name, i, block))
+    return out
+
+
+@pytest.mark.parametrize(("doc", "index", "block"), complete_examples(),
+                         ids=lambda v: str(v)[:20])
+def test_the_docs_config_examples_are_valid(doc, index, block):
+    parse_text(block, f"{doc} example {index}")
+
+
+def test_routing_doc_has_an_example_for_each_seed_case():
+    text = (ROOT / "docs" / "routing.md").read_text()
+    for heading in ("Geo by client", "80/20 locality split", "70/30 between clusters",
+                    "Primary / backup", "Premium users", "Alias"):
+        assert f"### {heading}" in text
