@@ -313,3 +313,34 @@ def test_an_alias_whose_target_does_not_exist_is_a_bare_cname(server_factory):
     s = server_factory(SUBSETS)
     reply = ask(s.port, "pending.example.com")
     assert [str(rr.rdata) for rr in reply.rr] == ["nobody.production.global."]
+
+
+def test_min_healthy_has_hysteresis(server_factory):
+    from globaldns.registry.model import Endpoint, Locality, ServiceData
+    s = server_factory(CLUSTERS + """
+routing:
+  - match: "*.production"
+    min_healthy: 50%
+""")
+
+    def write(ready_count: int) -> None:
+        endpoints = tuple(Endpoint(address=f"10.1.0.{i}", cluster="primary",
+                                   locality=Locality("us-central1"), ready=i <= ready_count)
+                          for i in range(1, 5))
+        endpoints += (Endpoint(address="10.2.0.1", cluster="remote",
+                               locality=Locality("us-west1")),)
+        s.call(s.app.store.set, "k8s/test", ("production", "flappy"),
+               ServiceData(endpoints=endpoints))
+
+    def primary_answered() -> bool:
+        return any(a.startswith("10.1.") for a in
+                   addresses(ask(s.port, "flappy.production.global")))
+
+    write(2)  # 50%: healthy
+    assert primary_answered()
+    write(1)  # 25%: unhealthy
+    assert not primary_answered()
+    write(2)  # back at 50%, but an unhealthy cluster needs 60% to return
+    assert not primary_answered()
+    write(3)  # 75%: healthy again
+    assert primary_answered()
