@@ -21,8 +21,10 @@ from tests.k8s.conftest import SPEED, FastTime, eventually
 from tests.k8s.expect import held
 
 
-def yaml_for(emulators: list[em.Emulator], directory: Path, **extra: str) -> str:
-    lines = ["zones: [{name: global, ttl: 5, negative_ttl: 5}]", "clusters:"]
+def yaml_for(emulators: list[em.Emulator], directory: Path, *, sync_timeout: str = "30s",
+             **extra: str) -> str:
+    lines = ["zones: [{name: global, ttl: 5, negative_ttl: 5}]",
+             f"sync_timeout: {sync_timeout}", "clusters:"]
     for e in emulators:
         path = e.write_kubeconfig(directory / f"{e.name}.kubeconfig")
         lines.append(f"  - name: {e.name}")
@@ -44,8 +46,9 @@ def attach(server: Running, fast: FastTime) -> KubernetesSources:
         sources: KubernetesSources | None = None
 
         def on_sync_change() -> None:
+            # Negative answers once ready: every cluster listed, or sync_timeout passed.
             assert sources is not None
-            app.snapshot.set_synced(sources.synced)
+            app.snapshot.set_synced(sources.ready)
 
         # A Timing of its own (its rng is touched from the App's loop only).
         timing = Timing(clock=fast.clock, sleep=_scaled_sleep, rng=random.Random(5))
@@ -96,25 +99,30 @@ def web(e: em.Emulator, *addresses: str, ready: bool = True) -> None:
                             endpoints=[em.endpoint(a, ready=ready) for a in addresses]))
 
 
-async def test_servfail_before_sync_then_merged_answers_then_nxdomain(
+async def test_servfail_until_ready_then_merged_answers_and_nxdomain(
         emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime) -> None:
     a, b = await emulators("a", "b")
     web(a, "10.1.0.1", "10.1.0.2")
     web(b, "10.2.0.1")
-    a.fail(403, count=None, plurals=["endpointslices"])  # a cannot sync yet
-    server = server_factory(yaml_for([a, b], tmp_path))
+    a.fail(403, count=None, plurals=["endpointslices"])  # a cannot sync
+    # sync_timeout 60 s runs in 1.2 s here.
+    server = server_factory(yaml_for([a, b], tmp_path, sync_timeout="60s"))
     sources = attach(server, fast)
     try:
         await eventually(lambda: sources.status()[1]["state"] == "synced")
         # b is synced, a is not: an unknown name is SERVFAIL (no negative answer from
         # incomplete data), a known one is answered from what is there.
-        await dns_eventually(server.port, "nothere.prod.global", ("SERVFAIL", []))
+        assert not sources.ready
+        assert await answers(server.port, "nothere.prod.global") == ("SERVFAIL", [])
         assert await answers(server.port, "web.prod.global") == ("NOERROR", ["10.2.0.1"])
+        # sync_timeout passed: ready without a, negative answers are given.
+        await dns_eventually(server.port, "nothere.prod.global", ("NXDOMAIN", []))
+        assert sources.ready and not sources.synced
         a.clear_faults()
         await dns_eventually(server.port, "web.prod.global",
                              ("NOERROR", ["10.1.0.1", "10.1.0.2", "10.2.0.1"]))
-        await dns_eventually(server.port, "nothere.prod.global", ("NXDOMAIN", []))
-        # One cluster's endpoint, by cluster name.
+        assert sources.synced
+        # One cluster's endpoints, by cluster name.
         assert await answers(server.port, "a.web.prod.global") == (
             "NOERROR", ["10.1.0.1", "10.1.0.2"])
         # SRV targets the EndpointSlice port.
