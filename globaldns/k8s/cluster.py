@@ -98,6 +98,13 @@ class ClusterSource:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"k8s {self.name}")
+            self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        # Watches never return and catch everything; an end other than a cancel is a bug.
+        if not task.cancelled() and task.exception() is not None:
+            log.error("k8s %s: source ended unexpectedly", self.name,
+                      exc_info=task.exception())
 
     def cancel(self, *, drop: bool) -> None:
         """Stop writing now (synchronously); `drop` also removes what we wrote."""
