@@ -258,8 +258,6 @@ class Emulator:
         self._runner: web.AppRunner | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
         self.port = 0
-        self.paused = asyncio.Event()
-        self.paused.set()
 
     # --- server lifetime ------------------------------------------------------------
 
@@ -394,7 +392,6 @@ class Emulator:
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         query = dict(request.query)
         self.requests.append((request.path, query))
-        await self.paused.wait()
         if self.latency:
             await asyncio.sleep(self.latency)
         plural = request.path.rsplit("/", 1)[-1]

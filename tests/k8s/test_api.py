@@ -188,3 +188,19 @@ async def test_a_compacted_resource_version_is_an_error_event_with_the_real_stat
         await client.close()
         await emulator.stop()
 
+
+
+async def test_a_slow_server_is_waited_for_until_the_request_timeout() -> None:
+    emulator = await em.Emulator("slow").start()
+    emulator.put(em.service("ns", "a"))
+    client = api.ApiClient(credentials.from_kubeconfig_text(
+        emulator.kubeconfig_text(), origin="test"), request_timeout=0.3)
+    try:
+        emulator.latency = 0.1
+        assert len((await client.list(api.SERVICES)).items) == 1
+        emulator.latency = 0.6
+        with pytest.raises(api.ConnectionFailed, match="Timeout"):
+            await client.list(api.SERVICES)
+    finally:
+        await client.close()
+        await emulator.stop()
