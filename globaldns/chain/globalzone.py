@@ -5,7 +5,7 @@ from __future__ import annotations
 from globaldns.chain import Next, Result
 from globaldns.dns.message import Query
 from globaldns.dns.records import ANY, IN
-from globaldns.registry.snapshot import NODATA, Snapshot
+from globaldns.registry.snapshot import NODATA, PerClient, Snapshot
 
 
 class GlobalZone:
@@ -20,10 +20,15 @@ class GlobalZone:
             answers = table.get(q.qtype)
             if answers is None:
                 answers = table[NODATA]
+            if answers.__class__ is PerClient:
+                answers = answers.for_profile(  # type: ignore[union-attr]
+                    self.snapshot.locator.locate(q.client[0], q.ecs))
+            q.answers = answers
             return answers.pick(q)
         if q.qclass != IN and q.qclass != ANY:
             return next(q)
         negative = self.snapshot.negative(q.qname)
         if negative is None:
             return next(q)
+        q.answers = negative
         return negative.pick(q)

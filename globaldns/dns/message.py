@@ -41,8 +41,8 @@ class Query:
     (the key of every table); `question` the raw question bytes, echoed in the reply so
     the client gets its own casing back (resolvers randomise case, draft-vixie-dnsext-0x20)."""
 
-    __slots__ = ("client", "do", "ecs", "edns", "edns_options", "flags", "id", "nsid",
-                 "qclass", "qname", "qtype", "question", "transport")
+    __slots__ = ("answers", "client", "do", "ecs", "edns", "edns_options", "flags", "id",
+                 "nsid", "qclass", "qname", "qtype", "question", "transport")
 
     def __init__(self, qid: bytes, flags: int, qname: bytes, question: bytes, qtype: int,
                  qclass: int, client: tuple[str, int], transport: int) -> None:
@@ -61,6 +61,8 @@ class Query:
         self.ecs: tuple[int, int, bytes] | None = None
         """EDNS Client Subnet (family, source prefix, address bytes), RFC 7871."""
         self.edns_options: tuple[tuple[int, bytes], ...] = ()
+        self.answers: object = None
+        """Set by the handler that answered from the snapshot: the wire cache may keep it."""
 
     @property
     def name(self) -> str:

@@ -10,7 +10,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 
-from globaldns.dns.message import REFUSED, SERVFAIL, Malformed, Query, parse
+from globaldns.dns.fastpath import WireCache
+from globaldns.dns.message import REFUSED, SERVFAIL, UDP, Malformed, Query, parse
 from globaldns.dns.wire import Reply, encode, error_reply, rcode_body
 
 log = logging.getLogger("globaldns.dns")
@@ -47,7 +48,9 @@ class DnsServer:
         self.inflight = 0
         self.stats = stats or Stats()
         self.observers: list[Callable[[Query, bytes, float], None]] = []
-        """Called after each reply (the query log); empty unless configured."""
+        """Called after each reply (the query log); empty unless configured. While any is
+        set, the wire cache is bypassed, so every query is seen."""
+        self.wire: WireCache | None = None
 
     def handle(self, data: bytes, client: tuple[str, int],
                transport: int) -> bytes | Coroutine[None, None, bytes] | None:
@@ -83,6 +86,9 @@ class DnsServer:
         responses[rcode] = responses.get(rcode, 0) + 1
         if self.observers:
             self._observe(q, wire, 0.0)
+        elif q.answers is not None and transport == UDP and not q.edns_options \
+                and self.wire is not None:
+            self.wire.remember(data, q, reply, self.nsid)  # type: ignore[arg-type]
         return wire
 
     def _failed(self, q: Query) -> Reply:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from globaldns.config.model import AliasConfig, Config, RoutingRule, SubsetConfig, ZoneConfig
 from globaldns.dns import records as R
@@ -139,6 +139,8 @@ class Snapshot:
         self._owned: dict[ServiceKey, list[bytes]] = {}
         self._namespaces: dict[bytes, int] = {}
         self._health: dict[ServiceKey, dict[str, bool]] = {}
+        self.listeners: list[Callable[[Iterable[bytes] | None], None]] = []
+        """Told which names were replaced (None: all of them), e.g. the wire cache."""
         self.rebuild(config)
         store.subscribe(self.update)
 
@@ -165,11 +167,18 @@ class Snapshot:
         self._namespaces = {}
         for key in self.store.service_keys():
             self.update(key)
+        self._tell(None)
+
+    def _tell(self, names: Iterable[bytes] | None) -> None:
+        for listener in self.listeners:
+            listener(names)
 
     def set_synced(self, synced: bool) -> None:
         """Until every source has synced, an unknown name is SERVFAIL, not NXDOMAIN:
         resolvers cache negative answers, so we give them only from complete data."""
-        self.synced = synced
+        if synced != self.synced:
+            self.synced = synced
+            self._tell(None)
 
     def negative(self, qname: bytes) -> AnswerSet | None:
         """The answer for a name that is not in the table: NXDOMAIN (or SERVFAIL before
@@ -228,17 +237,24 @@ class Snapshot:
             if name not in new:
                 names.pop(name, None)
         names.update(new)
+        changed = set(old)
+        changed.update(new)
         if service is None or service.external_name:
             for zone in self.zones.values():
                 for alias in self._aliases_of(zone, f"{key[1]}.{key[0]}"):
-                    names[text_to_wire(alias.name)] = self._dangling_alias(alias)
+                    wire = text_to_wire(alias.name)
+                    names[wire] = self._dangling_alias(alias)
+                    changed.add(wire)
         namespace_names = [text_to_wire(f"{key[0]}.{z.name}") for z in self.zones.values()]
         if new:
             self._owned[key] = list(new)
             if not old:
                 self._count_namespace(namespace_names, +1)
+                changed.update(namespace_names)
         elif old:
             self._count_namespace(namespace_names, -1)
+            changed.update(namespace_names)
+        self._tell(changed)
 
     def _count_namespace(self, wires: list[bytes], delta: int) -> None:
         """A namespace is an empty non-terminal while any service lives in it."""
