@@ -26,6 +26,7 @@ class Run:
     rounds: int = 1
     latency_qps: int = 20000
     max_other_load: float = 0.15
+    discarded: int = 0  # timed runs repeated because other work disturbed them
     results: list[PerfResult] = field(default_factory=list)
     # scenario -> server -> why it was not timed (failed check, not available, ...)
     skipped: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -167,6 +168,13 @@ def _ratio_line(run: Run, scenario: str) -> str:
     return line
 
 
+def _noisy(run: Run, *rows: PerfResult) -> str:
+    load = max(r.other_load for r in rows)
+    if load <= run.max_other_load:
+        return ""
+    return f" **- NOISY: up to {load:.2f} cores of other work during these runs**"
+
+
 def _goals(run: Run, scenarios: list[str]) -> list[str]:
     out = []
     for scenario, goal in (("global", "1 (no EDNS)"), ("global-edns", "1 (EDNS)"),
@@ -176,12 +184,14 @@ def _goals(run: Run, scenarios: list[str]) -> list[str]:
         if scenario in scenarios and g and d:
             ratio = g.qps / d.qps
             out.append(f"- goal {goal}: globaldns / dnsmasq = {ratio:.2f}x "
-                       f"({'met' if ratio >= 1.0 else 'not met'}; target >= 1.0x)")
+                       f"({'met' if ratio >= 1.0 else 'not met'}; target >= 1.0x)"
+                       + _noisy(run, g, d))
     lat = _grouped(run, "latency", key=lambda r: r.percentiles.get("p99", 0.0))
     if "globaldns" in lat and lat["globaldns"][0].percentiles:
         p99 = lat["globaldns"][0].percentiles["p99"] * 1000
         out.append(f"- goal 3: globaldns p99 at {run.latency_qps} q/s = {p99:.3f} ms "
-                   f"({'met' if p99 < 1 else 'not met'}; target < 1 ms)")
+                   f"({'met' if p99 < 1 else 'not met'}; target < 1 ms)"
+                   + _noisy(run, lat["globaldns"][0]))
     if run.workers and len(run.workers) == 2:
         out.append(f"- goal 4: 2 workers / 1 worker (projected) = {run.workers[1]['projected']} "
                    "(target >= 1.7x)")
@@ -311,6 +321,17 @@ def write(run: Run, path: Path, scenarios: list[str]) -> None:
             ]
         for server, why in run.skipped.get("workers", {}).items():
             md += [f"- {server} not timed: {why}", ""]
+    noisy = [r for r in run.results if r.other_load > run.max_other_load]
+    if noisy:
+        run.notes.insert(0, (
+            f"**{len(noisy)} of {len(run.results)} timed runs had more than "
+            f"{run.max_other_load:g} cores of other work on the machine** (retries exhausted; "
+            f"{run.discarded} disturbed runs were discarded and repeated): "
+            + ", ".join(f"{r.scenario}/{r.server} {r.other_load:.2f}" for r in noisy)
+            + ". Figures from such runs are not trustworthy; rerun on a quiet machine."))
+    elif run.discarded:
+        run.notes.insert(0, f"{run.discarded} timed runs disturbed by other work on the "
+                            "machine were discarded and repeated")
     if run.failures or run.notes:
         md += ["## Failures and notes", ""]
         md += [f"- **FAILED**: {f.splitlines()[0]}" for f in run.failures]

@@ -142,15 +142,7 @@ class Bench:
             raw.rename(noisy)
             log(f"  {server.name}: {result.qps:,.0f} q/s but {result.other_load:.2f} cores "
                 f"of other load on the machine: discarded ({noisy.name}), running again")
-            self.run.notes.append(
-                f"{scenario}/{server.name} round {rnd + 1}: a run with "
-                f"{result.other_load:.2f} cores of other load was discarded and repeated"
-            )
-        if result.other_load > self.args.max_other_load:
-            self.run.notes.append(
-                f"{scenario}/{server.name} round {rnd + 1}: {result.other_load:.2f} cores of "
-                "other load during the run (kept: no retries left)"
-            )
+            self.run.discarded += 1
         pct = result.percentiles
         log(
             f"  {server.name}: {result.qps:,.0f} q/s, avg {result.avg * 1000:.3f} ms, "
