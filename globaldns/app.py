@@ -17,9 +17,9 @@ from globaldns.config import Config, ConfigError, load
 from globaldns.dns.server import DnsServer
 from globaldns.dns.tcp import TcpConnections
 from globaldns.dns.udp import UdpListener
+from globaldns.healthcheck import HealthChecker
 from globaldns.registry.snapshot import Snapshot
 from globaldns.registry.store import Store
-from globaldns.sources import apply_static
 
 log = logging.getLogger("globaldns")
 
@@ -56,7 +56,9 @@ class App:
         self.config = config
         self.config_path = config_path
         self.store = Store()
-        apply_static(self.store, config)
+        # The static source, with readiness from its active health checks.
+        self.health = HealthChecker(self.store)
+        self.health.apply(config)
         self.snapshot = Snapshot(config, self.store)
         self.server = DnsServer(self.build_chain(config), nsid=self.instance(config).encode(),
                                 max_inflight=config.dns.max_inflight)
@@ -113,6 +115,7 @@ class App:
             max_connections=self.config.dns.tcp_max_connections)
         self.tcp = await loop.create_server(self.tcp_connections.factory, sock=tcp_sock,
                                             backlog=1024)
+        self.health.start()
         log.info("globaldns listening on %s:%d (udp+tcp), zones: %s", listen.host, self.port,
                  ", ".join(z.name for z in self.config.zones))
 
@@ -134,11 +137,12 @@ class App:
     def apply(self, config: Config) -> None:
         self.config = config
         self.snapshot.rebuild(config)
-        apply_static(self.store, config)
+        self.health.apply(config)
         self.server.chain = self.build_chain(config)
         self.server.nsid = self.instance(config).encode()
 
     async def stop(self) -> None:
+        await self.health.stop()
         if self.forward is not None:
             self.forward.close()
         if self.tcp is not None:
