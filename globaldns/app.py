@@ -9,15 +9,18 @@ import socket
 import sys
 
 from globaldns.chain import Handler, build
-from globaldns.chain.acl import Acl
+from globaldns.chain.acl import DENY, Acl
 from globaldns.chain.cache import Cache
 from globaldns.chain.forward import Forward
 from globaldns.chain.globalzone import GlobalZone
 from globaldns.config import Config, ConfigError, load
+from globaldns.dns.fastpath import WireCache
 from globaldns.dns.server import DnsServer
 from globaldns.dns.tcp import TcpConnections
 from globaldns.dns.udp import UdpListener
 from globaldns.healthcheck import HealthChecker
+from globaldns.k8s.sources import KubernetesSources
+from globaldns.k8s.watch import Timing
 from globaldns.registry.snapshot import Snapshot
 from globaldns.registry.store import Store
 
@@ -52,7 +55,8 @@ def bind_sockets(host: str, port: int, *, reuse_port: bool) -> tuple[socket.sock
 
 
 class App:
-    def __init__(self, config: Config, *, config_path: str | None = None) -> None:
+    def __init__(self, config: Config, *, config_path: str | None = None,
+                 k8s_timing: Timing | None = None) -> None:
         self.config = config
         self.config_path = config_path
         self.store = Store()
@@ -60,12 +64,31 @@ class App:
         self.health = HealthChecker(self.store)
         self.health.apply(config)
         self.snapshot = Snapshot(config, self.store)
+        # Watched clusters (and remote-secret ones) write into the same store.
+        self.kubernetes = KubernetesSources(config, self.store,
+                                            on_sync_change=self._sync_changed,
+                                            timing=k8s_timing)
         self.server = DnsServer(self.build_chain(config), nsid=self.instance(config).encode(),
                                 max_inflight=config.dns.max_inflight)
+        self.server.wire = WireCache(self.client_class)
+        self.snapshot.listeners.append(self.server.wire.forget)
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp: asyncio.Server | None = None
         self.tcp_connections: TcpConnections | None = None
         self.stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _sync_changed(self) -> None:
+        """Negative answers only from complete data: SERVFAIL until every cluster has
+        listed once or sync_timeout has passed."""
+        self.snapshot.set_synced(self.kubernetes.ready)
+
+    def client_class(self, ip: str) -> int | None:
+        """What a client's replies depend on: its ACL decision and its routing profile."""
+        decision = self.acl.decide(ip)
+        if decision == DENY:
+            return None
+        return decision << 24 | self.snapshot.locator.locate(ip, None).id
 
     @staticmethod
     def instance(config: Config) -> str:
@@ -116,6 +139,7 @@ class App:
         self.tcp = await loop.create_server(self.tcp_connections.factory, sock=tcp_sock,
                                             backlog=1024)
         self.health.start()
+        await self.kubernetes.start()
         log.info("globaldns listening on %s:%d (udp+tcp), zones: %s", listen.host, self.port,
                  ", ".join(z.name for z in self.config.zones))
 
@@ -138,10 +162,19 @@ class App:
         self.config = config
         self.snapshot.rebuild(config)
         self.health.apply(config)
+        self._background(self.kubernetes.apply(config))
         self.server.chain = self.build_chain(config)
         self.server.nsid = self.instance(config).encode()
+        if self.server.wire is not None:
+            self.server.wire.reset_classes()
+
+    def _background(self, coro) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
+        await self.kubernetes.stop()
         await self.health.stop()
         if self.forward is not None:
             self.forward.close()

@@ -9,7 +9,7 @@ import pytest
 from globaldns.config import parse_text
 from tests.conftest import ROOT
 
-DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+DOCS = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
 
 
 def complete_examples() -> list[tuple[str, int, str]]:

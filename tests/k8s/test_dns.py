@@ -1,8 +1,7 @@
 """DNS answers over real UDP sockets, fed by emulated clusters, through faults.
 
-The server is the real App (tests/conftest.py runs it on its own thread and loop); the
-emulators run on the test's loop. Until app.py starts the Kubernetes sources itself, the
-test starts them on the App's loop with the App's store, wired as app.py will be.
+The server is the real App (tests/conftest.py runs it on its own thread and loop), with
+its Kubernetes sources on a scaled clock; the emulators run on the test's loop.
 """
 
 from __future__ import annotations
@@ -35,31 +34,14 @@ def yaml_for(emulators: list[em.Emulator], directory: Path, *, sync_timeout: str
     return "\n".join(lines) + "\n"
 
 
+def timing_for(fast: FastTime) -> Timing:
+    """The App's watch timing: scaled seconds; its rng is touched from the App's loop only."""
+    return Timing(clock=fast.clock, sleep=_scaled_sleep, rng=random.Random(5))
+
+
 def attach(server: Running, fast: FastTime) -> KubernetesSources:
-    """The App's KubernetesSources, or one started on the App's loop the way app.py will."""
-    app = server.app
-    existing = getattr(app, "kubernetes", None)
-    if existing is not None:
-        return existing  # type: ignore[no-any-return]
-
-    async def start() -> KubernetesSources:
-        sources: KubernetesSources | None = None
-
-        def on_sync_change() -> None:
-            # Negative answers once ready: every cluster listed, or sync_timeout passed.
-            assert sources is not None
-            app.snapshot.set_synced(sources.ready)
-
-        # A Timing of its own (its rng is touched from the App's loop only).
-        timing = Timing(clock=fast.clock, sleep=_scaled_sleep, rng=random.Random(5))
-        sources = KubernetesSources(app.config, app.store, on_sync_change=on_sync_change,
-                                    timing=timing)
-        await sources.start()
-        return sources
-
-    sources = server.run(start())
-    server.started_sources = sources  # type: ignore[attr-defined]
-    return sources
+    """The App's own KubernetesSources (app.py starts them with the server)."""
+    return server.app.kubernetes
 
 
 async def _scaled_sleep(seconds: float) -> None:
@@ -67,8 +49,7 @@ async def _scaled_sleep(seconds: float) -> None:
 
 
 def detach(server: Running, sources: KubernetesSources) -> None:
-    if getattr(server.app, "kubernetes", None) is None:
-        server.run(sources.stop())
+    """Nothing to do: the App stops its sources when the fixture stops it."""
 
 
 async def query(port: int, name: str, qtype: str = "A") -> Any:
@@ -106,7 +87,8 @@ async def test_servfail_until_ready_then_merged_answers_and_nxdomain(
     web(b, "10.2.0.1")
     a.fail(403, count=None, plurals=["endpointslices"])  # a cannot sync
     # sync_timeout 60 s runs in 1.2 s here.
-    server = server_factory(yaml_for([a, b], tmp_path, sync_timeout="60s"))
+    server = server_factory(yaml_for([a, b], tmp_path, sync_timeout="60s"),
+                            k8s_timing=timing_for(fast))
     sources = attach(server, fast)
     try:
         await eventually(lambda: sources.status()[1]["state"] == "synced")
@@ -140,7 +122,8 @@ async def test_answers_through_drop_410_and_an_outage_past_stale_for(
     a.put(em.service("prod", "only-a"))
     a.put(em.endpoint_slice("prod", "only-a-1", "only-a", endpoints=[em.endpoint("10.1.9.9")]))
     # stale_for 60 s runs in 1.2 s here.
-    server = server_factory(yaml_for([a, b], tmp_path, stale_for="60s"))
+    server = server_factory(yaml_for([a, b], tmp_path, stale_for="60s"),
+                            k8s_timing=timing_for(fast))
     sources = attach(server, fast)
     port = server.port
     try:
@@ -180,7 +163,8 @@ async def test_random_changes_and_faults_end_with_answers_equal_to_the_clusters(
     for e in clusters:
         for _ in range(10):
             chaos.change(e)
-    server = server_factory(yaml_for(clusters, tmp_path, watch_idle_timeout="1s"))
+    server = server_factory(yaml_for(clusters, tmp_path, watch_idle_timeout="1s"),
+                            k8s_timing=timing_for(fast))
     sources = attach(server, fast)
     try:
         await eventually(lambda: sources.synced, timeout=10)
