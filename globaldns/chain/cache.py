@@ -98,6 +98,32 @@ def _patched(template: Body, offsets: tuple[int, ...], ttls: list[int] | tuple[i
     return body
 
 
+class Hit:
+    """A cache entry as the wire cache serves it: fresh while the entry is, and not when
+    the slow path has work to do for it (expiry, eviction, a due prefetch)."""
+
+    __slots__ = ("cache", "entry", "key")
+
+    def __init__(self, cache: Cache, key: Key, entry: Entry) -> None:
+        self.cache = cache
+        self.key = key
+        self.entry = entry
+
+    def pick(self, q: Query | None) -> Reply | None:
+        cache = self.cache
+        entry = self.entry
+        now = cache.clock()
+        if now >= entry.expires or cache.table.get(self.key) is not entry:
+            return None
+        if (cache.prefetch and not entry.prefetched
+                and entry.expires - now < entry.lifetime * PREFETCH_LEFT):
+            return None
+        cache.hits += 1
+        entry.hits += 1
+        cache.table.move_to_end(self.key)
+        return entry.fresh(now)
+
+
 class Cache:
     def __init__(self, config: CacheConfig, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -130,6 +156,8 @@ class Cache:
                 if (self.prefetch and entry.hits >= PREFETCH_HITS and not entry.prefetched
                         and entry.expires - now < entry.lifetime * PREFETCH_LEFT):
                     self._prefetch(q, key, entry, next)
+                else:
+                    q.answers = Hit(self, key, entry)
                 return entry.fresh(now)
             if now >= entry.stale_until:
                 self._drop(key)

@@ -22,10 +22,16 @@ CAPACITY = 100_000
 MAX_CLIENTS = 65_536
 
 
-class Picker:
-    """What the snapshot hands out per name and type (AnswerSet, WeightedAnswers)."""
+# Encoded variants kept per entry; a forwarded answer makes a new one each second (its
+# TTLs count down), so the memory starts over past this.
+MAX_VARIANTS = 64
 
-    def pick(self, q: Query) -> Reply: ...
+
+class Picker:
+    """What answered: the snapshot's AnswerSet/WeightedAnswers, or a cache Hit. `pick`
+    gives the next reply, or None when the slow path must answer this time."""
+
+    def pick(self, q: Query | None) -> Reply | None: ...
 
 
 class Entry:
@@ -46,6 +52,8 @@ class Entry:
         if self.ra and not reply.ra:
             reply = Reply(reply.body, ede=reply.ede, ecs_scope=reply.ecs_scope, ra=True)
         wire = encode(self.query, reply, self.nsid)[2:]
+        if len(self.memo) >= MAX_VARIANTS:
+            self.memo.clear()
         self.memo[reply] = wire
         return wire
 

@@ -27,16 +27,18 @@ class UdpListener(asyncio.DatagramProtocol):
             cls = wire.classes.get(addr[0])
             if cls is not None:
                 entry = wire.tables[cls].get(data[2:])
-                if entry is not None:
-                    reply = entry.answers.pick(None)  # type: ignore[arg-type]
-                    out = entry.memo.get(reply)
+                reply = entry.answers.pick(None) if entry is not None else None
+                if reply is not None:
+                    out = entry.memo.get(reply)  # type: ignore[union-attr]
                     if out is None:
-                        out = entry.encoded(reply)
+                        out = entry.encoded(reply)  # type: ignore[union-attr]
                     stats = self.server.stats
                     requests = stats.requests
-                    requests[entry.request] = requests.get(entry.request, 0) + 1
+                    request = entry.request  # type: ignore[union-attr]
+                    requests[request] = requests.get(request, 0) + 1
                     responses = stats.responses
-                    responses[entry.rcode] = responses.get(entry.rcode, 0) + 1
+                    rcode = entry.rcode  # type: ignore[union-attr]
+                    responses[rcode] = responses.get(rcode, 0) + 1
                     self.transport.sendto(data[:2] + out, addr)  # type: ignore[union-attr]
                     return
         result = self.server.handle(data, addr, UDP)
