@@ -143,7 +143,7 @@ async def test_answers_through_drop_410_and_an_outage_past_stale_for(
         await dns_eventually(port, "only-a.prod.global", ("NXDOMAIN", []))
         # Unreachable: still answered (stale), then dropped after stale_for, then back.
         await a.stop()
-        await asyncio.sleep(0.3)
+        await eventually(lambda: sources.status()[0]["state"] == "stale")
         assert await answers(port, "web.prod.global") == ("NOERROR", ["10.1.0.3", "10.2.0.1"])
         await dns_eventually(port, "web.prod.global", ("NOERROR", ["10.2.0.1"]))
         web(a, "10.1.0.4")
