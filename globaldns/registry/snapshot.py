@@ -102,7 +102,8 @@ Encoder = Callable[[list[Endpoint], Locality], Body]
 
 
 class Zone:
-    __slots__ = ("config", "name", "negative", "nxdomain", "servfail_unsynced", "wire")
+    __slots__ = ("_nodata", "config", "name", "negative", "nxdomain", "servfail_unsynced",
+                 "wire")
 
     def __init__(self, config: ZoneConfig, serial: int) -> None:
         self.config = config
@@ -112,6 +113,7 @@ class Zone:
                                minimum=config.negative_ttl)]
         self.nxdomain = AnswerSet([Reply(R.body(None, rcode=NXDOMAIN,
                                                 authority=self.negative))])
+        self._nodata = AnswerSet([Reply(R.body(None, authority=self.negative))])
         self.servfail_unsynced = AnswerSet([Reply(
             R.body(None, rcode=SERVFAIL, aa=False),
             ede=((EDE_NOT_READY, "not synced: a cluster has not finished its first list"),))])
@@ -119,11 +121,13 @@ class Zone:
     def body(self, qname: str, *, answer: Sequence[R.RR] = (),
              additional: Sequence[R.RR] = ()) -> Body:
         if answer:
-            return R.body(qname, answer=list(answer), additional=list(additional))
-        return R.body(qname, authority=self.negative)
+            return R.body(qname, answer=answer, additional=additional)
+        return self._nodata.variants[0].body
 
     def nodata(self, name: str) -> AnswerSet:
-        return AnswerSet([Reply(self.body(name))])
+        """NOERROR, no records, SOA in authority: one body for every name of the zone,
+        encoded without compression against the question so any question can carry it."""
+        return self._nodata
 
 
 class Snapshot:
