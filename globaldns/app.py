@@ -23,6 +23,7 @@ from globaldns.k8s.sources import KubernetesSources
 from globaldns.k8s.watch import Timing
 from globaldns.registry.snapshot import Snapshot
 from globaldns.registry.store import Store
+from globaldns.workers import Workers, follow
 
 log = logging.getLogger("globaldns")
 
@@ -56,18 +57,25 @@ def bind_sockets(host: str, port: int, *, reuse_port: bool) -> tuple[socket.sock
 
 class App:
     def __init__(self, config: Config, *, config_path: str | None = None,
-                 k8s_timing: Timing | None = None) -> None:
+                 k8s_timing: Timing | None = None, channel_fd: int | None = None,
+                 worker_index: int = 0) -> None:
         self.config = config
         self.config_path = config_path
+        self.channel_fd = channel_fd
+        self.worker_index = worker_index
+        """A worker process (dns.workers > 1) follows the main's registry on this fd and
+        runs no source of its own."""
         self.store = Store()
         # The static source, with readiness from its active health checks.
         self.health = HealthChecker(self.store)
-        self.health.apply(config)
+        if channel_fd is None:
+            self.health.apply(config)
         self.snapshot = Snapshot(config, self.store)
         # Watched clusters (and remote-secret ones) write into the same store.
         self.kubernetes = KubernetesSources(config, self.store,
                                             on_sync_change=self._sync_changed,
                                             timing=k8s_timing)
+        self.workers: Workers | None = None
         self.server = DnsServer(self.build_chain(config), nsid=self.instance(config).encode(),
                                 max_inflight=config.dns.max_inflight)
         self.server.wire = WireCache(self.client_class)
@@ -82,6 +90,8 @@ class App:
         """Negative answers only from complete data: SERVFAIL until every cluster has
         listed once or sync_timeout has passed."""
         self.snapshot.set_synced(self.kubernetes.ready)
+        if self.workers is not None:
+            self.workers.synced(self.kubernetes.ready)
 
     def client_class(self, ip: str) -> int | None:
         """What a client's replies depend on: its ACL decision and its routing profile."""
@@ -90,9 +100,10 @@ class App:
             return None
         return decision << 24 | self.snapshot.locator.locate(ip, None).id
 
-    @staticmethod
-    def instance(config: Config) -> str:
-        return config.resolver.instance or socket.gethostname()
+    def instance(self, config: Config) -> str:
+        """The name NSID and id.server answer; workers add their index (`host/1`)."""
+        name = config.resolver.instance or socket.gethostname()
+        return f"{name}/{self.worker_index}" if self.worker_index else name
 
     def build_chain(self, config: Config):  # type: ignore[no-untyped-def]
         forward, cache = self._forwarding(config)
@@ -138,8 +149,14 @@ class App:
             max_connections=self.config.dns.tcp_max_connections)
         self.tcp = await loop.create_server(self.tcp_connections.factory, sock=tcp_sock,
                                             backlog=1024)
+        if self.channel_fd is not None:
+            self._background(follow(self, self.channel_fd))
+            return
         self.health.start()
         await self.kubernetes.start()
+        if self.config.dns.workers > 1:
+            self.workers = Workers(self, self.config.dns.workers, config_path=self.config_path)
+            await self.workers.start(f"{listen}".rsplit(":", 1)[0] + f":{self.port}")
         log.info("globaldns listening on %s:%d (udp+tcp), zones: %s", listen.host, self.port,
                  ", ".join(z.name for z in self.config.zones))
 
@@ -161,8 +178,11 @@ class App:
     def apply(self, config: Config) -> None:
         self.config = config
         self.snapshot.rebuild(config)
-        self.health.apply(config)
-        self._background(self.kubernetes.apply(config))
+        if self.channel_fd is None:
+            self.health.apply(config)
+            self._background(self.kubernetes.apply(config))
+            if self.workers is not None:
+                self.workers.reload()
         self.server.chain = self.build_chain(config)
         self.server.nsid = self.instance(config).encode()
         if self.server.wire is not None:
@@ -174,6 +194,8 @@ class App:
         task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
+        if self.workers is not None:
+            await self.workers.stop()
         await self.kubernetes.stop()
         await self.health.stop()
         if self.forward is not None:
@@ -198,7 +220,8 @@ class App:
         await self.stop()
 
 
-def run(config: Config, *, config_path: str | None = None) -> int:
+def run(config: Config, *, config_path: str | None = None, channel_fd: int | None = None,
+        worker_index: int = 0) -> int:
     try:
         import uvloop
     except ImportError:
@@ -208,7 +231,8 @@ def run(config: Config, *, config_path: str | None = None) -> int:
     app_box: list[App] = []
 
     async def main() -> None:
-        app = App(config, config_path=config_path)
+        app = App(config, config_path=config_path, channel_fd=channel_fd,
+                  worker_index=worker_index)
         app_box.append(app)
         await app.run()
 

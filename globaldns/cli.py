@@ -21,6 +21,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="ADDR:PORT, overrides dns.listen")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--workers", type=int,
+                       help="processes sharing the port (SO_REUSEPORT); overrides dns.workers")
+    serve.add_argument("--channel-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     check = commands.add_parser("check-config", help="validate a config file")
     check.add_argument("file")
     explain = commands.add_parser("explain", help="why a name answers what it does")
@@ -57,8 +61,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"globaldns: --listen: {exc}", file=sys.stderr)
             return 1
         config = dataclasses.replace(config, dns=dataclasses.replace(config.dns, listen=listen))
+    if args.workers is not None:
+        if not 1 <= args.workers <= 64:
+            print("globaldns: --workers: must be 1..64", file=sys.stderr)
+            return 1
+        config = dataclasses.replace(config, dns=dataclasses.replace(config.dns,
+                                                                     workers=args.workers))
     from globaldns.app import run
-    return run(config, config_path=args.config)
+    return run(config, config_path=args.config, channel_fd=args.channel_fd,
+               worker_index=args.worker_index)
 
 
 def check_config(path: str) -> int:

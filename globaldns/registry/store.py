@@ -69,6 +69,18 @@ class Store:
         self._by_source[source].discard(key)
         self._changed(key)
 
+    def put(self, key: ServiceKey, by_source: dict[str, ServiceData]) -> None:
+        """Make `key` hold exactly `by_source` (a replica following another store)."""
+        for source in set(self._data.get(key, {})) - by_source.keys():
+            self._by_source[source].discard(key)
+        if by_source:
+            self._data[key] = dict(by_source)
+            for source in by_source:
+                self._by_source.setdefault(source, set()).add(key)
+        else:
+            self._data.pop(key, None)
+        self._changed(key)
+
     def replace_source(self, source: str, services: dict[ServiceKey, ServiceData]) -> None:
         """Make `source` say exactly `services` (a relist): missing services are deleted."""
         for key in self._by_source.get(source, set()) - services.keys():

@@ -1,0 +1,116 @@
+"""Several DNS processes on one port (SO_REUSEPORT), one set of watches.
+
+The main process owns every source: the static config, health checks and Kubernetes
+watches, so the Kubernetes API sees one client however many workers run. It answers DNS
+itself and streams each registry change (one service's data from every source) to N-1
+worker processes over a socket pair. Each worker has its own event loop, a replica of the
+store and its own prepared snapshot, and shares the listening port through the kernel's
+SO_REUSEPORT balancing. A worker whose main process goes away exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+from globaldns.registry.model import ServiceKey
+
+if TYPE_CHECKING:
+    from globaldns.app import App
+
+log = logging.getLogger("globaldns.workers")
+
+_LENGTH = struct.Struct("!I")
+# A worker gets this long to stop after SIGTERM before it is killed.
+STOP_SECONDS = 3.0
+
+
+def frame(message: tuple[Any, ...]) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(data)) + data
+
+
+class Workers:
+    """The main side: starts the workers and sends them every registry change."""
+
+    def __init__(self, app: App, count: int, *, config_path: str | None) -> None:
+        self.app = app
+        self.count = count
+        self.config_path = config_path
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self, listen: str) -> None:
+        for index in range(1, self.count):
+            ours, theirs = socket.socketpair()
+            command = [sys.executable, "-m", "globaldns", "serve", "--channel-fd",
+                       str(theirs.fileno()), "--worker-index", str(index), "--listen", listen,
+                       "--workers", str(self.count)]
+            if self.config_path:
+                command += ["--config", self.config_path]
+            self.processes.append(subprocess.Popen(command, pass_fds=[theirs.fileno()]))
+            theirs.close()
+            _, writer = await asyncio.open_connection(sock=ours)
+            self.writers.append(writer)
+        store = self.app.store
+        for key in store.service_keys():
+            self.changed(key)
+        self.synced(self.app.snapshot.synced)
+        store.subscribe(self.changed)
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        data = frame(message)
+        for writer in self.writers:
+            if not writer.is_closing():
+                writer.write(data)
+
+    def changed(self, key: ServiceKey) -> None:
+        self._send(("service", key, self.app.store.raw(key)))
+
+    def synced(self, synced: bool) -> None:
+        self._send(("synced", synced))
+
+    def reload(self) -> None:
+        self._send(("reload",))
+
+    async def stop(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.processes:
+            try:
+                await asyncio.to_thread(proc.wait, STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.warning("worker %d did not stop in %gs; killing it", proc.pid, STOP_SECONDS)
+                proc.kill()
+
+
+async def follow(app: App, channel_fd: int) -> None:
+    """The worker side: apply the main process's registry changes until it goes away."""
+    sock = socket.socket(fileno=channel_fd)
+    reader, _ = await asyncio.open_connection(sock=sock)
+    while True:
+        try:
+            head = await reader.readexactly(_LENGTH.size)
+            message = pickle.loads(await reader.readexactly(_LENGTH.unpack(head)[0]))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            log.info("worker: the main process went away; stopping")
+            app.stopping.set()
+            return
+        kind = message[0]
+        if kind == "service":
+            app.store.put(message[1], message[2])
+        elif kind == "synced":
+            app.snapshot.set_synced(message[1])
+        elif kind == "reload":
+            with contextlib.suppress(Exception):
+                app.reload()
