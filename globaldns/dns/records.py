@@ -171,6 +171,42 @@ def body(qname: str | None, *, rcode: int = 0, aa: bool = True, answer: Sequence
     return Body(rcode, aa, bytes(w.data), counts[0], counts[1], counts[2], tuple(cuts))
 
 
+def record(owner: bytes, rtype: int, ttl: int, rdata: bytes) -> bytes:
+    """One whole record with a fixed owner: `QUESTION` (a pointer to the question's name)
+    or an uncompressed wire name. Such records stand alone, so an answer in any order is
+    their concatenation: rotated variants cost a join, not an encoding."""
+    return owner + _FIXED.pack(rtype, IN, ttl, len(rdata)) + rdata
+
+
+QUESTION = b"\xc0\x0c"
+
+
+def address_rdata(ip: str) -> tuple[int, bytes]:
+    if ":" in ip:
+        return AAAA, socket.inet_pton(socket.AF_INET6, ip)
+    return A, socket.inet_pton(socket.AF_INET, ip)
+
+
+def srv_rdata(*, priority: int, weight: int, port: int, target: str) -> bytes:
+    return struct.pack("!HHH", priority, weight, port) + wire_name(target)
+
+
+def joined(answer: Sequence[bytes], additional: Sequence[bytes] = ()) -> Body:
+    """A body from standalone records (see `record`)."""
+    cuts = []
+    end = 0
+    an = ar = 0
+    for part in answer:
+        end += len(part)
+        an += 1
+        cuts.append((end, an, 0, 0))
+    for part in additional:
+        end += len(part)
+        ar += 1
+        cuts.append((end, an, 0, ar))
+    return Body(0, True, b"".join(answer) + b"".join(additional), an, 0, ar, tuple(cuts))
+
+
 class _NoNames(dict[str, int]):
     """A compression table that keeps nothing."""
 

@@ -130,6 +130,11 @@ class Zone:
         return self._nodata
 
 
+def _typed(endpoint: Endpoint, ttl: int) -> tuple[int, int, bytes]:
+    rtype, rdata = R.address_rdata(endpoint.address)
+    return rtype, ttl, rdata
+
+
 class Snapshot:
     """Prepared answers for every served zone, kept current from the registry."""
 
@@ -314,9 +319,20 @@ class Snapshot:
                 return PerClient(build, self.locator)
             return build(self.locator.default_profile)
 
+        records: dict[str, bytes] = {}
+
+        def address_record(e: Endpoint) -> bytes:
+            part = records.get(e.address)
+            if part is None:
+                part = records[e.address] = R.record(R.QUESTION, *_typed(e, ttl))
+            return part
+
         def addresses(owner: str) -> Encoder:
-            return lambda order, _locality: zone.body(
-                owner, answer=[R.address(owner, ttl, e.address) for e in order])
+            def encode(order: list[Endpoint], _locality: Locality) -> Body:
+                if not order:
+                    return zone.body(owner)
+                return R.joined([address_record(e) for e in order])
+            return encode
 
         subsets: tuple[SubsetConfig, ...] = self.subsets.get(service.key, ())
         if rule:
@@ -376,17 +392,38 @@ class Snapshot:
 
     def _srv_encoder(self, zone: Zone, base: str, sname: str, port: Port) -> Encoder:
         ttl = zone.config.ttl
+        answers: dict[tuple[str, int], bytes] = {}
+        glue: dict[str, bytes] = {}
+        # The body starts after the header and the question (name, type, class).
+        start = 12 + len(R.wire_name(sname)) + 4
 
         def encode(order: list[Endpoint], locality: Locality) -> Body:
+            if not order:
+                return zone.body(sname)
             # Priority is the locality tier relative to the client, counted from 0 for
             # the best tier present: SRV clients then prefer nearest, as A clients do.
             ranks = sorted({tier(locality, e.locality) for e in order})
-            answer = [R.srv(sname, ttl, priority=ranks.index(tier(locality, e.locality)),
-                            weight=max(e.weight, 1), port=self.port_of(e, port),
-                            target=self.endpoint_name(base, e)) for e in order]
-            additional = [R.address(self.endpoint_name(base, e), ttl, e.address)
-                          for e in order]
-            return zone.body(sname, answer=answer, additional=additional)
+            answer, additional = [], []
+            offset = start
+            for e in order:
+                priority = ranks.index(tier(locality, e.locality))
+                part = answers.get((e.address, priority))
+                if part is None:
+                    part = answers[(e.address, priority)] = R.record(
+                        R.QUESTION, R.SRV, ttl, R.srv_rdata(
+                            priority=priority, weight=max(e.weight, 1),
+                            port=self.port_of(e, port), target=self.endpoint_name(base, e)))
+                    glue[e.address] = R.record(b"", *_typed(e, ttl))
+                # The glue's owner points at the target inside the SRV record (the target
+                # itself is never compressed, RFC 2782): pointer, fixed part, 6 bytes.
+                pointer = offset + 2 + 10 + 6
+                additional.append((0xC000 | pointer).to_bytes(2, "big") + glue[e.address]
+                                  if pointer < 0x4000 else
+                                  R.record(R.wire_name(self.endpoint_name(base, e)),
+                                           *_typed(e, ttl)))
+                answer.append(part)
+                offset += len(part)
+            return R.joined(answer, additional)
         return encode
 
     def _alias_table(self, alias: AliasConfig, zone: Zone, members: list[Endpoint],
