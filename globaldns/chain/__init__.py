@@ -3,7 +3,8 @@
 A handler is `serve(query, next) -> Reply | Awaitable[Reply]`: it answers, or passes the
 query on. Handlers are plain functions, not coroutines, so an authoritative answer costs a
 few calls and no task; only a handler that must wait (forwarding) returns an awaitable.
-Order (outermost first): acl, cache, globalzone, forward; the end of the chain refuses.
+Order (outermost first): acl, globalzone, cache, forward; the end of the chain refuses.
+Repeated UDP queries are answered before the chain, from the wire cache (dns/fastpath.py).
 """
 
 from __future__ import annotations
