@@ -21,7 +21,7 @@ class GlobalZone:
             if answers is None:
                 answers = table[NODATA]
             if answers.__class__ is PerClient:
-                answers = answers.for_profile(  # type: ignore[union-attr]
+                answers = answers.for_profile(
                     self.snapshot.locator.locate(q.client[0], q.ecs))
             q.answers = answers
             return answers.pick(q)

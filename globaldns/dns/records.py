@@ -98,7 +98,7 @@ class RR(NamedTuple):
         at = len(data)
         data += _FIXED.pack(self.rtype, self.rclass, self.ttl, 0)
         if self.rdata.__class__ is bytes:
-            data += self.rdata  # type: ignore[operator]
+            data += self.rdata
         else:
             self.rdata(w)  # type: ignore[operator]
         struct.pack_into("!H", data, at + 8, len(data) - at - 10)

@@ -80,15 +80,15 @@ class DnsServer:
                 reply = _OVERLOADED
             else:
                 return self._finish_later(q, reply)  # type: ignore[arg-type]
-        wire = encode(q, reply, self.nsid)  # type: ignore[arg-type]
-        rcode = reply.body.rcode  # type: ignore[union-attr]
+        wire = encode(q, reply, self.nsid)
+        rcode = reply.body.rcode
         responses = stats.responses
         responses[rcode] = responses.get(rcode, 0) + 1
         if self.observers:
             self._observe(q, wire, 0.0)
         elif q.answers is not None and transport == UDP and not q.edns_options \
                 and self.wire is not None:
-            self.wire.remember(data, q, reply, self.nsid)  # type: ignore[arg-type]
+            self.wire.remember(data, q, reply, self.nsid)
         return wire
 
     def _failed(self, q: Query) -> Reply:

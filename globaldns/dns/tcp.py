@@ -83,7 +83,7 @@ class TcpConnection(asyncio.Protocol):
             if result is None:
                 continue
             if result.__class__ is bytes:
-                self._write(result)  # type: ignore[arg-type]
+                self._write(result)
             else:
                 task = asyncio.get_running_loop().create_task(self._write_later(result))
                 self.tasks.add(task)

@@ -45,9 +45,9 @@ class UdpListener(asyncio.DatagramProtocol):
         if result is None:
             return
         if result.__class__ is bytes:
-            self.transport.sendto(result, addr)  # type: ignore[union-attr, arg-type]
+            self.transport.sendto(result, addr)  # type: ignore[union-attr]
             return
-        task = asyncio.get_running_loop().create_task(self._send_later(result, addr))  # type: ignore[arg-type]
+        task = asyncio.get_running_loop().create_task(self._send_later(result, addr))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

@@ -235,11 +235,11 @@ def plan(endpoints: Sequence[Endpoint], *, rule: RoutingRule | None, rule_index:
     failover_region = ""
     if rule is not None and rule.failover and locality.region and not any(
             e.locality.region == locality.region for e in healthy):
-        for entry in rule.failover:
-            if entry.source == locality.region:
-                failover_region = entry.to
+        for failover in rule.failover:
+            if failover.source == locality.region:
+                failover_region = failover.to
                 ede = ede or (f"failover: no healthy endpoint in {locality.region}; "
-                              f"answering from {entry.to}")
+                              f"answering from {failover.to}")
                 notes.append(ede)
                 break
 
