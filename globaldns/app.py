@@ -3,32 +3,46 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import signal
 import socket
 import sys
+from typing import Any
 
 from globaldns.chain import Handler, build
 from globaldns.chain.acl import DENY, Acl
 from globaldns.chain.cache import Cache
+from globaldns.chain.chaos import Chaos
 from globaldns.chain.forward import Forward
 from globaldns.chain.globalzone import GlobalZone
-from globaldns.config import Config, ConfigError, load
+from globaldns.config import Config
 from globaldns.dns.fastpath import WireCache
+from globaldns.dns.message import Query
 from globaldns.dns.server import DnsServer
 from globaldns.dns.tcp import TcpConnections
 from globaldns.dns.udp import UdpListener
+from globaldns.explain import explain, lines
 from globaldns.healthcheck import HealthChecker
+from globaldns.http import HttpServer
 from globaldns.k8s.sources import KubernetesSources
 from globaldns.k8s.watch import Timing
+from globaldns.metrics import Metrics
+from globaldns.querylog import QueryLog
 from globaldns.registry.snapshot import Snapshot
 from globaldns.registry.store import Store
+from globaldns.reload import Reloads
 from globaldns.workers import Workers, follow
 
 log = logging.getLogger("globaldns")
 
 # SIGTERM: in-flight TCP answers get this long; the whole exit stays under 5 s.
 DRAIN_SECONDS = 3.0
+# UDP receive buffer asked for: queries arriving while the loop is busy (a config reload
+# applying, a registry burst) wait in the kernel instead of being dropped. The kernel
+# caps it at net.core.rmem_max.
+UDP_RCVBUF = 4 << 20
 
 
 class StartupError(Exception):
@@ -46,6 +60,8 @@ def bind_sockets(host: str, port: int, *, reuse_port: bool) -> tuple[socket.sock
             if reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):  # the default buffer still works
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
         udp.bind((host, port))
         tcp.bind((host, udp.getsockname()[1]))
     except OSError:
@@ -83,8 +99,17 @@ class App:
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp: asyncio.Server | None = None
         self.tcp_connections: TcpConnections | None = None
+        self.port = 0
         self.stopping = asyncio.Event()
+        self.shutting_down = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # Operations: metrics, the HTTP endpoint, the query log, reloads.
+        self.metrics = Metrics(self)
+        self.http = HttpServer(self)
+        self.querylog: QueryLog | None = None
+        self._use_querylog(config)
+        self.reloads = Reloads(config_path, config, apply=self.apply,
+                               interval=lambda: self.config.reload.interval)
 
     def _sync_changed(self) -> None:
         """Negative answers only from complete data: SERVFAIL until every cluster has
@@ -107,8 +132,18 @@ class App:
 
     def build_chain(self, config: Config):  # type: ignore[no-untyped-def]
         forward, cache = self._forwarding(config)
+        old_acl: Acl | None = getattr(self, "acl", None)
         self.acl = Acl(config.acl, forward=forward)
-        handlers: list[Handler] = [self.acl, GlobalZone(self.snapshot)]
+        old_chaos: Chaos | None = getattr(self, "chaos", None)
+        self.chaos = Chaos(instance=self.instance(config), allow_debug=config.acl.allow_debug,
+                           explain=self._explain_lines)
+        # Counters run on across reloads (the handlers are rebuilt, the counts are ours).
+        if old_acl is not None:
+            self.acl.refused_queries = old_acl.refused_queries
+            self.acl.refused_recursion = old_acl.refused_recursion
+        if old_chaos is not None:
+            self.chaos.answers, self.chaos.refused = old_chaos.answers, old_chaos.refused
+        handlers: list[Handler] = [self.acl, GlobalZone(self.snapshot), self.chaos]
         if cache is not None:
             handlers.append(cache)
         if forward is not None:
@@ -126,12 +161,62 @@ class App:
             forward = Forward(config.forward, served=served) if config.forward else None
             cache = None
             if old is not None:
-                old.close()
+                self._close_later(old)
         if cache is None or cache.config != config.cache:
             cache = Cache(config.cache) if forward is not None and config.cache.capacity \
                 else None
         self.forward, self.cache = forward, cache
         return forward, cache
+
+    def _close_later(self, old: Forward) -> None:
+        """A replaced forwarder: queries in flight on it finish (they have at most
+        timeout * tries left) before its connections and probes close."""
+        grace = max((c.timeout * c.tries for c in old.configs), default=0.0) + 1.0
+        try:
+            asyncio.get_running_loop().call_later(grace, old.close)
+        except RuntimeError:  # no loop running (not started yet)
+            old.close()
+
+    def _explain_lines(self, q: Query) -> list[str] | None:
+        """The CHAOS TXT explanation of q's name for q's client (None: not ours)."""
+        if self.snapshot.zone_of(q.qname) is None:
+            return None
+        report = explain(self.snapshot, self.store, q.name, client=q.client[0], ecs=q.ecs)
+        return lines(report)
+
+    def _use_querylog(self, config: Config) -> None:
+        old = self.querylog
+        if old is not None and old.config == config.log:
+            return
+        if old is not None:
+            self.server.observers.remove(old.observe)
+            old.close()
+            self.querylog = None
+        if config.log.queries:
+            self.querylog = QueryLog(config.log)
+            self.server.observers.append(self.querylog.observe)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """/ready: DNS listening, and every cluster listed once or sync_timeout passed."""
+        if self.shutting_down:
+            return False, {"ready": False, "reason": "shutting down"}
+        if self.udp is None:
+            return False, {"ready": False, "reason": "not listening yet"}
+        sources = self.kubernetes
+        clusters = {s.name: str(s.state) for s in sources.clusters()}
+        if not sources.ready:
+            waiting = sorted(s.name for s in sources.clusters() if not s.synced_once)
+            discovery = sources.discovery_status()
+            reason = ("clusters not synced: " + ", ".join(waiting)) if waiting else \
+                "remote Secrets not listed yet" if discovery and not discovery["listed"] \
+                else "clusters not started"
+            return False, {"ready": False, "reason": reason, "clusters": clusters,
+                           "sync_timeout": self.config.sync_timeout}
+        detail: dict[str, Any] = {"ready": True, "clusters": clusters}
+        if not sources.synced:
+            detail["note"] = (f"sync_timeout ({self.config.sync_timeout:g}s) passed before "
+                              "every cluster synced")
+        return True, detail
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -149,10 +234,20 @@ class App:
             max_connections=self.config.dns.tcp_max_connections)
         self.tcp = await loop.create_server(self.tcp_connections.factory, sock=tcp_sock,
                                             backlog=1024)
+        http = self.config.http.listen
+        if http is not None and self.channel_fd is None:
+            try:
+                await self.http.start(http)
+            except OSError as exc:
+                self.udp.close()
+                self.tcp.close()
+                raise StartupError(f"cannot listen on {http} (http.listen): "
+                                   f"{exc.strerror or exc}") from exc
         if self.channel_fd is not None:
             self._background(follow(self, self.channel_fd))
             return
         self.health.start()
+        self.reloads.start()
         await self.kubernetes.start()
         if self.config.dns.workers > 1:
             self.workers = Workers(self, self.config.dns.workers, config_path=self.config_path)
@@ -161,30 +256,50 @@ class App:
                  ", ".join(z.name for z in self.config.zones))
 
     def reload(self) -> bool:
-        """Load the config file again; keep the running config when the new one is bad."""
-        if self.config_path is None:
-            log.info("reload: running on the embedded default, nothing to reload")
-            return False
-        try:
-            config = load(self.config_path)
-        except ConfigError as exc:
-            for line in exc.errors:
-                log.error("reload rejected: %s", line)
-            return False
-        self.apply(config)
-        log.info("reloaded %s", self.config_path)
-        return True
+        """Load the config file again now; keep the running config when the new one is bad.
+        (SIGHUP and the file watcher do the same without blocking: `reloads.reload`.)"""
+        return self.reloads.reload_now(why="reload")
+
+    def _sighup(self) -> None:
+        self._background(self.reloads.reload(why="SIGHUP"))
 
     def apply(self, config: Config) -> None:
+        """Use a new config, on the loop, between two queries. What cannot change without
+        a restart (dns.listen, dns.workers) keeps its running value, with a warning."""
+        old = self.config
+        if (config.dns.listen, config.dns.workers) != (old.dns.listen, old.dns.workers):
+            log.warning("reload: dns.listen and dns.workers need a restart; still %s, "
+                        "%d worker(s)", old.dns.listen, old.dns.workers)
+            config = dataclasses.replace(config, dns=dataclasses.replace(
+                config.dns, listen=old.dns.listen, workers=old.dns.workers))
+        try:
+            self._apply(config)
+        except Exception:
+            log.exception("reload: applying the new config failed; restoring the old one")
+            self._apply(old)
+            raise
+
+    def _apply(self, config: Config) -> None:
+        old = self.config
         self.config = config
-        self.snapshot.rebuild(config)
+        if _snapshot_part(config) != _snapshot_part(old):
+            self.snapshot.rebuild(config)
+        else:
+            self.snapshot.config = config
         if self.channel_fd is None:
             self.health.apply(config)
             self._background(self.kubernetes.apply(config))
             if self.workers is not None:
                 self.workers.reload()
+            if self.udp is not None and config.http.listen != self.http.listen:
+                self._background(self.http.move(config.http.listen))
         self.server.chain = self.build_chain(config)
         self.server.nsid = self.instance(config).encode()
+        self.server.max_inflight = config.dns.max_inflight
+        if self.tcp_connections is not None:
+            self.tcp_connections.idle_timeout = config.dns.tcp_idle_timeout
+            self.tcp_connections.max_connections = config.dns.tcp_max_connections
+        self._use_querylog(config)
         if self.server.wire is not None:
             self.server.wire.reset_classes()
 
@@ -194,6 +309,8 @@ class App:
         task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
+        self.shutting_down = True  # /ready answers 503 from now on
+        await self.reloads.stop()
         if self.workers is not None:
             await self.workers.stop()
         await self.kubernetes.stop()
@@ -206,13 +323,16 @@ class App:
             self.udp.close()
         if self.tcp_connections is not None:
             await self.tcp_connections.drain(DRAIN_SECONDS)
+        await self.http.stop()
+        if self.querylog is not None:
+            self.querylog.close()
 
     async def run(self) -> None:
         await self.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, self._sighup)
         print(f"globaldns ready on {self.config.dns.listen.host}:{self.port}", file=sys.stderr,
               flush=True)
         await self.stopping.wait()
@@ -242,3 +362,10 @@ def run(config: Config, *, config_path: str | None = None, channel_fd: int | Non
         print(f"globaldns: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _snapshot_part(config: Config) -> tuple[Any, ...]:
+    """What the prepared answers are built from: a reload that changes none of it (only
+    forwarding, logging, the ACL...) keeps the snapshot instead of rebuilding every name."""
+    return (config.zones, config.resolver, config.client_localities, config.routing,
+            config.services, config.aliases, config.clusters, config.dns.listen.host)

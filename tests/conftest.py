@@ -4,6 +4,7 @@ from YAML text, queried over real sockets."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -63,6 +64,10 @@ class Running:
 def start(yaml_text: str, *, source: str = "test.yaml", **kw: Any) -> Running:
     if "listen:" not in yaml_text:
         yaml_text = f"dns: {{listen: 127.0.0.1:{free_port()}}}\n" + yaml_text
+    if not re.search(r"(?m)^http:", yaml_text):
+        # Not the default 127.0.0.1:9153: tests run side by side with each other (and with
+        # a globaldns someone runs on this machine).
+        yaml_text = "http: {listen: 127.0.0.1:0}\n" + yaml_text
     config = parse_text(yaml_text, source)
     loop = asyncio.new_event_loop()
     ready = threading.Event()

@@ -207,10 +207,41 @@ PRIVATE_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12",
                     "192.168.0.0/16", "fc00::/7")
 
 
+# The CHAOS-class explain answers show the whole routing decision: only this host by default.
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
+
+
 @dataclass(frozen=True, slots=True)
 class AclConfig:
     allow_recursion: tuple[str, ...] = PRIVATE_NETWORKS
     allow_query: tuple[str, ...] = PRIVATE_NETWORKS
+    allow_debug: tuple[str, ...] = LOOPBACK_NETWORKS
+    """Clients that may ask `CH TXT <name>` for an explanation of the answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    # CoreDNS's metrics port. Loopback: /debug/* shows the whole registry and routing.
+    listen: ListenAddress | None = ListenAddress("127.0.0.1", 9153)
+    """None (`listen: ""`): no HTTP endpoint at all."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    queries: bool = False
+    """One JSON line per query; off by default (it costs more than answering)."""
+    sample: float = 1.0
+    """The fraction of queries logged (0..1)."""
+    file: str = ""
+    """Where the lines go; empty means standard output (what a container runtime collects)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadConfig:
+    # CoreDNS's reload plugin checks every 30 s; a stat() every 5 s costs nothing and a
+    # ConfigMap update (which kubelet itself syncs within about a minute) lands sooner.
+    interval: float = 5.0
+    """0: do not watch the file (SIGHUP still reloads)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +261,9 @@ class Config:
     forward: tuple[ForwardConfig, ...] = ()
     cache: CacheConfig = CacheConfig()
     acl: AclConfig = AclConfig()
+    http: HttpConfig = HttpConfig()
+    log: LogConfig = LogConfig()
+    reload: ReloadConfig = ReloadConfig()
 
     def cluster(self, name: str) -> ClusterConfig | None:
         for cluster in self.clusters:

@@ -25,7 +25,10 @@ from globaldns.config.model import (
     FailoverConfig,
     ForwardConfig,
     HealthCheckConfig,
+    HttpConfig,
     ListenAddress,
+    LogConfig,
+    ReloadConfig,
     RemoteSecretsConfig,
     ResolverConfig,
     RoutingRule,
@@ -479,10 +482,10 @@ def _cache(r: _Reader, raw: Any) -> CacheConfig:
 
 
 def _acl(r: _Reader, raw: Any) -> AclConfig:
-    d = r.mapping(raw, "acl", {"allow_recursion", "allow_query"})
+    d = r.mapping(raw, "acl", {"allow_recursion", "allow_query", "allow_debug"})
     base = AclConfig()
     lists: dict[str, tuple[str, ...]] = {}
-    for key in ("allow_recursion", "allow_query"):
+    for key in ("allow_recursion", "allow_query", "allow_debug"):
         if key not in d or d[key] is None:
             lists[key] = getattr(base, key)
             continue
@@ -494,6 +497,37 @@ def _acl(r: _Reader, raw: Any) -> AclConfig:
                 r.error(f"acl.{key}[{j}]", str(exc))
         lists[key] = tuple(nets)
     return AclConfig(**lists)
+
+
+def _http(r: _Reader, raw: Any, dns: DnsConfig) -> HttpConfig:
+    d = r.mapping(raw, "http", {"listen"})
+    base = HttpConfig()
+    if "listen" in d and d["listen"] in ("", None, False):
+        return HttpConfig(listen=None)
+    http = HttpConfig(listen=r.get(d, "listen", "http", listen_address, base.listen))
+    if http.listen is not None and http.listen.port and http.listen == dns.listen:
+        r.error("http.listen", f"{http.listen} is also dns.listen")
+    return http
+
+
+def fraction(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise _Invalid(f"{value!r} is not a fraction between 0 and 1 (e.g. 0.01)")
+    return float(value)
+
+
+def _log(r: _Reader, raw: Any) -> LogConfig:
+    d = r.mapping(raw, "log", {"queries", "sample", "file"})
+    base = LogConfig()
+    return LogConfig(queries=r.get(d, "queries", "log", boolean, base.queries),
+                     sample=r.get(d, "sample", "log", fraction, base.sample),
+                     file=r.get(d, "file", "log", text, base.file))
+
+
+def _reload(r: _Reader, raw: Any) -> ReloadConfig:
+    d = r.mapping(raw, "reload", {"interval"})
+    base = ReloadConfig()
+    return ReloadConfig(interval=r.get(d, "interval", "reload", duration, base.interval))
 
 
 def status_range(value: Any) -> tuple[int, int]:
@@ -697,7 +731,8 @@ def _aliases(r: _Reader, raw: Any) -> tuple[AliasConfig, ...]:
 
 
 _TOP = {"dns", "resolver", "zones", "clusters", "remote_secrets", "sync_timeout", "services",
-        "forward", "cache", "acl", "client_localities", "routing", "aliases"}
+        "forward", "cache", "acl", "client_localities", "routing", "aliases", "http", "log",
+        "reload"}
 
 
 def parse_text(content: str, source: str) -> Config:
@@ -726,7 +761,10 @@ def parse_text(content: str, source: str) -> Config:
         aliases=_aliases(r, top.get("aliases")),
     )
     config = dataclasses.replace(config, forward=_forward(r, top.get("forward"), config),
-                                 cache=_cache(r, top.get("cache")), acl=_acl(r, top.get("acl")))
+                                 cache=_cache(r, top.get("cache")), acl=_acl(r, top.get("acl")),
+                                 http=_http(r, top.get("http"), config.dns),
+                                 log=_log(r, top.get("log")),
+                                 reload=_reload(r, top.get("reload")))
     if r.errors:
         raise ConfigError(r.errors)
     return config

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from globaldns.dns.message import Query
+from globaldns.dns.stats import reply_key
 from globaldns.dns.wire import Reply, encode
 
 # Entries at most; past it the cache starts over (it refills at one slow path per key).
@@ -35,7 +36,7 @@ class Picker:
 
 
 class Entry:
-    __slots__ = ("answers", "memo", "nsid", "query", "ra", "rcode", "request")
+    __slots__ = ("answers", "key", "memo", "nsid", "query", "ra", "rcode", "request")
 
     def __init__(self, answers: Picker, query: Query, ra: bool, nsid: bytes,
                  request: tuple[int, int], rcode: int) -> None:
@@ -45,6 +46,8 @@ class Entry:
         self.nsid = nsid
         self.request = request
         self.rcode = rcode
+        self.key = reply_key(request[0], request[1], rcode, 0)
+        """The stats key of its replies, but for the size (added per reply)."""
         self.memo: dict[Reply, bytes] = {}
 
     def encoded(self, reply: Reply) -> bytes:

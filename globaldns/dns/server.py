@@ -8,33 +8,27 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Coroutine
 
 from globaldns.dns.fastpath import WireCache
 from globaldns.dns.message import REFUSED, SERVFAIL, UDP, Malformed, Query, parse
+from globaldns.dns.stats import (
+    DURATION_BOUNDS,
+    MALFORMED_QTYPE,
+    QTYPE_SHIFT,
+    RCODE_SHIFT,
+    TRANSPORT_SHIFT,
+    Stats,
+)
 from globaldns.dns.wire import Reply, encode, error_reply, rcode_body
 
 log = logging.getLogger("globaldns.dns")
 
-_SERVFAIL = Reply(rcode_body(SERVFAIL))
+# RFC 8914 code 0 "Other": the cause is ours, and it is in the log.
+_SERVFAIL = Reply(rcode_body(SERVFAIL), ede=((0, "internal error (logged by the server)"),))
 # RFC 8914 code 0 "Other": too many queries already wait on upstreams.
 _OVERLOADED = Reply(rcode_body(REFUSED), ede=((0, "overloaded: too many queries in flight"),))
-
-
-class Stats:
-    """Per-query counters as plain integers; exported at scrape time, never on the hot path.
-    Keys are small closed sets (transport, qtype, rcode), never names or clients."""
-
-    __slots__ = ("dropped", "errors", "inflight_refused", "requests", "responses")
-
-    def __init__(self) -> None:
-        self.requests: dict[tuple[int, int], int] = {}
-        """(transport, qtype) → count."""
-        self.responses: dict[int, int] = {}
-        """rcode → count."""
-        self.dropped = 0
-        self.errors = 0
-        self.inflight_refused = 0
 
 
 class DnsServer:
@@ -47,9 +41,10 @@ class DnsServer:
         self.max_inflight = max_inflight
         self.inflight = 0
         self.stats = stats or Stats()
-        self.observers: list[Callable[[Query, bytes, float], None]] = []
-        """Called after each reply (the query log); empty unless configured. While any is
-        set, the wire cache is bypassed, so every query is seen."""
+        self.observers: list[Callable[[Query, Reply, bytes, float, bool], None]] = []
+        """Called after each reply with (query, reply, wire, seconds, waited) — the query
+        log; empty unless configured. While any is set, the wire cache is bypassed, so
+        every query is seen."""
         self.wire: WireCache | None = None
 
     def handle(self, data: bytes, client: tuple[str, int],
@@ -61,14 +56,14 @@ class DnsServer:
             if bad.rcode is None:
                 stats.dropped += 1
                 return None
-            self._count(bad.rcode)
-            return error_reply(data, bad.question, bad.rcode)
+            wire = error_reply(data, bad.question, bad.rcode)
+            stats.count(transport, MALFORMED_QTYPE, bad.rcode, len(wire))
+            return wire
         if q is None:
             stats.dropped += 1
             return None
-        requests = stats.requests
-        key = (transport, q.qtype)
-        requests[key] = requests.get(key, 0) + 1
+        if self.observers:
+            return self._observed(q)
         try:
             reply = self.chain(q)
         except Exception:
@@ -81,12 +76,13 @@ class DnsServer:
             else:
                 return self._finish_later(q, reply)  # type: ignore[arg-type]
         wire = encode(q, reply, self.nsid)
-        rcode = reply.body.rcode
-        responses = stats.responses
-        responses[rcode] = responses.get(rcode, 0) + 1
-        if self.observers:
-            self._observe(q, wire, 0.0)
-        elif q.answers is not None and transport == UDP and not q.edns_options \
+        key = transport << TRANSPORT_SHIFT | q.qtype << QTYPE_SHIFT \
+            | reply.body.rcode << RCODE_SHIFT | len(wire)
+        replies = stats.replies
+        replies[key] = replies.get(key, 0) + 1
+        if len(replies) > stats.max_keys:
+            stats.fold()
+        if q.answers is not None and transport == UDP and not q.edns_options \
                 and self.wire is not None:
             self.wire.remember(data, q, reply, self.nsid)
         return wire
@@ -96,8 +92,29 @@ class DnsServer:
         self.stats.errors += 1
         return _SERVFAIL
 
-    async def _finish_later(self, q: Query, pending: Awaitable[Reply]) -> bytes:
-        start = time.monotonic()
+    def _observed(self, q: Query) -> bytes | Coroutine[None, None, bytes]:
+        """The same way through, timed, with the observers called after the reply."""
+        start = time.perf_counter()
+        try:
+            reply = self.chain(q)
+        except Exception:
+            reply = self._failed(q)
+        if reply.__class__ is not Reply:
+            if self.inflight >= self.max_inflight:
+                self.stats.inflight_refused += 1
+                reply.close()  # type: ignore[union-attr]
+                reply = _OVERLOADED
+            else:
+                return self._finish_later(q, reply, start)  # type: ignore[arg-type]
+        wire = encode(q, reply, self.nsid)
+        self.stats.count(q.transport, q.qtype, reply.body.rcode, len(wire))
+        self._observe(q, reply, wire, time.perf_counter() - start, False)
+        return wire
+
+    async def _finish_later(self, q: Query, pending: Awaitable[Reply],
+                            start: float | None = None) -> bytes:
+        if start is None:
+            start = time.perf_counter()
         self.inflight += 1
         try:
             reply = await pending
@@ -106,14 +123,19 @@ class DnsServer:
         finally:
             self.inflight -= 1
         wire = encode(q, reply, self.nsid)
-        self._count(reply.body.rcode)
+        stats = self.stats
+        stats.count(q.transport, q.qtype, reply.body.rcode, len(wire))
+        seconds = time.perf_counter() - start
+        stats.durations[bisect_left(DURATION_BOUNDS, seconds)] += 1
+        stats.duration_sum += seconds
         if self.observers:
-            self._observe(q, wire, time.monotonic() - start)
+            self._observe(q, reply, wire, seconds, True)
         return wire
 
-    def _count(self, rcode: int) -> None:
-        self.stats.responses[rcode] = self.stats.responses.get(rcode, 0) + 1
-
-    def _observe(self, q: Query, wire: bytes, duration: float) -> None:
+    def _observe(self, q: Query, reply: Reply, wire: bytes, seconds: float,
+                 waited: bool) -> None:
         for observer in self.observers:
-            observer(q, wire, duration)
+            try:
+                observer(q, reply, wire, seconds, waited)
+            except Exception:
+                log.exception("query observer failed")

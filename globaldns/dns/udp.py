@@ -32,13 +32,9 @@ class UdpListener(asyncio.DatagramProtocol):
                     out = entry.memo.get(reply)  # type: ignore[union-attr]
                     if out is None:
                         out = entry.encoded(reply)  # type: ignore[union-attr]
-                    stats = self.server.stats
-                    requests = stats.requests
-                    request = entry.request  # type: ignore[union-attr]
-                    requests[request] = requests.get(request, 0) + 1
-                    responses = stats.responses
-                    rcode = entry.rcode  # type: ignore[union-attr]
-                    responses[rcode] = responses.get(rcode, 0) + 1
+                    replies = self.server.stats.replies
+                    key = entry.key | (len(out) + 2)  # type: ignore[union-attr]
+                    replies[key] = replies.get(key, 0) + 1
                     self.transport.sendto(data[:2] + out, addr)  # type: ignore[union-attr]
                     return
         result = self.server.handle(data, addr, UDP)

@@ -1,0 +1,77 @@
+"""Per-query counters: plain integers on the hot path, read by the metrics collector at
+scrape time (globaldns/metrics.py)."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+# Histogram buckets as CoreDNS has them. Reply sizes in bytes (`le`):
+SIZE_BOUNDS = (0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16000, 32000, 48000, 64000)
+# Seconds a query waited (upstreams), 0.25 ms doubling to 8 s.
+DURATION_BOUNDS = tuple(0.00025 * 2 ** i for i in range(16))
+# A reply is counted under one integer key: transport, qtype, rcode and its size in bytes.
+# One dict update per query then feeds the request, response and size metrics.
+QTYPE_SHIFT, RCODE_SHIFT, TRANSPORT_SHIFT = 28, 16, 44
+MALFORMED_QTYPE = 0
+"""The qtype counted for a query answered FORMERR/NOTIMP/BADVERS before it was read."""
+# Distinct keys kept before they are folded into totals (only floods of odd qtypes and
+# sizes get near it; answers of one name and type share a key).
+MAX_KEYS = 20_000
+
+
+def reply_key(transport: int, qtype: int, rcode: int, size: int) -> int:
+    return transport << TRANSPORT_SHIFT | qtype << QTYPE_SHIFT | rcode << RCODE_SHIFT | size
+
+
+class Stats:
+    """Per-query counters as plain integers; exported at scrape time, never on the hot path.
+    Keys are small closed sets (transport, qtype, rcode, size), never names or clients."""
+
+    __slots__ = ("dropped", "duration_sum", "durations", "errors", "folded", "inflight_refused",
+                 "max_keys", "replies")
+
+    def __init__(self) -> None:
+        self.replies: dict[int, int] = {}
+        """reply_key(transport, qtype, rcode, size) → count."""
+        self.folded: dict[tuple[str, int, int], int] = {}
+        """What `fold` took out of `replies`: ("request", transport, qtype),
+        ("rcode", rcode, 0), ("size", transport, bucket), ("bytes", transport, 0)."""
+        self.durations = [0] * (len(DURATION_BOUNDS) + 1)
+        """Replies that waited (forwarded), per DURATION_BOUNDS bucket (+Inf last). The
+        rest were answered at once, in microseconds, and are not timed: timing them
+        would cost more than answering them."""
+        self.duration_sum = 0.0
+        self.dropped = 0
+        self.errors = 0
+        self.inflight_refused = 0
+        self.max_keys = MAX_KEYS
+
+    def count(self, transport: int, qtype: int, rcode: int, size: int) -> None:
+        key = transport << TRANSPORT_SHIFT | qtype << QTYPE_SHIFT | rcode << RCODE_SHIFT | size
+        replies = self.replies
+        replies[key] = replies.get(key, 0) + 1
+        if len(replies) > self.max_keys:
+            self.fold()
+
+    def fold(self) -> None:
+        """Move the per-key counts into per-metric totals (bounded memory)."""
+        self.folded = self.totals()
+        self.replies = {}
+
+    @staticmethod
+    def _items(key: int) -> tuple[tuple[str, int, int], ...]:
+        transport = key >> TRANSPORT_SHIFT
+        size = key & 0xFFFF
+        return (("request", transport, key >> QTYPE_SHIFT & 0xFFFF),
+                ("rcode", key >> RCODE_SHIFT & 0xFFF, 0),
+                ("size", transport, bisect_left(SIZE_BOUNDS, size)),
+                ("bytes", transport, 0))
+
+    def totals(self) -> dict[tuple[str, int, int], int]:
+        """Everything counted so far, per metric item (see `folded`)."""
+        out = dict(self.folded)
+        for key, n in self.replies.items():
+            for item in self._items(key):
+                out[item] = out.get(item, 0) + (n * (key & 0xFFFF) if item[0] == "bytes"
+                                                else n)
+        return out

@@ -1,0 +1,433 @@
+"""The HTTP endpoint (`http.listen`, default 127.0.0.1:9153): metrics, probes, debug pages.
+
+    /                 status page: clusters and their sync state, services with ready/total
+                      endpoints per cluster, upstreams, health checks, config
+    /metrics          Prometheus text format (globaldns/metrics.py)
+    /health           liveness: 200 while the event loop keeps up (JSON with its lag)
+    /ready            readiness: 200 once every cluster listed once or sync_timeout passed;
+                      503 with a JSON reason before that and while shutting down
+    /debug/registry   the merged registry as JSON (?service=name.namespace, ?limit=N)
+    /debug/explain    ?name=&client=&ecs=: why a name answers what it does, as JSON
+
+Everything runs on the DNS event loop and reads the same state the queries read; no page
+walks the registry per endpoint except /debug/registry, which is bounded by `limit`.
+Exceptions become a 500 JSON reply in one place (the middleware).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import json
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from aiohttp import web
+from prometheus_client import generate_latest
+
+from globaldns import __version__
+from globaldns.config.model import ListenAddress
+from globaldns.explain import explain, lines
+from globaldns.metrics import pools, rcode_name
+
+if TYPE_CHECKING:
+    from globaldns.app import App
+
+log = logging.getLogger("globaldns.http")
+
+# Liveness: the loop is checked every half second; a loop that fell this far behind within
+# the last 10 s is reported unhealthy (kubelet then restarts us only if it lasts for
+# failureThreshold probes).
+LAG_EVERY: Final = 0.5
+LAG_WINDOW: Final = 10.0
+MAX_LAG: Final = 2.0
+# The text format every Prometheus version reads (names here are plain ASCII, so the
+# exposition is the same in the newer 1.0.0 format).
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+# /debug/registry: services per reply unless ?limit= says otherwise (0: all).
+REGISTRY_LIMIT: Final = 1000
+# The status page lists at most this many services.
+STATUS_SERVICES: Final = 500
+
+
+class LoopLag:
+    """How late the event loop runs a timer: its recent worst lag."""
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, float]] = deque()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run(), name="loop lag")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(LAG_EVERY)
+            now = loop.time()
+            self.samples.append((now, max(now - before - LAG_EVERY, 0.0)))
+            while self.samples and self.samples[0][0] < now - LAG_WINDOW:
+                self.samples.popleft()
+
+    @property
+    def worst(self) -> float:
+        return max((lag for _, lag in self.samples), default=0.0)
+
+
+class HttpServer:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.runner: web.AppRunner | None = None
+        self.site: web.SockSite | None = None
+        self.listen: ListenAddress | None = None
+        self.port = 0
+        self.lag = LoopLag()
+        self.started = time.time()
+
+    # --- lifetime ---------------------------------------------------------------------
+
+    def _web_app(self) -> web.Application:
+        webapp = web.Application(middlewares=[self._errors])
+        webapp.router.add_get("/", self.index)
+        webapp.router.add_get("/metrics", self.metrics)
+        webapp.router.add_get("/health", self.health)
+        webapp.router.add_get("/ready", self.ready)
+        webapp.router.add_get("/debug/registry", self.registry)
+        webapp.router.add_get("/debug/explain", self.explain)
+        return webapp
+
+    async def start(self, listen: ListenAddress) -> None:
+        """Listen on `listen` (OSError when the address cannot be bound)."""
+        sock = _bind(listen)
+        runner = web.AppRunner(self._web_app(), access_log=None, shutdown_timeout=1.0,
+                               handle_signals=False)
+        await runner.setup()
+        site = web.SockSite(runner, sock)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        if self.runner is None:
+            self.lag.start()
+        old = self.runner
+        self.runner, self.site, self.listen = runner, site, listen
+        self.port = sock.getsockname()[1]
+        if old is not None:
+            await old.cleanup()
+        log.info("http: listening on %s:%d", listen.host, self.port)
+
+    async def move(self, listen: ListenAddress | None) -> None:
+        """A reload changed `http.listen`: the new address first, then the old one goes."""
+        if listen == self.listen:
+            return
+        if listen is None:
+            await self.stop()
+            return
+        try:
+            await self.start(listen)
+        except OSError as exc:
+            log.error("http: cannot listen on %s (%s); still on %s", listen,
+                      exc.strerror or exc, self.listen)
+
+    async def stop(self) -> None:
+        await self.lag.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        self.runner = self.site = self.listen = None
+
+    # --- the one error boundary -------------------------------------------------------
+
+    @web.middleware
+    async def _errors(self, request: web.Request,
+                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            log.exception("http: %s failed", request.path)
+            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=500)
+
+    # --- probes and metrics -----------------------------------------------------------
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.app.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    async def health(self, request: web.Request) -> web.Response:
+        worst = self.lag.worst
+        ok = worst <= MAX_LAG
+        return web.json_response({"status": "ok" if ok else "event loop lagging",
+                                  "loop_lag_seconds": round(worst, 4)},
+                                 status=200 if ok else 503)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        ok, detail = self.app.readiness()
+        return web.json_response(detail, status=200 if ok else 503)
+
+    # --- debug ------------------------------------------------------------------------
+
+    async def registry(self, request: web.Request) -> web.Response:
+        wanted = request.query.get("service", "").lower().strip(".")
+        try:
+            limit = int(request.query.get("limit", REGISTRY_LIMIT))
+        except ValueError:
+            raise web.HTTPBadRequest(text="limit must be a number") from None
+        return web.json_response(registry_json(self.app, wanted=wanted, limit=limit),
+                                 dumps=_dumps)
+
+    async def explain(self, request: web.Request) -> web.Response:
+        name = request.query.get("name", "")
+        if not name:
+            return web.json_response({"error": "name= is required"}, status=400)
+        client = request.query.get("client") or request.remote or "127.0.0.1"
+        ecs = request.query.get("ecs") or None
+        try:
+            report = explain(self.app.snapshot, self.app.store, name, client=client, ecs=ecs)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        report["lines"] = lines(report)
+        return web.json_response(report, dumps=_dumps)
+
+    async def index(self, request: web.Request) -> web.Response:
+        return web.Response(text=status_page(self.app, started=self.started),
+                            content_type="text/html")
+
+
+def _bind(listen: ListenAddress) -> socket.socket:
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((listen.host, listen.port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, indent=1, default=str)
+
+
+# --- JSON of the registry -----------------------------------------------------------------
+
+def registry_json(app: App, *, wanted: str = "", limit: int = REGISTRY_LIMIT) -> dict[str, Any]:
+    store, snapshot = app.store, app.snapshot
+    checks: dict[tuple[tuple[str, str], str], Any] = {
+        (h.service, h.address): h for h in app.health.endpoints.values()}
+    keys = sorted(store.service_keys(), key=lambda k: (k[1], k[0]))
+    if wanted:
+        keys = [k for k in keys if f"{k[1]}.{k[0]}" == wanted]
+    total = len(keys)
+    if limit > 0:
+        keys = keys[:limit]
+    services = []
+    for key in keys:
+        service = store.get(key)
+        if service is None:
+            continue
+        endpoints = []
+        for source, data in sorted(store.raw(key).items()):
+            for e in data.endpoints:
+                check = checks.get((key, e.address)) if source == "static" else None
+                endpoints.append({
+                    "address": e.address, "cluster": e.cluster, "locality": str(e.locality),
+                    "ready": e.ready, "serving": e.serving, "terminating": e.terminating,
+                    "hostname": e.hostname, "node_name": e.node_name,
+                    "labels": dict(e.labels), "weight": e.weight, "source": source,
+                    "health_check": None if check is None else {
+                        "kind": check.kind, "port": check.port, "healthy": check.healthy,
+                        "last_result": check.last_result, "last_error": check.last_error},
+                })
+        services.append({
+            "name": key[1], "namespace": key[0],
+            "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol}
+                      for p in service.ports],
+            "external_name": service.external_name or None,
+            "sources": list(service.sources),
+            "cluster_healthy": snapshot._health.get(key, {}),
+            "endpoints": endpoints,
+        })
+    return {"synced": snapshot.synced, "sources": store.sources(), "services_total": total,
+            "truncated": len(services) < total, "services": services}
+
+
+# --- the status page ------------------------------------------------------------------------
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
+h1{font-size:1.3em;margin:0 0 .3em}h2{font-size:1.05em;margin:1.4em 0 .4em}
+table{border-collapse:collapse;margin:.2em 0}td,th{padding:.25em .7em;border-bottom:1px solid #ddd;
+text-align:left;vertical-align:top}th{background:#f4f4f4}.num{text-align:right}
+.ok{color:#176f2c;font-weight:600}.bad{color:#b00020;font-weight:600}.warn{color:#9a6700;
+font-weight:600}.muted{color:#777}code{font-size:.95em}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _badge(text: str, kind: str) -> str:
+    return f'<span class="{kind}">{_e(text)}</span>'
+
+
+def _ago(at: float | None, now: float) -> str:
+    if not at:
+        return "never"
+    seconds = max(now - at, 0)
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def _table(head: list[str], rows: list[list[str]], *, numeric: set[int] = frozenset(),  # type: ignore[assignment]
+           empty: str = "none") -> str:
+    if not rows:
+        return f'<p class="muted">{_e(empty)}</p>'
+    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(
+        f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
+        for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+STATE_KIND = {"synced": "ok", "syncing": "warn", "stale": "warn", "failed": "bad"}
+
+
+def status_page(app: App, *, started: float) -> str:
+    now = time.time()
+    config = app.config
+    ready, detail = app.readiness()
+    parts = [f"<!doctype html><html><head><meta charset=utf-8>"
+             f"<meta http-equiv=refresh content=10><title>globaldns {_e(app.instance(config))}"
+             f"</title><style>{_STYLE}</style></head><body>"]
+    parts.append(f"<h1>globaldns {_e(__version__)} — {_e(app.instance(config))}</h1>")
+    totals = app.server.stats.totals()
+    queries = sum(n for (kind, _, _), n in totals.items() if kind == "rcode")
+    rcodes: dict[int, int] = {}
+    for (kind, rcode, _), n in totals.items():
+        if kind == "rcode":
+            rcodes[rcode] = rcodes.get(rcode, 0) + n
+    rcode_text = ", ".join(f"{rcode_name(r)} {n}" for r, n in sorted(rcodes.items())) or "-"
+    reloads = app.reloads
+    reload_state = _badge("last reload rejected", "bad") if reloads.last_error else \
+        _badge("ok", "ok")
+    parts.append(_table(["", ""], [
+        ["ready", _badge("ready", "ok") if ready else
+         _badge("not ready: " + str(detail.get("reason", "")), "bad")],
+        ["DNS", f"<code>{_e(config.dns.listen.host)}:{app.port}</code> udp+tcp; zones "
+                + _e(", ".join(z.name for z in config.zones))],
+        ["queries", f"{queries} ({_e(rcode_text)})"],
+        ["up", _ago(started, now).replace(" ago", "")],
+        ["config", f"<code>{_e(config.source)}</code> {_e(reloads.hash[:19])}, loaded "
+                   f"{_ago(reloads.loaded_at, now)}; reloads ok {reloads.results['success']}, "
+                   f"rejected {reloads.results['failure']}; {reload_state}"],
+    ]))
+    if reloads.last_error:
+        parts.append("<p class=bad>The last reload was rejected (the running config "
+                     "stays):</p><ul>" + "".join(f"<li><code>{_e(line)}</code></li>"
+                                                  for line in reloads.last_error) + "</ul>")
+
+    parts.append("<h2>Clusters</h2>")
+    rows = []
+    watched = set()
+    for status in app.kubernetes.status():
+        watched.add(status["cluster"])
+        state = status["state"]
+        rows.append([
+            _e(status["cluster"]), _e(status["locality"] or "-"),
+            _badge(state, STATE_KIND.get(state, "warn")),
+            _ago(status["last_sync"], now), str(status["services"]), str(status["endpoints"]),
+            str(status["relists"]), str(status["errors"]),
+            _e(status["last_error"] or "") if status["last_error"] else "",
+            _e(status["origin"]),
+        ])
+    for configured in config.clusters:
+        if not configured.watched and configured.name not in watched:
+            rows.append([_e(configured.name), _e(str(configured.locality) or "-"),
+                         _badge("static", "muted"), "-", "-", "-", "-", "-", "", "config"])
+    parts.append(_table(["cluster", "locality", "state", "last full sync", "services",
+                         "endpoints", "relists", "errors", "last error", "origin"], rows,
+                        numeric={4, 5, 6, 7}, empty="no clusters"))
+    discovery = app.kubernetes.discovery_status()
+    if discovery is not None:
+        parts.append(f"<p>Remote Secrets in <code>{_e(discovery['namespace'])}</code> of "
+                     f"{_e(discovery['cluster'])} ({_e(discovery['label'])}): "
+                     f"{discovery['secrets']} Secret(s), clusters "
+                     f"{_e(', '.join(discovery['clusters']) or '-')}"
+                     + (f"; {_badge(discovery['last_error'], 'bad')}"
+                        if discovery["last_error"] else "") + "</p>")
+
+    parts.append("<h2>Services</h2>")
+    per_service = app.metrics.gauges.per_service
+    keys = sorted(per_service, key=lambda k: (k[1], k[0]))
+    rows = []
+    for key in keys[:STATUS_SERVICES]:
+        counts = per_service[key]
+        clusters = sorted({c for c, _ in counts})
+        health = app.snapshot._health.get(key, {})
+        cells = []
+        for cluster in clusters:
+            ready_n = counts.get((cluster, True), 0)
+            total = ready_n + counts.get((cluster, False), 0)
+            kind = "ok" if ready_n == total else ("bad" if ready_n == 0 else "warn")
+            note = "" if health.get(cluster, True) else " (below min_healthy)"
+            cells.append(f"{_e(cluster)} {_badge(f'{ready_n}/{total}', kind)}{_e(note)}")
+        ready_all = sum(n for (c, r), n in counts.items() if r)
+        total_all = sum(counts.values())
+        rows.append([f"<code>{_e(key[1])}.{_e(key[0])}</code>", " · ".join(cells) or "-",
+                     f"{ready_all}/{total_all}"])
+    parts.append(_table(["service", "ready/total endpoints per cluster", "all"], rows,
+                        numeric={2}, empty="no services"))
+    if len(keys) > STATUS_SERVICES:
+        parts.append(f"<p class=muted>{len(keys) - STATUS_SERVICES} more services: see "
+                     "<a href='/debug/registry?limit=0'>/debug/registry</a></p>")
+
+    parts.append("<h2>Upstreams</h2>")
+    rows = []
+    forward = app.forward
+    if forward is not None:
+        for fc, pool in zip(forward.configs, pools(forward), strict=True):
+            for upstream in pool.upstreams:
+                rows.append([_e(fc.zone or "."), f"<code>{_e(upstream)}</code>",
+                             _badge("healthy", "ok") if upstream.healthy
+                             else _badge("unhealthy", "bad"),
+                             str(upstream.queries), str(upstream.failures)])
+    parts.append(_table(["zone", "upstream", "state", "queries", "failures"], rows,
+                        numeric={3, 4}, empty="no forwarding configured"))
+
+    if app.health.endpoints:
+        parts.append("<h2>Health checks</h2>")
+        rows = []
+        for h in sorted(app.health.endpoints.values(), key=lambda h: (h.service, h.address)):
+            rows.append([f"<code>{_e(h.service[1])}.{_e(h.service[0])}</code>",
+                         f"{_e(h.address)} {_e(h.kind)}:{h.port}",
+                         _badge("healthy", "ok") if h.healthy else _badge("unhealthy", "bad"),
+                         _e(h.last_result or "-"), _e(h.last_error),
+                         _ago(h.last_check, now)])
+        parts.append(_table(["service", "endpoint", "state", "last result", "error",
+                             "checked"], rows))
+    parts.append("<p class=muted><a href='/metrics'>/metrics</a> · <a href='/ready'>/ready</a>"
+                 " · <a href='/debug/registry'>/debug/registry</a> · /debug/explain?name=…"
+                 "</p></body></html>")
+    return "".join(parts)

@@ -1,0 +1,426 @@
+"""Prometheus metrics: one collector that reads our plain counters at scrape time.
+
+Nothing here runs per query. The DNS path counts in plain integers (dns/stats.py, and each
+handler's own attributes); a scrape turns them into metric families. Names are
+`globaldns_<subsystem>_<thing>`, with CoreDNS's types and labels where CoreDNS has the
+same metric (`coredns_dns_requests_total` → `globaldns_dns_requests_total`). No label
+takes an unbounded set of values: no client address, no query name; qtypes and rcodes
+outside a fixed list are counted as `other`.
+
+The registry gauges (endpoints per cluster and readiness) are kept up to date per changed
+service by `RegistryGauges`, so a scrape costs O(clusters), not O(endpoints).
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from globaldns import __version__
+from globaldns.dns.message import text_to_wire
+from globaldns.dns.stats import DURATION_BOUNDS, SIZE_BOUNDS
+from globaldns.registry.model import ServiceKey
+from globaldns.registry.store import Store
+
+if TYPE_CHECKING:
+    from globaldns.app import App
+
+# The qtype label's closed set (as CoreDNS's `type` label); every other qtype is `other`.
+QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA",
+          33: "SRV", 35: "NAPTR", 43: "DS", 48: "DNSKEY", 64: "SVCB", 65: "HTTPS", 99: "SPF",
+          251: "IXFR", 252: "AXFR", 255: "ANY", 257: "CAA"}
+RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
+          5: "REFUSED", 6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE",
+          16: "BADVERS"}
+PROTOS = ("udp", "tcp")
+CLUSTER_STATES = ("syncing", "synced", "stale", "failed")
+
+
+def qtype_name(qtype: int) -> str:
+    return QTYPES.get(qtype, "other")
+
+
+def rcode_name(rcode: int) -> str:
+    return RCODES.get(rcode, "other")
+
+
+def _histogram(bounds: Iterable[float], counts: list[int]) -> list[tuple[str, float]]:
+    """Cumulative `le` buckets from per-bucket counts (the last one is +Inf)."""
+    out: list[tuple[str, float]] = []
+    total = 0
+    for bound, n in zip([*bounds, float("inf")], counts, strict=True):
+        total += n
+        out.append(("+Inf" if bound == float("inf") else f"{bound:g}", total))
+    return out
+
+
+class RegistryGauges:
+    """Endpoints per (cluster, ready) and the number of services, kept per changed service
+    (a store listener), so that a scrape does not walk 100k endpoints."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.per_service: dict[ServiceKey, dict[tuple[str, bool], int]] = {}
+        self.endpoints: dict[tuple[str, bool], int] = {}
+        for key in store.service_keys():
+            self.changed(key)
+        store.subscribe(self.changed)
+
+    def changed(self, key: ServiceKey) -> None:
+        service = self.store.get(key)
+        counts: dict[tuple[str, bool], int] = {}
+        if service is not None:
+            for e in service.endpoints:
+                k = (e.cluster, e.ready)
+                counts[k] = counts.get(k, 0) + 1
+        old = self.per_service.pop(key, {})
+        totals = self.endpoints
+        for k, n in old.items():
+            left = totals.get(k, 0) - n
+            if left > 0:
+                totals[k] = left
+            else:
+                totals.pop(k, None)
+        for k, n in counts.items():
+            totals[k] = totals.get(k, 0) + n
+        if service is not None:
+            self.per_service[key] = counts
+
+    @property
+    def services(self) -> int:
+        return len(self.per_service)
+
+
+class Metrics(Collector):
+    """The collector for one App. `registry` holds it (and the process collectors)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.gauges = RegistryGauges(app.store)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        app = self.app
+        yield from self._build()
+        yield from self._dns(app)
+        yield from self._chain(app)
+        yield from self._forward(app)
+        yield from self._kubernetes(app)
+        yield from self._registry(app)
+        yield from self._healthcheck(app)
+        yield from self._config(app)
+        yield from self._querylog(app)
+
+    # --- the families ---------------------------------------------------------------
+
+    @staticmethod
+    def _build() -> Iterator[Metric]:
+        info = GaugeMetricFamily("globaldns_build_info", "globaldns version and Python version",
+                                 labels=["version", "python"])
+        info.add_metric([__version__, platform.python_version()], 1)
+        yield info
+
+    def _dns(self, app: App) -> Iterator[Metric]:
+        stats = app.server.stats
+        listen = app.config.dns.listen
+        family = "2" if ":" in listen.host else "1"
+        totals = stats.totals()
+        requests = CounterMetricFamily(
+            "globaldns_dns_requests", "DNS queries answered, by transport, address family "
+            "of the listener (1 IPv4, 2 IPv6) and qtype", labels=["proto", "family", "type"])
+        responses = CounterMetricFamily("globaldns_dns_responses", "DNS replies by rcode",
+                                        labels=["rcode"])
+        by_request: dict[tuple[str, str], int] = {}
+        by_rcode: dict[str, int] = {}
+        sizes = [[0] * (len(SIZE_BOUNDS) + 1) for _ in PROTOS]
+        size_sum = [0, 0]
+        for (kind, a, b), n in totals.items():
+            if kind == "request":
+                k = (PROTOS[a], qtype_name(b))
+                by_request[k] = by_request.get(k, 0) + n
+            elif kind == "rcode":
+                name = rcode_name(a)
+                by_rcode[name] = by_rcode.get(name, 0) + n
+            elif kind == "size":
+                sizes[a][b] += n
+            elif kind == "bytes":
+                size_sum[a] += n
+        for (proto, qtype), n in sorted(by_request.items()):
+            requests.add_metric([proto, family, qtype], n)
+        for name, n in sorted(by_rcode.items()):
+            responses.add_metric([name], n)
+        yield requests
+        yield responses
+
+        answered = sum(by_rcode.values())
+        waited = sum(stats.durations)
+        durations = list(stats.durations)
+        # Replies given at once (prepared answers, cache hits) are not timed: they count
+        # in the lowest bucket and add nothing to the sum.
+        durations[0] += max(answered - waited, 0)
+        duration = HistogramMetricFamily(
+            "globaldns_dns_request_duration_seconds",
+            "Time from query to reply; replies given without waiting on an upstream are "
+            "counted in the lowest bucket, untimed", unit="")
+        duration.add_metric([], _histogram(DURATION_BOUNDS, durations),
+                            sum_value=stats.duration_sum)
+        yield duration
+        size = HistogramMetricFamily("globaldns_dns_response_size_bytes",
+                                     "Size of DNS replies in bytes", labels=["proto"])
+        for i, proto in enumerate(PROTOS):
+            size.add_metric([proto], _histogram(SIZE_BOUNDS, sizes[i]), sum_value=size_sum[i])
+        yield size
+
+        yield CounterMetricFamily("globaldns_dns_dropped",
+                                  "Packets dropped unanswered (unreadable, or a response)",
+                                  value=stats.dropped)
+        yield CounterMetricFamily("globaldns_dns_errors",
+                                  "Queries a handler failed on (answered SERVFAIL, logged)",
+                                  value=stats.errors)
+        yield CounterMetricFamily("globaldns_dns_overload_refused",
+                                  "Queries refused because dns.max_inflight queries waited",
+                                  value=stats.inflight_refused)
+        yield GaugeMetricFamily("globaldns_dns_inflight", "Queries waiting on upstreams",
+                                value=app.server.inflight)
+        tcp = app.tcp_connections
+        if tcp is not None:
+            yield GaugeMetricFamily("globaldns_dns_tcp_connections", "Open TCP connections",
+                                    value=len(tcp.open))
+            yield CounterMetricFamily("globaldns_dns_tcp_rejected",
+                                      "TCP connections closed at once: dns.tcp_max_connections",
+                                      value=tcp.rejected)
+        wire = app.server.wire
+        if wire is not None:
+            yield GaugeMetricFamily("globaldns_dns_wire_cache_entries",
+                                    "Replies kept as bytes for repeated UDP queries",
+                                    value=wire.size)
+        yield GaugeMetricFamily("globaldns_ready", "1 when /ready answers 200",
+                                value=1 if app.readiness()[0] else 0)
+
+    @staticmethod
+    def _chain(app: App) -> Iterator[Metric]:
+        acl = app.acl
+        refused = CounterMetricFamily("globaldns_acl_refused",
+                                      "Queries refused by the ACL, by which list refused them",
+                                      labels=["reason"])
+        refused.add_metric(["query"], acl.refused_queries)
+        refused.add_metric(["recursion"], acl.refused_recursion)
+        chaos = getattr(app, "chaos", None)
+        refused.add_metric(["debug"], chaos.refused if chaos is not None else 0)
+        yield refused
+        if chaos is not None:
+            yield _labelled_counter("globaldns_chaos_answers",
+                                    "CHAOS-class TXT queries answered, by kind", "kind",
+                                    chaos.answers)
+
+        cache = app.cache
+        if cache is None:
+            return
+        yield CounterMetricFamily("globaldns_cache_hits", "Forwarded answers served from the "
+                                  "cache", value=cache.hits)
+        yield CounterMetricFamily("globaldns_cache_misses", "Cache lookups that missed",
+                                  value=cache.misses)
+        yield GaugeMetricFamily("globaldns_cache_entries", "Answers in the cache",
+                                value=len(cache.table))
+        yield GaugeMetricFamily("globaldns_cache_capacity", "cache.capacity",
+                                value=cache.capacity)
+        yield CounterMetricFamily("globaldns_cache_evictions", "Entries evicted at capacity "
+                                  "(least recently used)", value=cache.evictions)
+        yield CounterMetricFamily("globaldns_cache_prefetch", "Popular entries refreshed "
+                                  "before they expired", value=cache.prefetches)
+        yield CounterMetricFamily("globaldns_cache_served_stale", "Expired answers served "
+                                  "because the upstreams failed (RFC 8767)",
+                                  value=cache.stale_served)
+
+    @staticmethod
+    def _forward(app: App) -> Iterator[Metric]:
+        forward = app.forward
+        if forward is None:
+            return
+        labels = ["zone", "to"]
+        requests = CounterMetricFamily("globaldns_forward_requests",
+                                       "Queries sent to each upstream", labels=labels)
+        responses = CounterMetricFamily("globaldns_forward_responses",
+                                        "Upstream replies by rcode", labels=[*labels, "rcode"])
+        failures = CounterMetricFamily("globaldns_forward_failures", "Upstream queries that "
+                                       "got no usable reply (timeout, network error, malformed)",
+                                       labels=labels)
+        probes = CounterMetricFamily("globaldns_forward_healthcheck_probes",
+                                     "`. IN NS` probes of unhealthy upstreams", labels=labels)
+        probe_failures = CounterMetricFamily("globaldns_forward_healthcheck_failures",
+                                             "Probes that failed", labels=labels)
+        healthy = GaugeMetricFamily("globaldns_forward_upstream_healthy",
+                                    "1 while the upstream is not marked unhealthy (max_fails)",
+                                    labels=labels)
+        duration = HistogramMetricFamily("globaldns_forward_request_duration_seconds",
+                                         "Time an upstream took to answer", labels=labels)
+        for config, pool in zip(forward.configs, pools(forward), strict=True):
+            zone = config.zone or "."
+            for upstream in pool.upstreams:
+                lv = [zone, str(upstream)]
+                requests.add_metric(lv, upstream.queries)
+                failures.add_metric(lv, upstream.failures)
+                probes.add_metric(lv, upstream.probes)
+                probe_failures.add_metric(lv, getattr(upstream, "probe_failures", 0))
+                healthy.add_metric(lv, 1 if upstream.healthy else 0)
+                for rcode, n in sorted(getattr(upstream, "rcodes", {}).items()):
+                    responses.add_metric([*lv, rcode_name(rcode)], n)
+                counts = getattr(upstream, "durations", None)
+                if counts is not None:
+                    duration.add_metric(lv, _histogram(DURATION_BOUNDS, counts),
+                                        sum_value=upstream.duration_sum)
+        yield from (requests, responses, failures, probes, probe_failures, healthy, duration)
+        yield CounterMetricFamily("globaldns_forward_unreachable",
+                                  "Forwarded queries no upstream answered (SERVFAIL or stale)",
+                                  value=forward.unreachable)
+
+    @staticmethod
+    def _kubernetes(app: App) -> Iterator[Metric]:
+        sources = app.kubernetes
+        clusters = sources.clusters()
+        up = GaugeMetricFamily("globaldns_k8s_watch_up",
+                               "1 while every watch of the cluster is healthy",
+                               labels=["cluster"])
+        state = GaugeMetricFamily("globaldns_k8s_cluster_state",
+                                  "The cluster's state (1 for the current one)",
+                                  labels=["cluster", "state"])
+        last_sync = GaugeMetricFamily("globaldns_k8s_last_sync_timestamp_seconds",
+                                      "When every watch of the cluster last listed completely",
+                                      labels=["cluster"])
+        events = CounterMetricFamily("globaldns_k8s_events", "Watch events by type",
+                                     labels=["cluster", "type"])
+        relists = CounterMetricFamily("globaldns_k8s_relists",
+                                      "Full lists after the first (410 Gone, expiry)",
+                                      labels=["cluster"])
+        errors = CounterMetricFamily("globaldns_k8s_errors", "Watch and credential errors",
+                                     labels=["cluster", "kind"])
+        services = GaugeMetricFamily("globaldns_k8s_services",
+                                     "Services the cluster holds (watched)", labels=["cluster"])
+        endpoints = GaugeMetricFamily("globaldns_k8s_endpoints",
+                                      "Endpoints the cluster's EndpointSlices hold",
+                                      labels=["cluster"])
+        for source in clusters:
+            status = source.status()
+            name = status["cluster"]
+            watches = status["watches"]
+            up.add_metric([name], 1 if watches and all(w["healthy"] for w in watches) else 0)
+            for s in CLUSTER_STATES:
+                state.add_metric([name, s], 1 if status["state"] == s else 0)
+            if status["last_sync"] is not None:
+                last_sync.add_metric([name], status["last_sync"])
+            for kind, n in sorted(status["events"].items()):
+                events.add_metric([name, kind], n)
+            relists.add_metric([name], status["relists"])
+            for kind, n in sorted(status["errors_by_kind"].items()):
+                errors.add_metric([name, kind], n)
+            services.add_metric([name], status["services"])
+            endpoints.add_metric([name], status["endpoints"])
+        yield from (up, state, last_sync, events, relists, errors, services, endpoints)
+        yield GaugeMetricFamily("globaldns_k8s_synced",
+                                "1 once every cluster has listed once", value=int(sources.synced))
+        discovery = sources.discovery_status()
+        if discovery is not None:
+            yield GaugeMetricFamily("globaldns_k8s_remote_secret_clusters",
+                                    "Clusters discovered from remote Secrets",
+                                    value=len(discovery["clusters"]))
+            yield CounterMetricFamily("globaldns_k8s_remote_secret_errors",
+                                      "Errors of the remote Secrets watch",
+                                      value=discovery["errors"])
+
+    def _registry(self, app: App) -> Iterator[Metric]:
+        gauges = self.gauges
+        yield GaugeMetricFamily("globaldns_registry_services",
+                                "Services in the merged registry", value=gauges.services)
+        endpoints = GaugeMetricFamily("globaldns_registry_endpoints",
+                                      "Endpoints in the merged registry, by cluster and "
+                                      "readiness", labels=["cluster", "ready"])
+        for (cluster, ready), n in sorted(gauges.endpoints.items()):
+            endpoints.add_metric([cluster, "true" if ready else "false"], n)
+        yield endpoints
+        unhealthy: dict[str, int] = {}
+        for health in app.snapshot._health.values():
+            for cluster, ok in health.items():
+                if not ok:
+                    unhealthy[cluster] = unhealthy.get(cluster, 0) + 1
+        below = GaugeMetricFamily("globaldns_registry_unhealthy_services",
+                                  "Services for which the cluster is below min_healthy",
+                                  labels=["cluster"])
+        for cluster, n in sorted(unhealthy.items()):
+            below.add_metric([cluster], n)
+        yield below
+        yield GaugeMetricFamily("globaldns_registry_synced",
+                                "1 when negative answers are given (every source synced or "
+                                "sync_timeout passed); 0: SERVFAIL for unknown names",
+                                value=int(app.snapshot.synced))
+
+    @staticmethod
+    def _healthcheck(app: App) -> Iterator[Metric]:
+        health = app.health
+        yield _labelled_counter("globaldns_healthcheck_checks",
+                                "Active health check results", "result", health.checks)
+        yield _labelled_counter("globaldns_healthcheck_transitions",
+                                "Endpoints turning healthy or unhealthy", "to",
+                                health.transitions)
+        endpoints = GaugeMetricFamily("globaldns_healthcheck_endpoints",
+                                      "Endpoints under active health checks",
+                                      labels=["healthy"])
+        states = [e.healthy for e in health.endpoints.values()]
+        endpoints.add_metric(["true"], sum(states))
+        endpoints.add_metric(["false"], len(states) - sum(states))
+        yield endpoints
+
+    @staticmethod
+    def _config(app: App) -> Iterator[Metric]:
+        reloads = app.reloads
+        yield _labelled_counter("globaldns_config_reloads", "Config reloads by result",
+                                "result", reloads.results)
+        info = GaugeMetricFamily("globaldns_config_info",
+                                 "The running config: its file and SHA-256 (value 1)",
+                                 labels=["source", "hash"])
+        info.add_metric([app.config.source, reloads.hash], 1)
+        yield info
+        yield GaugeMetricFamily("globaldns_config_load_timestamp_seconds",
+                                "When the running config was loaded", value=reloads.loaded_at)
+        yield GaugeMetricFamily("globaldns_config_last_reload_successful",
+                                "0 when the last reload was rejected (the old config runs)",
+                                value=0 if reloads.last_error else 1)
+
+    @staticmethod
+    def _querylog(app: App) -> Iterator[Metric]:
+        querylog = app.querylog
+        if querylog is None:
+            return
+        yield CounterMetricFamily("globaldns_log_queries", "Query log lines written",
+                                  value=querylog.written)
+        yield CounterMetricFamily("globaldns_log_dropped", "Query log lines dropped because "
+                                  "the writer fell behind or could not write",
+                                  value=querylog.dropped + querylog.lost)
+
+
+def _labelled_counter(name: str, documentation: str, label: str,
+                      values: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for key, n in sorted(values.items()):
+        family.add_metric([key], n)
+    return family
+
+
+def pools(forward: Any) -> list[Any]:
+    """The forward zones' pools, in the order of `forward.configs`."""
+    return [forward.routes[text_to_wire(c.zone)] for c in forward.configs]

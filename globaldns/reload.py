@@ -1,0 +1,172 @@
+"""Reloading the config file: on SIGHUP, and when the file changes.
+
+Every `reload.interval` (default 5 s; 0 turns the watching off) the file is `stat`ed; when
+its modification time, size or inode changed (a ConfigMap update swaps a symlink, which
+changes the inode) its content is hashed, and a new hash is loaded. The file is read and
+parsed in a thread, so a large config does not stall the event loop; the new config is
+then applied on the loop in one go (App.apply), between two queries.
+
+A config that does not load is not applied: the running one stays, every error is logged
+with its file, key path and problem, and the failure is counted
+(`globaldns_config_reloads_total{result="failure"}`); the same broken content is not
+retried until the file changes again. The hash (SHA-256 of the file) and load time of the
+running config are exported (`globaldns_config_info`,
+`globaldns_config_load_timestamp_seconds`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from globaldns.config import Config, ConfigError, parse_text
+
+log = logging.getLogger("globaldns.reload")
+
+Signature = tuple[int, int, int]
+
+
+def digest(content: bytes) -> str:
+    return "sha256:" + hashlib.sha256(content).hexdigest()
+
+
+def signature(path: str) -> Signature | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+class Reloads:
+    """The running config's origin (file, hash, load time), reload results, the watcher."""
+
+    def __init__(self, path: str | None, config: Config, *,
+                 apply: Callable[[Config], None],
+                 interval: Callable[[], float],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.apply = apply
+        self.interval = interval
+        self.clock = clock
+        self.results = {"success": 0, "failure": 0}
+        self.last_error: list[str] = []
+        """The errors of the last rejected reload; empty once one succeeds."""
+        self.last_attempt: float | None = None
+        self.loaded_at = clock()
+        self._signature: Signature | None = None
+        self._rejected = ""
+        self.hash = digest(repr(config).encode())
+        if path is not None:
+            self._signature = signature(path)
+            with contextlib.suppress(OSError):
+                self.hash = digest(Path(path).read_bytes())
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    # --- the watcher ------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.path is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watch(),
+                                                                name="config watcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _watch(self) -> None:
+        assert self.path is not None
+        missing = False
+        while True:
+            interval = self.interval()
+            await asyncio.sleep(interval if interval > 0 else 1.0)
+            if interval <= 0:
+                continue
+            try:
+                current = signature(self.path)
+                if current is None:
+                    if not missing:
+                        log.warning("reload: cannot stat %s; keeping the running config",
+                                    self.path)
+                    missing = True
+                    continue
+                missing = False
+                if current != self._signature:
+                    await self.reload(why="file changed")
+            except Exception:  # the watcher outlives any one failure
+                log.exception("reload: checking %s failed", self.path)
+
+    # --- reloading ----------------------------------------------------------------------
+
+    async def reload(self, *, why: str) -> bool:
+        """Load the file (in a thread) and apply it; False when it was not applied."""
+        if self.path is None:
+            log.info("reload (%s): running on the embedded default, nothing to reload", why)
+            return False
+        path = self.path
+        async with self._lock:
+            self._signature = signature(path)
+            try:
+                content = await asyncio.to_thread(Path(path).read_bytes)
+            except OSError as exc:
+                return self._failed(why, [f"{path}: cannot read: {exc.strerror}"])
+            new_hash = digest(content)
+            if new_hash == self.hash and why == "file changed":
+                return False  # touched, same content
+            if new_hash == self._rejected and why == "file changed":
+                return False  # already rejected and logged
+            try:
+                config = await asyncio.to_thread(parse_text, content.decode("utf-8", "replace"),
+                                                 path)
+            except ConfigError as exc:
+                self._rejected = new_hash
+                return self._failed(why, exc.errors)
+            return self._apply(config, new_hash, why)
+
+    def reload_now(self, *, why: str) -> bool:
+        """The same, synchronously on the loop (a worker told by its main process)."""
+        if self.path is None:
+            return False
+        self._signature = signature(self.path)
+        try:
+            content = Path(self.path).read_bytes()
+            config = parse_text(content.decode("utf-8", "replace"), self.path)
+        except OSError as exc:
+            return self._failed(why, [f"{self.path}: cannot read: {exc.strerror}"])
+        except ConfigError as exc:
+            return self._failed(why, exc.errors)
+        return self._apply(config, digest(content), why)
+
+    def _apply(self, config: Config, new_hash: str, why: str) -> bool:
+        try:
+            self.apply(config)
+        except Exception as exc:
+            log.exception("reload (%s): applying %s failed", why, self.path)
+            return self._failed(why, [f"{self.path}: applying failed: {exc}"])
+        self.results["success"] += 1
+        self.hash = new_hash
+        self.loaded_at = self.last_attempt = self.clock()
+        self.last_error = []
+        self._rejected = ""
+        log.info("reload (%s): %s applied (%s)", why, self.path, new_hash[:19])
+        return True
+
+    def _failed(self, why: str, errors: list[str]) -> bool:
+        self.results["failure"] += 1
+        self.last_attempt = self.clock()
+        self.last_error = list(errors)
+        log.error("reload (%s) rejected; the running config stays: %d error(s)", why,
+                  len(errors))
+        for line in errors:
+            log.error("reload rejected: %s", line)
+        return False
