@@ -264,15 +264,17 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
         cluster = ClusterConfig(
             name=r.required(d, "name", path, dns_label, f"invalid-{i}"),
             locality=r.get(d, "locality", path, locality, Locality()),
-            kubeconfig=r.get(d, "kubeconfig", path, text, ""),
+            kubeconfig=r.get(d, "kubeconfig", path, lambda v: _path(r.source, v), ""),
             context=r.get(d, "context", path, text, ""),
             in_cluster=r.get(d, "in_cluster", path, boolean, False),
             namespaces=tuple(r.get(d, "namespaces", path, _names, [])),
             label_selector=r.get(d, "label_selector", path, text, ""),
             stale_for=r.get(d, "stale_for", path, duration, base.stale_for),
-            watch_idle_timeout=r.get(d, "watch_idle_timeout", path, duration,
+            watch_idle_timeout=r.get(d, "watch_idle_timeout", path, positive_duration,
                                      base.watch_idle_timeout),
         )
+        if len(set(cluster.namespaces)) != len(cluster.namespaces):
+            r.error(f"{path}.namespaces", "lists a namespace twice")
         if cluster.kubeconfig and cluster.in_cluster:
             r.error(path, "give either kubeconfig or in_cluster, not both")
         if cluster.context and not cluster.kubeconfig:
@@ -281,6 +283,14 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
             r.error(f"{path}.name", f"cluster {cluster.name!r} is listed twice")
         clusters.append(cluster)
     return tuple(clusters)
+
+
+def _path(source: str, value: Any) -> str:
+    """A file named in the config: `~` expanded; relative to the config file's folder."""
+    raw = Path(text(value)).expanduser()
+    if not raw.is_absolute() and Path(source).is_file():
+        raw = Path(source).resolve().parent / raw
+    return str(raw)
 
 
 def _names(value: Any) -> list[str]:
@@ -609,6 +619,9 @@ def pattern(value: Any) -> str:
     return raw
 
 
+_NO_WEIGHTS: tuple[tuple[str, int], ...] = ()
+
+
 def weight_map(value: Any) -> tuple[tuple[str, int], ...]:
     if not isinstance(value, dict) or not value:
         raise _Invalid("must be a mapping of name: weight")
@@ -662,15 +675,15 @@ def _routing(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
             dd = r.mapping(entry, dpath, {"from", "to"})
             distribute.append(DistributeConfig(
                 source=r.required(dd, "from", dpath, pattern, "*"),
-                to=tuple((pattern(k), w) for k, w in r.required(dd, "to", dpath, weight_map,
-                                                                ()))))
+                to=tuple((pattern(k), w) for k, w in r.required(
+                dd, "to", dpath, weight_map, _NO_WEIGHTS))))
         failover = []
         for j, entry in enumerate(r.sequence(d.get("failover"), f"{path}.failover")):
             fpath = f"{path}.failover[{j}]"
             fd = r.mapping(entry, fpath, {"from", "to"})
             failover.append(FailoverConfig(source=r.required(fd, "from", fpath, dns_label, ""),
                                            to=r.required(fd, "to", fpath, dns_label, "")))
-        weights = r.get(d, "weights", path, weight_map, ())
+        weights = r.get(d, "weights", path, weight_map, _NO_WEIGHTS)
         for name, _ in weights:
             if name not in known:
                 r.error(f"{path}.weights.{name}", f"{name!r} is not a cluster listed in clusters")
@@ -679,7 +692,8 @@ def _routing(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
             vpath = f"{path}.views[{j}]"
             vd = r.mapping(entry, vpath, {"clients", "localities", "clusters", "labels"})
             view = ViewConfig(
-                clients=tuple(network(c) for c in r.get(vd, "clients", vpath, _list, [])),
+                clients=tuple(r.get(vd, "clients", vpath,
+                                    lambda v: [network(x) for x in _list(v)], [])),
                 localities=tuple(r.get(vd, "localities", vpath,
                                        lambda v: [pattern(x) for x in _list(v)], [])),
                 clusters=tuple(r.get(vd, "clusters", vpath, _names, [])),
@@ -698,7 +712,7 @@ def _routing(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
             views=tuple(views),
             answer=r.get(d, "answer", path, choice("all", "best_tier"), "all"),
             spill=r.get(d, "spill", path, integer(0, 1000), 0),
-            min_healthy=r.get(d, "min_healthy", path, min_healthy, (0, False)),
+            min_healthy=r.get(d, "min_healthy", path, min_healthy, (0.0, False)),
             panic_threshold=r.get(d, "panic_threshold", path, percentage, 0.0),
             max_answers=r.get(d, "max_answers", path, integer(0, 1000), None),
             shuffle=r.get(d, "shuffle", path, boolean, True),
@@ -717,7 +731,7 @@ def _list(value: Any) -> list[Any]:
 
 
 def _aliases(r: _Reader, raw: Any) -> tuple[AliasConfig, ...]:
-    out = []
+    out: list[AliasConfig] = []
     for i, item in enumerate(r.sequence(raw, "aliases")):
         path = f"aliases[{i}]"
         d = r.mapping(item, path, {"name", "target", "mode"})

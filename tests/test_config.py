@@ -1,0 +1,62 @@
+"""Config validation: every error names the file, the key path and the problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from globaldns.config import ConfigError, parse_text
+
+CASES = [
+    ("zones: [{name: global, ttl: 5s}]", "zones[0].ttl: '5s' is not an integer"),
+    ("zones: []", "zones: at least one zone is required"),
+    ("dns: {listen: '[::1]:99999'}", "dns.listen: port 99999 is out of range 0..65535"),
+    ("resolver: {locality: a//b}",
+     "resolver.locality: 'a//b' is not a locality of the form region[/zone[/subzone]]"),
+    ("clusters: [{name: a, kubeconfig: /k, in_cluster: true}]",
+     "clusters[0]: give either kubeconfig or in_cluster, not both"),
+    ("clusters: [{name: a, namespaces: [x, x]}]", "clusters[0].namespaces: lists a namespace twice"),
+    ("clusters: [{name: a, watch_idle_timeout: 0}]",
+     "clusters[0].watch_idle_timeout: 0 must be more than zero"),
+    ("clusters: [{name: a}]\nremote_secrets: {cluster: a}",
+     "remote_secrets.cluster: 'a' is not a cluster with kubeconfig or in_cluster"),
+    ("client_localities: [{cidr: 10.0.0.0/33, locality: r}]",
+     "client_localities[0].cidr: '10.0.0.0/33' is not an IP network (e.g. 10.0.0.0/8, fc00::/7)"),
+    ("routing: [{match: 'a.b.c'}]", "routing[0].match: 'a.b.c' is not <service>.<namespace> (* allowed)"),
+    ("clusters: [{name: a}]\nrouting: [{match: a.b, weights: {a: 1, zz: 2}}]",
+     "routing[0].weights.zz: 'zz' is not a cluster listed in clusters"),
+    ("routing: [{match: a.b, weights: {}}]", "routing[0].weights: must be a mapping of name: weight"),
+    ("routing: [{match: a.b, min_healthy: lots}]",
+     "routing[0].min_healthy: 'lots' is not a count or a percentage (e.g. 2 or 50%)"),
+    ("routing: [{match: a.b, panic_threshold: 120}]",
+     "routing[0].panic_threshold: 120 is not a percentage (0-100)"),
+    ("routing: [{match: a.b, answer: best}]",
+     "routing[0].answer: 'best' is not one of: all, best_tier"),
+    ("routing: [{match: a.b, views: [{clients: [nope], clusters: [a]}]}]",
+     "routing[0].views[0].clients: 'nope' is not an IP network (e.g. 10.0.0.0/8, fc00::/7)"),
+    ("routing: [{match: a.b, views: [{localities: [eu-*]}]}]",
+     "routing[0].views[0]: needs clusters or labels to restrict the answer to"),
+    ("aliases: [{name: a.example, target: x.y.global, mode: dns}]",
+     "aliases[0].mode: 'dns' is not one of: cname, flatten"),
+    ("clusters: [{name: c}]\nservices: [{name: s, namespace: n, health_check: {interval: 1s},"
+     " endpoints: [{address: 10.0.0.1, cluster: c}]}]",
+     "services[0].health_check: needs exactly one of http or tcp"),
+    ("services: [{name: s, namespace: n, subsets: [{name: v1, labels: {v: 1}}, "
+     "{name: v1, labels: {v: 2}}]}]", "services[0].subsets[1].name: subset 'v1' is listed twice"),
+    ("durations: 1", "durations: unknown key (expected one of: "),
+    ("zones: [{name: global", "line 1, column 22: not valid YAML"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CASES, ids=[c[1][:40] for c in CASES])
+def test_a_bad_config_names_file_key_path_and_problem(text, expected):
+    with pytest.raises(ConfigError) as caught:
+        parse_text(text, "my.yaml")
+    assert any(line.startswith(f"my.yaml: {expected}") for line in caught.value.errors), \
+        caught.value.errors
+
+
+def test_a_relative_kubeconfig_is_relative_to_the_config_file(tmp_path):
+    path = tmp_path / "globaldns.yaml"
+    path.write_text("clusters: [{name: a, kubeconfig: creds/a.kubeconfig}]\n")
+    from globaldns.config import load
+    assert load(path).clusters[0].kubeconfig == str(tmp_path / "creds" / "a.kubeconfig")
