@@ -339,7 +339,8 @@ def status_page(app: App, *, started: float) -> str:
                 + _e(", ".join(z.name for z in config.zones))],
         ["queries", f"{queries} ({_e(rcode_text)})"],
         ["up", _ago(started, now).replace(" ago", "")],
-        ["config", f"<code>{_e(config.source)}</code> {_e(reloads.hash[:19])}, loaded "
+        ["config", f"<code>{_e(reloads.path or config.source)}</code> "
+                   f"{_e(reloads.hash[:19])}, loaded "
                    f"{_ago(reloads.loaded_at, now)}; reloads ok {reloads.results['success']}, "
                    f"rejected {reloads.results['failure']}; {reload_state}"],
     ]))

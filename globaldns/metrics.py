@@ -393,7 +393,7 @@ class Metrics(Collector):
         info = GaugeMetricFamily("globaldns_config_info",
                                  "The running config: its file and SHA-256 (value 1)",
                                  labels=["source", "hash"])
-        info.add_metric([app.config.source, reloads.hash], 1)
+        info.add_metric([reloads.path or app.config.source, reloads.hash], 1)
         yield info
         yield GaugeMetricFamily("globaldns_config_load_timestamp_seconds",
                                 "When the running config was loaded", value=reloads.loaded_at)

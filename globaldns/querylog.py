@@ -69,6 +69,7 @@ class QueryLog:
         self.config = config
         self.sample = config.sample
         self.buffer: deque[Item] = deque()
+        self.max_buffered = MAX_BUFFERED
         self.written = 0
         self.dropped = 0
         """Lines not buffered because the buffer was full (counted on the loop)."""
@@ -90,7 +91,7 @@ class QueryLog:
         if self.sample < 1.0 and self._random() >= self.sample:
             return
         buffer = self.buffer
-        if len(buffer) >= MAX_BUFFERED:
+        if len(buffer) >= self.max_buffered:
             self.dropped += 1
             return
         buffer.append((time.time(), q.client[0], q.transport, q.qname, q.qtype, q.qclass,

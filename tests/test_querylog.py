@@ -1,0 +1,109 @@
+"""The query log: one JSON line per query, how each was answered, sampling, and a writer
+that falls behind without holding up the answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Running
+from tests.dnsclient import ask, rcode
+from tests.scrape import scrape, value
+from tests.upstreams import fake_upstreams, wait_until
+
+CONFIG = """
+resolver: {instance: log-test}
+clusters: [{name: east, locality: r1}]
+services:
+  - name: api
+    namespace: prod
+    endpoints: [{address: 10.0.0.1, cluster: east}, {address: 10.0.0.2, cluster: east}]
+acl: {allow_query: [127.0.0.1/32]}
+cache: {serve_stale: 1h}
+"""
+
+
+@pytest.fixture
+def upstream() -> Iterator[Any]:
+    with fake_upstreams() as make:
+        yield make().add("www.example.test. 1 IN A 192.0.2.1")
+
+
+def lines_of(path: Path, count: int) -> list[dict[str, Any]]:
+    """The log's lines once there are `count` of them (the writer flushes every 200 ms)."""
+    assert wait_until(lambda: path.exists() and len(path.read_text().splitlines()) >= count)
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_one_line_per_query_with_how_it_was_answered(server_factory: Any, tmp_path: Path,
+                                                     upstream: Any) -> None:
+    log = tmp_path / "queries.log"
+    server: Running = server_factory(
+        CONFIG + f"log: {{queries: true, file: {log}}}\n"
+        f"forward: [{{zone: example.test, upstreams: ['{upstream}'], timeout: 500ms}}]\n")
+    port = server.port
+    assert rcode(ask(port, "api.prod.global")) == "NOERROR"                       # zone
+    assert rcode(ask(port, "nope.prod.global", "AAAA", tcp=True)) == "NXDOMAIN"   # zone
+    assert rcode(ask(port, "www.example.test")) == "NOERROR"                      # forward
+    assert rcode(ask(port, "www.example.test")) == "NOERROR"                      # cache
+    assert rcode(ask(port, "version.bind", "TXT", qclass="CH")) == "NOERROR"      # chaos
+    assert rcode(ask(port, "api.prod.global", source="127.0.0.2")) == "REFUSED"   # refused
+    time.sleep(1.2)  # the cached answer expires (TTL 1); the upstream then fails
+    upstream.mode = "servfail"
+    stale = ask(port, "www.example.test")
+    assert rcode(stale) == "NOERROR" and stale.rr[0].ttl == 30                    # stale
+
+    lines = lines_of(log, 7)
+    assert [(x["name"], x["answered_by"]) for x in lines] == [
+        ("api.prod.global", "zone"), ("nope.prod.global", "zone"),
+        ("www.example.test", "forward"), ("www.example.test", "cache"),
+        ("version.bind", "chaos"), ("api.prod.global", "refused"),
+        ("www.example.test", "stale")]
+    first = lines[0]
+    assert set(first) == {"time", "client", "proto", "name", "type", "rcode", "answers",
+                          "duration_ms", "answered_by"}
+    assert first["client"] == "127.0.0.1" and first["proto"] == "udp"
+    assert first["type"] == "A" and first["rcode"] == "NOERROR" and first["answers"] == 2
+    assert first["time"].endswith("Z") and first["time"][:4].isdigit()
+    assert 0 <= first["duration_ms"] < 100
+    assert lines[1]["proto"] == "tcp" and lines[1]["type"] == "AAAA"
+    assert lines[1]["rcode"] == "NXDOMAIN" and lines[1]["answers"] == 0
+    assert lines[2]["duration_ms"] > 0
+    assert lines[4]["class"] == "CH"
+    assert lines[5]["client"] == "127.0.0.2"
+    assert value(scrape(server), "globaldns_log_queries_total") == 7
+
+
+def test_off_by_default_and_sampled_when_asked(server_factory: Any, tmp_path: Path) -> None:
+    server: Running = server_factory(CONFIG)
+    assert server.app.querylog is None and server.app.server.observers == []
+    log = tmp_path / "sampled.log"
+    server = server_factory(CONFIG + f"log: {{queries: true, sample: 0.25, file: {log}}}\n")
+    for _ in range(400):
+        ask(server.port, "api.prod.global")
+    time.sleep(0.5)
+    logged = len(log.read_text().splitlines())
+    assert 50 <= logged <= 150, logged
+
+
+def test_a_stuck_writer_costs_lines_not_answers(server_factory: Any, tmp_path: Path) -> None:
+    fifo = tmp_path / "stuck.fifo"
+    os.mkfifo(fifo)
+    # A reader that never reads: once the pipe is full, the writer thread blocks.
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        server: Running = server_factory(CONFIG + f"log: {{queries: true, file: {fifo}}}\n")
+        server.call(setattr, server.app.querylog, "max_buffered", 200)
+        started = time.monotonic()
+        for _ in range(1500):  # about 200 KB of lines: more than a pipe holds
+            assert rcode(ask(server.port, "api.prod.global")) == "NOERROR"
+        assert time.monotonic() - started < 30
+        assert wait_until(lambda: value(scrape(server), "globaldns_log_dropped_total") > 0)
+    finally:
+        os.close(reader)
