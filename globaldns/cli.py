@@ -33,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--ecs", help="an EDNS Client Subnet, e.g. 10.20.0.0/24")
     explain.add_argument("--config", help="YAML config file (default: the embedded example)")
     explain.add_argument("--json", action="store_true", help="print JSON")
+    doctor = commands.add_parser("doctor", help="check the CoreDNS (and NodeLocal "
+                                 "DNSCache) setup in front of globaldns, and probe it")
+    from globaldns.doctor import add_arguments
+    add_arguments(doctor)
     return parser
 
 
@@ -46,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         return check_config(args.file)
     if args.command == "explain":
         return explain(args)
+    if args.command == "doctor":
+        from globaldns.doctor import main as doctor
+        return doctor(args)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
