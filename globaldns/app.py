@@ -26,6 +26,7 @@ from globaldns.dns.udp import UdpListener
 from globaldns.explain import explain, lines
 from globaldns.healthcheck import HealthChecker
 from globaldns.http import HttpServer
+from globaldns.k8s.cluster import ClusterState
 from globaldns.k8s.sources import KubernetesSources
 from globaldns.k8s.watch import Timing
 from globaldns.metrics import Metrics
@@ -117,6 +118,10 @@ class App:
         self.snapshot.set_synced(self.kubernetes.ready)
         if self.workers is not None:
             self.workers.synced(self.kubernetes.ready)
+        # Answers with endpoints of an unreachable cluster say so (EDE 3, Stale Answer).
+        self.snapshot.set_stale({
+            s.name: f"unreachable ({(s.last_error or 'no answer')[:80]}): last known endpoints"
+            for s in self.kubernetes.clusters() if s.state == ClusterState.STALE})
 
     def client_class(self, ip: str) -> int | None:
         """What a client's replies depend on: its ACL decision and its routing profile."""

@@ -277,14 +277,12 @@ class Metrics(Collector):
                 requests.add_metric(lv, upstream.queries)
                 failures.add_metric(lv, upstream.failures)
                 probes.add_metric(lv, upstream.probes)
-                probe_failures.add_metric(lv, getattr(upstream, "probe_failures", 0))
+                probe_failures.add_metric(lv, upstream.probe_failures)
                 healthy.add_metric(lv, 1 if upstream.healthy else 0)
-                for rcode, n in sorted(getattr(upstream, "rcodes", {}).items()):
+                for rcode, n in sorted(upstream.rcodes.items()):
                     responses.add_metric([*lv, rcode_name(rcode)], n)
-                counts = getattr(upstream, "durations", None)
-                if counts is not None:
-                    duration.add_metric(lv, _histogram(DURATION_BOUNDS, counts),
-                                        sum_value=upstream.duration_sum)
+                duration.add_metric(lv, _histogram(DURATION_BOUNDS, upstream.durations),
+                                    sum_value=upstream.duration_sum)
         yield from (requests, responses, failures, probes, probe_failures, healthy, duration)
         yield CounterMetricFamily("globaldns_forward_unreachable",
                                   "Forwarded queries no upstream answered (SERVFAIL or stale)",

@@ -4,6 +4,7 @@ labels."""
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from tests.conftest import Running
 from tests.dnsclient import ask, make_query, rcode, tcp_raw, udp_raw
 from tests.scrape import get, promtool_check, scrape, total, value
-from tests.upstreams import fake_upstreams
+from tests.upstreams import fake_upstreams, wait_until
 
 CONFIG = """
 resolver: {locality: r1/z1, instance: metrics-test}
@@ -102,6 +103,11 @@ def test_counters_after_known_traffic(server: Running) -> None:
     assert value(m, "globaldns_cache_misses_total") == 1
     assert value(m, "globaldns_cache_entries") == 1
     assert total(m, "globaldns_forward_requests_total", zone="example.test") == 1
+    assert total(m, "globaldns_forward_responses_total", zone="example.test",
+                 rcode="NOERROR") == 1
+    assert total(m, "globaldns_forward_request_duration_seconds_count") == 1
+    assert total(m, "globaldns_forward_request_duration_seconds_sum") > 0
+    assert total(m, "globaldns_forward_failures_total") == 0
     assert total(m, "globaldns_forward_upstream_healthy") == 1
 
     # The registry, by cluster and readiness.
@@ -207,3 +213,24 @@ def test_wire_cache_hits_count_like_any_reply(server: Running) -> None:
     assert struct.unpack("!H", first[:2])[0] == 7
     # TCP answers are never from the wire cache but count the same.
     assert len(tcp_raw(server.port, [query])) == 1
+
+
+def test_upstream_failures_and_health_probes_are_counted(server_factory) -> None:  # type: ignore[no-untyped-def]
+    with fake_upstreams() as make:
+        dead = make()
+        dead.mode = "silent"
+        server = server_factory(CONFIG + f"forward: [{{zone: example.test, upstreams: "
+                                f"['{dead}'], timeout: 200ms, tries: 1, max_fails: 1, "
+                                "health_check: 100ms}]\n")
+        assert rcode(ask(server.port, "www.example.test")) == "SERVFAIL"
+        time.sleep(0.8)  # probes (every 100 ms, each waiting 200 ms), none answered
+        m = scrape(server)
+        to = str(dead)
+        assert value(m, "globaldns_forward_failures_total", zone="example.test", to=to) >= 1
+        assert value(m, "globaldns_forward_upstream_healthy", zone="example.test", to=to) == 0
+        assert value(m, "globaldns_forward_healthcheck_failures_total", zone="example.test",
+                     to=to) >= 1
+        assert value(m, "globaldns_forward_unreachable_total") == 1
+        dead.mode = "answer"
+        assert wait_until(lambda: value(scrape(server), "globaldns_forward_upstream_healthy",
+                                        zone="example.test", to=to) == 1)

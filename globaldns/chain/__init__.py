@@ -24,7 +24,9 @@ class Handler(Protocol):
     def serve(self, q: Query, next: Next) -> Result: ...
 
 
-_REFUSED = Reply(rcode_body(REFUSED))
+# RFC 8914 code 20 "Not Authoritative": not our zone, and no forward zone covers it.
+_REFUSED = Reply(rcode_body(REFUSED), ede=((20, "Not Authoritative: not a served zone, and "
+                                            "no forward zone covers this name"),))
 
 
 def refuse(q: Query) -> Result:

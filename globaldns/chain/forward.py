@@ -23,7 +23,7 @@ NS, IXFR, AXFR = 2, 251, 252
 EDE_TEXT_MAX: Final = 200
 
 # Zone transfers are not ours to relay (a transfer spans many messages).
-_REFUSED_XFR = Reply(rcode_body(REFUSED))
+_REFUSED_XFR = Reply(rcode_body(REFUSED), ede=((21, "Not Supported: zone transfers"),))
 # The health probe of CoreDNS's forward plugin (`. IN NS`, RD, no EDNS) must get a prompt
 # answer that does not depend on our upstreams: any rcode counts as healthy to CoreDNS,
 # and REFUSED is the honest one.

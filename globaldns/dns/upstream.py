@@ -23,10 +23,12 @@ import logging
 import random
 import socket
 import struct
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Final
 
 from globaldns.dns.message import FLAG_AA, FLAG_TC, NOERROR, NXDOMAIN, REFUSED, SERVFAIL
+from globaldns.dns.stats import DURATION_BOUNDS
 from globaldns.dns.wire import OPT_EDE, Body
 
 log = logging.getLogger("globaldns.forward")
@@ -300,6 +302,17 @@ class Upstream:
         self.queries = 0
         self.failures = 0
         self.probes = 0
+        self.probe_failures = 0
+        self.rcodes: dict[int, int] = {}
+        """Usable answers by rcode."""
+        self.durations = [0] * (len(DURATION_BOUNDS) + 1)
+        """Usable answers by the time they took (DURATION_BOUNDS buckets, +Inf last)."""
+        self.duration_sum = 0.0
+
+    def answered(self, rcode: int, seconds: float) -> None:
+        self.rcodes[rcode] = self.rcodes.get(rcode, 0) + 1
+        self.durations[bisect_left(DURATION_BOUNDS, seconds)] += 1
+        self.duration_sum += seconds
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
@@ -330,6 +343,7 @@ class Upstream:
                     await self.exchange(PROBE, PROBE_QUESTION,
                                         deadline=loop.time() + self.probe_timeout)
                 except UpstreamError:
+                    self.probe_failures += 1
                     continue
                 log.info("upstream %s answers again", self)
                 self.fails = 0
@@ -484,6 +498,7 @@ class Pool:
             try:
                 wire = await upstream.exchange(message, question,
                                                deadline=min(now + self.timeout, deadline))
+                took = loop.time() - now
             except UpstreamError as exc:
                 upstream.failed()
                 errors.append(exc)
@@ -494,6 +509,7 @@ class Pool:
                 errors.append(UpstreamError(f"{upstream}: malformed answer"))
                 continue
             upstream.succeeded()
+            upstream.answered(body.rcode, took)
             if body.rcode in (SERVFAIL, REFUSED) and attempt + 1 < self.tries \
                     and len(order) > 1:
                 fallback = body

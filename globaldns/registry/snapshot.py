@@ -32,6 +32,7 @@ NODATA = 0
 """The key, in a name's table, of the answer for every type it has no records of."""
 
 EDE_OTHER = 0
+EDE_STALE = 3  # RFC 8914 "Stale Answer": a cluster's last known endpoints, it is unreachable
 EDE_NOT_READY = 14  # RFC 8914 "Not Ready": we have not finished our first sync
 
 
@@ -148,6 +149,8 @@ class Snapshot:
         self._owned: dict[ServiceKey, list[bytes]] = {}
         self._namespaces: dict[bytes, int] = {}
         self._health: dict[ServiceKey, dict[str, bool]] = {}
+        self.stale: dict[str, str] = {}
+        """Unreachable clusters whose last known endpoints are still answered → why."""
         self.listeners: list[Callable[[Iterable[bytes] | None], None]] = []
         """Told which names were replaced (None: all of them), e.g. the wire cache."""
         self.rebuild(config)
@@ -188,6 +191,18 @@ class Snapshot:
         if synced != self.synced:
             self.synced = synced
             self._tell(None)
+
+    def set_stale(self, stale: dict[str, str]) -> None:
+        """Clusters now served from their last known data: answers that include their
+        endpoints carry EDE 3 (Stale Answer) saying so. Re-prepares only the services
+        with endpoints in a cluster that changed."""
+        changed = {c for c in stale.keys() | self.stale.keys()
+                   if stale.get(c) != self.stale.get(c)}
+        self.stale = dict(stale)
+        if not changed:
+            return
+        for key in [k for k, health in self._health.items() if changed & health.keys()]:
+            self.update(key)
 
     def negative(self, qname: bytes) -> AnswerSet | None:
         """The answer for a name that is not in the table: NXDOMAIN (or SERVFAIL before
@@ -311,6 +326,10 @@ class Snapshot:
                          rule_index=rule[0] if rule else 0, rules=self.rules,
                          profile=profile, zone=zone.config, healthy_clusters=health)
                 ede = ((EDE_OTHER, p.ede),) if p.ede else ()
+                if self.stale:
+                    stale = sorted({e.cluster for _, orders in p.groups for order in orders
+                                    for e in order if e.cluster in self.stale})
+                    ede += tuple((EDE_STALE, f"cluster {c} {self.stale[c]}") for c in stale)
                 return WeightedAnswers(
                     [(w, [Reply(encode(order, profile.locality), ede=ede,
                                 ecs_scope=profile.scope)
@@ -370,11 +389,13 @@ class Snapshot:
             ctable: NameTable = {NODATA: zone.nodata(cname)}
             ready = [e for e in members if e.ready] or (
                 members if zone.config.on_all_unhealthy == "all" else [])
+            stale = ((EDE_STALE, f"cluster {cluster} {self.stale[cluster]}"),) \
+                if cluster in self.stale else ()
             for rtype, family in ((R.A, 4), (R.AAAA, 6)):
                 subset_ = [e for e in ready if e.family == family]
                 if subset_:
                     ctable[rtype] = AnswerSet([
-                        Reply(addresses(cname)(order, locality))
+                        Reply(addresses(cname)(order, locality), ede=stale)
                         for order in rotations(tiers(locality, subset_),
                                                zone.config.max_answers)])
             out.setdefault(text_to_wire(cname), ctable)
