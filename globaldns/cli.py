@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="ADDR:PORT, overrides dns.listen")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--http-listen", metavar="ADDR:PORT",
+                       help="overrides http.listen; an empty string turns HTTP off")
     serve.add_argument("--workers", type=int,
                        help="processes sharing the port (SO_REUSEPORT); overrides dns.workers")
     serve.add_argument("--channel-fd", type=int, help=argparse.SUPPRESS)
@@ -68,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"globaldns: --listen: {exc}", file=sys.stderr)
             return 1
         config = dataclasses.replace(config, dns=dataclasses.replace(config.dns, listen=listen))
+    if args.http_listen is not None:
+        try:
+            http = listen_address(args.http_listen) if args.http_listen else None
+        except _Invalid as exc:
+            print(f"globaldns: --http-listen: {exc}", file=sys.stderr)
+            return 1
+        config = dataclasses.replace(config, http=dataclasses.replace(config.http, listen=http))
     if args.workers is not None:
         if not 1 <= args.workers <= 64:
             print("globaldns: --workers: must be 1..64", file=sys.stderr)

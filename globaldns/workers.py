@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("globaldns.workers")
 
 _LENGTH = struct.Struct("!I")
-# A worker gets this long to stop after SIGTERM before it is killed.
+# A worker gets this long to start listening (a Python start on a busy machine), and this
+# long to stop after SIGTERM, within the 5 s a shutdown may take.
+READY_SECONDS = 30.0
 STOP_SECONDS = 3.0
 
 
@@ -57,8 +59,13 @@ class Workers:
                 command += ["--config", self.config_path]
             self.processes.append(subprocess.Popen(command, pass_fds=[theirs.fileno()]))
             theirs.close()
-            _, writer = await asyncio.open_connection(sock=ours)
+            reader, writer = await asyncio.open_connection(sock=ours)
             self.writers.append(writer)
+            # "Ready" means every process answers: wait for the worker to say it listens.
+            try:
+                await asyncio.wait_for(reader.readexactly(1), READY_SECONDS)
+            except (TimeoutError, asyncio.IncompleteReadError):
+                log.error("worker %d did not start within %gs", index, READY_SECONDS)
         store = self.app.store
         for key in store.service_keys():
             self.changed(key)
@@ -97,7 +104,8 @@ class Workers:
 async def follow(app: App, channel_fd: int) -> None:
     """The worker side: apply the main process's registry changes until it goes away."""
     sock = socket.socket(fileno=channel_fd)
-    reader, _ = await asyncio.open_connection(sock=sock)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(b"R")  # listening: the main process may call itself ready
     while True:
         try:
             head = await reader.readexactly(_LENGTH.size)

@@ -16,6 +16,9 @@ GLOBALDNS = [sys.executable, "-m", "globaldns"]
 
 
 def serve(*args: str) -> subprocess.Popen[str]:
+    """`globaldns serve ARGS` with HTTP on a free port, once it says it is ready."""
+    if "--http-listen" not in args:
+        args = (*args, "--http-listen", f"127.0.0.1:{free_port()}")
     proc = subprocess.Popen([*GLOBALDNS, "serve", *args], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -54,7 +57,8 @@ def test_a_port_in_use_is_one_clear_line_and_exit_1():
     port = free_port()
     first = serve("--listen", f"127.0.0.1:{port}")
     try:
-        second = subprocess.run([*GLOBALDNS, "serve", "--listen", f"127.0.0.1:{port}"],
+        second = subprocess.run([*GLOBALDNS, "serve", "--listen", f"127.0.0.1:{port}",
+                                 "--http-listen", ""],
                                 capture_output=True, text=True, timeout=20)
         assert second.returncode == 1
         errors = [line for line in second.stderr.splitlines() if "INFO" not in line]

@@ -46,7 +46,7 @@ CASES = [
     ("services: [{name: s, namespace: n, subsets: [{name: v1, labels: {v: 1}}, "
      "{name: v1, labels: {v: 2}}]}]", "services[0].subsets[1].name: subset 'v1' is listed twice"),
     ("durations: 1", "durations: unknown key (expected one of: "),
-    ("zones: [{name: global", "line 1, column 22: not valid YAML"),
+    ("zones: [{name: global", "line 2, column 1: not valid YAML"),
 ]
 
 

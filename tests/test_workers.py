@@ -45,7 +45,6 @@ def test_two_workers_share_the_port_and_follow_the_main_registry(tmp_path):
     path.write_text(CONFIG.format(port=port, address="10.1.1.1"))
     proc = serve("--config", str(path), "--workers", "2")
     try:
-        time.sleep(1.0)  # the worker starts after the main process is ready
         answers, nsids = sample(port)
         assert answers == {"10.1.1.1"}
         assert nsids == {"gd", "gd/1"}, "both processes answer"
