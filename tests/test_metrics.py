@@ -234,3 +234,37 @@ def test_upstream_failures_and_health_probes_are_counted(server_factory) -> None
         dead.mode = "answer"
         assert wait_until(lambda: value(scrape(server), "globaldns_forward_upstream_healthy",
                                         zone="example.test", to=to) == 1)
+
+
+def test_every_metric_is_documented_and_every_documented_metric_exists(
+        server_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """docs/operations.md's table names exactly what /metrics exposes (with every part
+    configured: a watched cluster, remote Secrets, forwarding, health checks, the log)."""
+    import re
+
+    from tests.conftest import ROOT
+
+    kubeconfig = tmp_path / "dead.kubeconfig"
+    kubeconfig.write_text("""apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "http://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+""")
+    server = server_factory(CONFIG.replace(
+        "  - {name: west, locality: r2}",
+        f"  - {{name: west, locality: r2}}\n  - {{name: watched, kubeconfig: {kubeconfig}}}")
+        + "remote_secrets: {cluster: watched}\n"
+        + "forward: [{zone: example.test, upstreams: ['127.0.0.1:9']}]\n"
+        + f"log: {{queries: true, file: {tmp_path / 'q.log'}}}\n")
+    _, _, text = get(server, "/metrics")
+    exposed = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")
+               and line.split()[2].startswith("globaldns_")}
+    exposed = {n + "_total" if f"{n}_total " in text or f"{n}_total{{" in text else n
+               for n in exposed}
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    documented = set(re.findall(r"`(globaldns_[a-z0-9_]+)`", doc.split("### Metrics")[1]
+                                .split("**What counting costs.**")[0]))
+    assert exposed - documented == set(), "undocumented metrics"
+    assert documented - exposed == set(), "documented but not exposed"

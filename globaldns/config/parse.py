@@ -534,7 +534,8 @@ def _log(r: _Reader, raw: Any) -> LogConfig:
     base = LogConfig()
     return LogConfig(queries=r.get(d, "queries", "log", boolean, base.queries),
                      sample=r.get(d, "sample", "log", fraction, base.sample),
-                     file=r.get(d, "file", "log", text, base.file))
+                     file=r.get(d, "file", "log", lambda v: "" if v == "" else text(v),
+                                base.file))
 
 
 def _reload(r: _Reader, raw: Any) -> ReloadConfig:

@@ -15,7 +15,7 @@ from globaldns.config.model import AliasConfig, Config, RoutingRule, SubsetConfi
 from globaldns.dns import records as R
 from globaldns.dns.message import NXDOMAIN, SERVFAIL, Query, text_to_wire, wire_to_text
 from globaldns.dns.wire import Body, Reply
-from globaldns.registry.locality import rotations, tier, tiers
+from globaldns.registry.locality import Rotations, tier, tiers
 from globaldns.registry.model import Endpoint, Locality, Port, ServiceKey
 from globaldns.registry.policy import (
     ClientLocator,
@@ -52,22 +52,31 @@ class AnswerSet:
 
 class WeightedAnswers:
     """Groups of rotated replies; a smooth weighted schedule picks the group that leads
-    each answer, so over any full cycle the split is exactly the configured weights."""
+    each answer, so over any full cycle the split is exactly the configured weights.
+    A reply is encoded the first time it is due: a name nobody asks costs its plan only."""
 
-    __slots__ = ("counter", "counters", "groups", "plan", "schedule", "slots")
+    __slots__ = ("counter", "counters", "groups", "make", "orders", "plan", "schedule",
+                 "slots")
 
-    def __init__(self, groups: list[tuple[int, list[Reply]]], plan: Plan | None = None) -> None:
-        self.groups = [tuple(replies) for _, replies in groups]
+    def __init__(self, groups: Sequence[tuple[int, Sequence[list[Endpoint]]]],
+                 make: Callable[[list[Endpoint]], Reply], plan: Plan | None = None) -> None:
+        self.orders = [orders for _, orders in groups]
+        self.groups: list[list[Reply | None]] = [[None] * len(orders) for _, orders in groups]
+        self.make = make
         self.schedule = schedule([w for w, _ in groups])
         self.slots = len(self.schedule)
         self.counter = itertools.count()
         self.counters = [itertools.count() for _ in groups]
         self.plan = plan
 
-    def pick(self, q: Query) -> Reply:
+    def pick(self, q: Query | None) -> Reply:
         g = self.schedule[next(self.counter) % self.slots]
         replies = self.groups[g]
-        return replies[next(self.counters[g]) % len(replies)]
+        i = next(self.counters[g]) % len(replies)
+        reply = replies[i]
+        if reply is None:
+            reply = replies[i] = self.make(self.orders[g][i])
+        return reply
 
 
 class PerClient:
@@ -325,15 +334,16 @@ class Snapshot:
                 p = plan(members, rule=rule[1] if rule and routed else None,
                          rule_index=rule[0] if rule else 0, rules=self.rules,
                          profile=profile, zone=zone.config, healthy_clusters=health)
-                ede = ((EDE_OTHER, p.ede),) if p.ede else ()
+                ede: tuple[tuple[int, str], ...] = ((EDE_OTHER, p.ede),) if p.ede else ()
                 if self.stale:
-                    stale = sorted({e.cluster for _, orders in p.groups for order in orders
-                                    for e in order if e.cluster in self.stale})
+                    stale = sorted({e.cluster for _, orders in p.groups
+                                    for group in orders.groups for e in group
+                                    if e.cluster in self.stale})
                     ede += tuple((EDE_STALE, f"cluster {c} {self.stale[c]}") for c in stale)
+                locality, scope = profile.locality, profile.scope
                 return WeightedAnswers(
-                    [(w, [Reply(encode(order, profile.locality), ede=ede,
-                                ecs_scope=profile.scope)
-                          for order in orders]) for w, orders in p.groups], p)
+                    p.groups, lambda order: Reply(encode(order, locality), ede=ede,
+                                                  ecs_scope=scope), p)
             if self.locator.dependent:
                 return PerClient(build, self.locator)
             return build(self.locator.default_profile)
@@ -379,8 +389,8 @@ class Snapshot:
             by_cluster.setdefault(endpoint.cluster, []).append(endpoint)
             ename = self.endpoint_name(base, endpoint)
             out[text_to_wire(ename)] = {
-                R.A if endpoint.family == 4 else R.AAAA: AnswerSet([Reply(zone.body(
-                    ename, answer=[R.address(ename, ttl, endpoint.address)]))]),
+                R.A if endpoint.family == 4 else R.AAAA: AnswerSet([Reply(R.joined(
+                    [address_record(endpoint)]))]),
                 NODATA: zone.nodata(ename),
             }
         locality = self.config.resolver.locality
@@ -394,10 +404,11 @@ class Snapshot:
             for rtype, family in ((R.A, 4), (R.AAAA, 6)):
                 subset_ = [e for e in ready if e.family == family]
                 if subset_:
-                    ctable[rtype] = AnswerSet([
-                        Reply(addresses(cname)(order, locality), ede=stale)
-                        for order in rotations(tiers(locality, subset_),
-                                               zone.config.max_answers)])
+                    encode = addresses(cname)
+                    ctable[rtype] = WeightedAnswers(
+                        [(1, Rotations(tiers(locality, subset_), zone.config.max_answers))],
+                        lambda order, encode=encode, stale=stale: Reply(  # type: ignore[misc]
+                            encode(order, locality), ede=stale))
             out.setdefault(text_to_wire(cname), ctable)
 
         for port in self.ports(service):
