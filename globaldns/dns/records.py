@@ -161,14 +161,10 @@ def body(qname: str | None, *, rcode: int = 0, aa: bool = True, answer: Sequence
     w = Writer(qname)
     if qname is None:
         w.names = _NoNames()
-    cuts = []
-    counts = [0, 0, 0]
-    for section, records in enumerate((answer, authority, additional)):
+    for records in (answer, authority, additional):
         for rr in records:
             rr.pack(w)
-            counts[section] += 1
-            cuts.append((len(w.data), counts[0], counts[1], counts[2]))
-    return Body(rcode, aa, bytes(w.data), counts[0], counts[1], counts[2], tuple(cuts))
+    return Body(rcode, aa, bytes(w.data), len(answer), len(authority), len(additional))
 
 
 def record(owner: bytes, rtype: int, ttl: int, rdata: bytes) -> bytes:
@@ -193,18 +189,8 @@ def srv_rdata(*, priority: int, weight: int, port: int, target: str) -> bytes:
 
 def joined(answer: Sequence[bytes], additional: Sequence[bytes] = ()) -> Body:
     """A body from standalone records (see `record`)."""
-    cuts = []
-    end = 0
-    an = ar = 0
-    for part in answer:
-        end += len(part)
-        an += 1
-        cuts.append((end, an, 0, 0))
-    for part in additional:
-        end += len(part)
-        ar += 1
-        cuts.append((end, an, 0, ar))
-    return Body(0, True, b"".join(answer) + b"".join(additional), an, 0, ar, tuple(cuts))
+    return Body(0, True, b"".join(answer) + b"".join(additional), len(answer), 0,
+                len(additional))
 
 
 class _NoNames(dict[str, int]):

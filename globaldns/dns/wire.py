@@ -33,28 +33,52 @@ class Body:
     body, so the body follows any question of the same name in any casing, and any prefix
     ending on a record boundary is itself a valid body (that is how we truncate)."""
 
-    __slots__ = ("an", "ar", "cuts", "data", "flags", "ns", "offsets", "rcode")
+    __slots__ = ("an", "ar", "cuts", "data", "flags", "ns", "rcode")
 
     def __init__(self, rcode: int, aa: bool, data: bytes, an: int, ns: int, ar: int,
-                 cuts: tuple[tuple[int, int, int, int], ...]) -> None:
+                 cuts: tuple[tuple[int, int, int, int], ...] | None = None) -> None:
         self.rcode = rcode
         self.flags = FLAG_QR | (FLAG_AA if aa else 0) | (rcode & 0xF)
         self.data = data
         self.an, self.ns, self.ar = an, ns, ar
         self.cuts = cuts
-        """(end offset, an, ns, ar) after each record, in order."""
-        self.offsets = tuple(c[0] for c in cuts)
+        """(end offset, an, ns, ar) after each record, in order; found by walking the
+        records the first time a reply must be truncated (most never are)."""
 
     def prefix(self, room: int) -> tuple[bytes, int, int, int]:
         """The longest prefix of whole records that fits in `room` bytes."""
-        i = bisect_right(self.offsets, room)
+        cuts = self.cuts
+        if cuts is None:
+            cuts = self.cuts = record_ends(self.data, self.an, self.ns, self.ar)
+        i = bisect_right(cuts, (room, 1 << 16))
         if i == 0:
             return b"", 0, 0, 0
-        end, an, ns, ar = self.cuts[i - 1]
+        end, an, ns, ar = cuts[i - 1]
         return self.data[:end], an, ns, ar
 
 
-EMPTY_NOERROR = Body(0, True, b"", 0, 0, 0, ())
+def record_ends(data: bytes, an: int, ns: int, ar: int) -> tuple[tuple[int, int, int, int], ...]:
+    """(end offset, an, ns, ar) after each record of a body."""
+    cuts = []
+    i = 0
+    counts = [0, 0, 0]
+    for section, n in enumerate((an, ns, ar)):
+        for _ in range(n):
+            while True:  # the owner name: labels, ending in a zero or a pointer
+                length = data[i]
+                if length >= 0xC0:
+                    i += 2
+                    break
+                i += length + 1
+                if length == 0:
+                    break
+            i += 10 + ((data[i + 8] << 8) | data[i + 9])
+            counts[section] += 1
+            cuts.append((i, counts[0], counts[1], counts[2]))
+    return tuple(cuts)
+
+
+EMPTY_NOERROR = Body(0, True, b"", 0, 0, 0)
 
 
 class Reply:
@@ -71,7 +95,7 @@ class Reply:
 
 
 def rcode_body(rcode: int, aa: bool = False) -> Body:
-    return Body(rcode, aa, b"", 0, 0, 0, ())
+    return Body(rcode, aa, b"", 0, 0, 0)
 
 
 # The OPT record for the common case: 1232 bytes advertised, no options, DO clear or set.

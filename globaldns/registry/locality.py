@@ -35,19 +35,34 @@ def tiers(client: Locality, endpoints: Sequence[Endpoint]) -> list[list[Endpoint
     return [groups[t] for t in sorted(groups)]
 
 
-def rotations(groups: list[list[Endpoint]], limit: int = 0) -> list[list[Endpoint]]:
-    """The rotated orders to serve in turn: variant k rotates every tier by k, so each
-    endpoint leads its tier equally often; `limit` cuts each order to that many answers."""
-    if not groups:
-        return [[]]
-    count = lcm(*(len(g) for g in groups))
-    if count > MAX_VARIANTS:
-        count = min(max(len(g) for g in groups), MAX_VARIANTS)
-    orders = []
-    for k in range(count):
+class Rotations(Sequence[list[Endpoint]]):
+    """The rotated orders to serve in turn, made on demand: order k rotates every tier by
+    k, so each endpoint leads its tier equally often. `cut` keeps that many endpoints of
+    each order (0: all). A service of many endpoints costs its tiers, not its orders."""
+
+    __slots__ = ("cut", "groups", "size")
+
+    def __init__(self, groups: list[list[Endpoint]], cut: int = 0, *,
+                 rotate: bool = True) -> None:
+        self.groups = groups
+        self.cut = cut
+        count = lcm(*(len(g) for g in groups)) if groups and rotate else 1
+        if count > MAX_VARIANTS:
+            count = min(max(len(g) for g in groups), MAX_VARIANTS)
+        self.size = count
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, k: int) -> list[Endpoint]:  # type: ignore[override]
+        if not 0 <= k < self.size:
+            raise IndexError(k)
         order: list[Endpoint] = []
-        for group in groups:
-            shift = (k * len(group) // count) if len(group) > count else k % len(group)
-            order.extend(group[shift:] + group[:shift])
-        orders.append(order[:limit] if limit else order)
-    return orders
+        count = self.size
+        for group in self.groups:
+            n = len(group)
+            shift = (k * n // count) if n > count else k % n
+            order.extend(group[shift:])
+            order.extend(group[:shift])
+        return order[: self.cut] if self.cut else order
+

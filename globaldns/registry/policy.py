@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from math import gcd
 
 from globaldns.config.model import Config, RoutingRule, ZoneConfig
-from globaldns.registry.locality import rotations, tiers
+from globaldns.registry.locality import Rotations, tiers
 from globaldns.registry.model import Endpoint, Locality
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -134,7 +134,7 @@ class Plan:
     """One answer's plan for one client: groups of endpoint orders, each chosen with its
     weight to lead the answer; `notes` explain the decision (EDE text, explain)."""
 
-    groups: list[tuple[int, list[list[Endpoint]]]]
+    groups: list[tuple[int, Rotations]]
     ede: str = ""
     notes: tuple[str, ...] = ()
     view: int = -1
@@ -257,19 +257,12 @@ def plan(endpoints: Sequence[Endpoint], *, rule: RoutingRule | None, rule_index:
     spill = rule.spill if rule is not None else 0
     shuffle = rule.shuffle if rule is not None else True
 
-    def orders(lead: list[list[Endpoint]], rest: list[list[Endpoint]]) -> list[list[Endpoint]]:
+    def orders(lead: list[list[Endpoint]], rest: list[list[Endpoint]]) -> Rotations:
         """Rotated orders: `lead` first, then `rest`; best_tier keeps `lead` + spill."""
-        all_groups = lead + rest
-        variants = rotations(all_groups) if shuffle else [[e for g in all_groups for e in g]]
         cut = sum(len(g) for g in lead) + spill if best else 0
-        out = []
-        for order in variants:
-            if cut:
-                order = order[:cut]
-            if limit:
-                order = order[:limit]
-            out.append(order)
-        return out
+        if limit and (not cut or limit < cut):
+            cut = limit
+        return Rotations(lead + rest, cut, rotate=shuffle)
 
     if groups:
         result = []
@@ -285,7 +278,7 @@ def plan(endpoints: Sequence[Endpoint], *, rule: RoutingRule | None, rule_index:
                     tuple(tuple(members) for _, members in groups))
     layered = tiered(healthy)
     if not layered:
-        return Plan([(1, [[]])], ede, tuple(notes), view_index)
+        return Plan([(1, Rotations([]))], ede, tuple(notes), view_index)
     return Plan([(1, orders(layered[:1], layered[1:]))], ede, tuple(notes), view_index,
                 (tuple(layered[0]),))
 
