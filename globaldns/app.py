@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from globaldns.chain import Handler, build
@@ -75,8 +76,11 @@ def bind_sockets(host: str, port: int, *, reuse_port: bool) -> tuple[socket.sock
 class App:
     def __init__(self, config: Config, *, config_path: str | None = None,
                  k8s_timing: Timing | None = None, channel_fd: int | None = None,
-                 worker_index: int = 0) -> None:
+                 worker_index: int = 0,
+                 overrides: Callable[[Config], Config] | None = None) -> None:
         self.config = config
+        self.overrides = overrides
+        """The command line's settings, put over every reloaded config too."""
         self.config_path = config_path
         self.channel_fd = channel_fd
         self.worker_index = worker_index
@@ -272,6 +276,8 @@ class App:
         """Use a new config, on the loop, between two queries. What cannot change without
         a restart (dns.listen, dns.workers) keeps its running value, with a warning."""
         old = self.config
+        if self.overrides is not None:
+            config = self.overrides(config)
         if (config.dns.listen, config.dns.workers) != (old.dns.listen, old.dns.workers):
             log.warning("reload: dns.listen and dns.workers need a restart; still %s, "
                         "%d worker(s)", old.dns.listen, old.dns.workers)
@@ -346,7 +352,7 @@ class App:
 
 
 def run(config: Config, *, config_path: str | None = None, channel_fd: int | None = None,
-        worker_index: int = 0) -> int:
+        worker_index: int = 0, overrides: Callable[[Config], Config] | None = None) -> int:
     try:
         import uvloop
     except ImportError:
@@ -357,7 +363,7 @@ def run(config: Config, *, config_path: str | None = None, channel_fd: int | Non
 
     async def main() -> None:
         app = App(config, config_path=config_path, channel_fd=channel_fd,
-                  worker_index=worker_index)
+                  worker_index=worker_index, overrides=overrides)
         app_box.append(app)
         await app.run()
 

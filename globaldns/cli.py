@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from globaldns import __version__
 from globaldns.config import Config, ConfigError, load, load_default
@@ -63,29 +65,41 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.errors:
             print(f"globaldns: {line}", file=sys.stderr)
         return 1
-    if args.listen:
-        try:
-            listen = listen_address(args.listen)
-        except _Invalid as exc:
-            print(f"globaldns: --listen: {exc}", file=sys.stderr)
-            return 1
-        config = dataclasses.replace(config, dns=dataclasses.replace(config.dns, listen=listen))
-    if args.http_listen is not None:
-        try:
-            http = listen_address(args.http_listen) if args.http_listen else None
-        except _Invalid as exc:
-            print(f"globaldns: --http-listen: {exc}", file=sys.stderr)
-            return 1
-        config = dataclasses.replace(config, http=dataclasses.replace(config.http, listen=http))
-    if args.workers is not None:
-        if not 1 <= args.workers <= 64:
-            print("globaldns: --workers: must be 1..64", file=sys.stderr)
-            return 1
-        config = dataclasses.replace(config, dns=dataclasses.replace(config.dns,
-                                                                     workers=args.workers))
+    try:
+        overrides = _overrides(args)
+    except ValueError as exc:
+        print(f"globaldns: {exc}", file=sys.stderr)
+        return 1
+    config = overrides(config)
     from globaldns.app import run
     return run(config, config_path=args.config, channel_fd=args.channel_fd,
-               worker_index=args.worker_index)
+               worker_index=args.worker_index, overrides=overrides)
+
+
+def _overrides(args: argparse.Namespace) -> Callable[[Config], Config]:
+    """The command line's settings over a config's: at start, and again on every reload
+    (the file does not know them). ValueError names the flag that is wrong."""
+    dns: dict[str, Any] = {}
+    http: dict[str, Any] = {}
+    if args.listen:
+        try:
+            dns["listen"] = listen_address(args.listen)
+        except _Invalid as exc:
+            raise ValueError(f"--listen: {exc}") from None
+    if args.http_listen is not None:
+        try:
+            http["listen"] = listen_address(args.http_listen) if args.http_listen else None
+        except _Invalid as exc:
+            raise ValueError(f"--http-listen: {exc}") from None
+    if args.workers is not None:
+        if not 1 <= args.workers <= 64:
+            raise ValueError("--workers: must be 1..64")
+        dns["workers"] = args.workers
+
+    def apply(config: Config) -> Config:
+        return dataclasses.replace(config, dns=dataclasses.replace(config.dns, **dns),
+                                   http=dataclasses.replace(config.http, **http))
+    return apply
 
 
 def check_config(path: str) -> int:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -206,12 +207,14 @@ async def _ask(port: int, name: str) -> dnslib.DNSRecord:
 
 
 def test_sighup_reloads_a_running_server(tmp_path: Path) -> None:
-    port = free_port()
+    port, http_port = free_port(), free_port()
     path = tmp_path / "gd.yaml"
     path.write_text(config(port, "10.0.0.1").replace("100ms", "0"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # --http-listen overrides the file's http.listen, at start and after every reload.
     process = subprocess.Popen([sys.executable, "-m", "globaldns", "serve", "--config",
-                                str(path)], env=env, stderr=subprocess.PIPE, text=True)
+                                str(path), "--http-listen", f"127.0.0.1:{http_port}"],
+                               env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stderr is not None
         for line in process.stderr:
@@ -228,6 +231,10 @@ def test_sighup_reloads_a_running_server(tmp_path: Path) -> None:
             time.sleep(0.5)
         assert loop.lost == 0
         assert addresses(ask(port, "api.prod.global")) == ["10.0.0.7"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        assert 'globaldns_config_reloads_total{result="success"} 1.0' in metrics
+        assert 'globaldns_config_reloads_total{result="failure"} 1.0' in metrics
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=10)
