@@ -260,7 +260,10 @@ def write(run: Run, path: Path, scenarios: list[str]) -> None:
     }
     goals = _goals(run, scenarios)
     if goals:
-        md += ["## Goals of issue 7 in this run", "", *goals, ""]
+        md += ["## Goals of issue 7 in this run", "", *goals, "",
+               "Where the time goes and what would close a gap (profile of the server under "
+               "dnsperf): [docs/performance.md](../docs/performance.md). Kubernetes scale "
+               "(goal 5, issue 3): [RESULTS-k8s.md](RESULTS-k8s.md).", ""]
     for scenario in ("global", "global-edns", "forward"):
         if scenario not in scenarios:
             continue
