@@ -123,9 +123,12 @@ class App:
         if self.workers is not None:
             self.workers.synced(self.kubernetes.ready)
         # Answers with endpoints of an unreachable cluster say so (EDE 3, Stale Answer).
-        self.snapshot.set_stale({
+        stale = {
             s.name: f"unreachable ({(s.last_error or 'no answer')[:80]}): last known endpoints"
-            for s in self.kubernetes.clusters() if s.state == ClusterState.STALE})
+            for s in self.kubernetes.clusters() if s.state == ClusterState.STALE}
+        if stale != self.snapshot.stale and self.workers is not None:
+            self.workers.stale(stale)
+        self.snapshot.set_stale(stale)
 
     def client_class(self, ip: str) -> int | None:
         """What a client's replies depend on: its ACL decision and its routing profile."""

@@ -33,7 +33,7 @@ from prometheus_client import generate_latest
 from globaldns import __version__
 from globaldns.config.model import ListenAddress
 from globaldns.explain import explain, lines
-from globaldns.metrics import pools, rcode_name
+from globaldns.metrics import dns_summary, pools, rcode_name
 
 if TYPE_CHECKING:
     from globaldns.app import App
@@ -322,7 +322,7 @@ def status_page(app: App, *, started: float) -> str:
              f"<meta http-equiv=refresh content=10><title>globaldns {_e(app.instance(config))}"
              f"</title><style>{_STYLE}</style></head><body>"]
     parts.append(f"<h1>globaldns {_e(__version__)} — {_e(app.instance(config))}</h1>")
-    totals = app.server.stats.totals()
+    totals = dns_summary(app)["totals"]
     queries = sum(n for (kind, _, _), n in totals.items() if kind == "rcode")
     rcodes: dict[int, int] = {}
     for (kind, rcode, _), n in totals.items():

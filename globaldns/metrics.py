@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 
 from globaldns import __version__
 from globaldns.dns.message import text_to_wire
-from globaldns.dns.stats import DURATION_BOUNDS, SIZE_BOUNDS
+from globaldns.dns.stats import DURATION_BOUNDS, SIZE_BOUNDS, combined
 from globaldns.registry.model import ServiceKey
 from globaldns.registry.store import Store
 
@@ -137,10 +137,10 @@ class Metrics(Collector):
         yield info
 
     def _dns(self, app: App) -> Iterator[Metric]:
-        stats = app.server.stats
+        summary = dns_summary(app)
         listen = app.config.dns.listen
         family = "2" if ":" in listen.host else "1"
-        totals = stats.totals()
+        totals = summary["totals"]
         requests = CounterMetricFamily(
             "globaldns_dns_requests", "DNS queries answered, by transport, address family "
             "of the listener (1 IPv4, 2 IPv6) and qtype", labels=["proto", "family", "type"])
@@ -169,8 +169,8 @@ class Metrics(Collector):
         yield responses
 
         answered = sum(by_rcode.values())
-        waited = sum(stats.durations)
-        durations = list(stats.durations)
+        waited = sum(summary["durations"])
+        durations = list(summary["durations"])
         # Replies given at once (prepared answers, cache hits) are not timed: they count
         # in the lowest bucket and add nothing to the sum.
         durations[0] += max(answered - waited, 0)
@@ -179,7 +179,7 @@ class Metrics(Collector):
             "Time from query to reply; replies given without waiting on an upstream are "
             "counted in the lowest bucket, untimed", unit="")
         duration.add_metric([], _histogram(DURATION_BOUNDS, durations),
-                            sum_value=stats.duration_sum)
+                            sum_value=summary["duration_sum"])
         yield duration
         size = HistogramMetricFamily("globaldns_dns_response_size_bytes",
                                      "Size of DNS replies in bytes", labels=["proto"])
@@ -189,15 +189,15 @@ class Metrics(Collector):
 
         yield CounterMetricFamily("globaldns_dns_dropped",
                                   "Packets dropped unanswered (unreadable, or a response)",
-                                  value=stats.dropped)
+                                  value=summary["dropped"])
         yield CounterMetricFamily("globaldns_dns_errors",
                                   "Queries a handler failed on (answered SERVFAIL, logged)",
-                                  value=stats.errors)
+                                  value=summary["errors"])
         yield CounterMetricFamily("globaldns_dns_overload_refused",
                                   "Queries refused because dns.max_inflight queries waited",
-                                  value=stats.inflight_refused)
+                                  value=summary["inflight_refused"])
         yield GaugeMetricFamily("globaldns_dns_inflight", "Queries waiting on upstreams",
-                                value=app.server.inflight)
+                                value=summary["inflight"])
         tcp = app.tcp_connections
         if tcp is not None:
             yield GaugeMetricFamily("globaldns_dns_tcp_connections", "Open TCP connections",
@@ -409,6 +409,13 @@ class Metrics(Collector):
         yield CounterMetricFamily("globaldns_log_dropped", "Query log lines dropped because "
                                   "the writer fell behind or could not write",
                                   value=querylog.dropped + querylog.lost)
+
+
+def dns_summary(app: App) -> dict[str, Any]:
+    """The DNS counters of this process and, with dns.workers > 1, of its workers (sent
+    every few seconds, globaldns/workers.py)."""
+    return combined([app.server.stats.summary(app.server.inflight),
+                     *(app.workers.stats.values() if app.workers else ())])
 
 
 def _labelled_counter(name: str, documentation: str, label: str,

@@ -32,6 +32,9 @@ _LENGTH = struct.Struct("!I")
 # long to stop after SIGTERM, within the 5 s a shutdown may take.
 READY_SECONDS = 30.0
 STOP_SECONDS = 3.0
+# A worker sends its DNS counters to the main process this often (the main's /metrics
+# adds them up, so they lag by at most this much).
+STATS_EVERY = 2.0
 
 
 def frame(message: tuple[Any, ...]) -> bytes:
@@ -48,6 +51,9 @@ class Workers:
         self.config_path = config_path
         self.processes: list[subprocess.Popen[bytes]] = []
         self.writers: list[asyncio.StreamWriter] = []
+        self.stats: dict[int, dict[str, Any]] = {}
+        """Worker index → its last DNS counter summary (dns/stats.py)."""
+        self._readers: list[asyncio.Task[None]] = []
 
     async def start(self, listen: str) -> None:
         for index in range(1, self.count):
@@ -66,6 +72,8 @@ class Workers:
                 await asyncio.wait_for(reader.readexactly(1), READY_SECONDS)
             except (TimeoutError, asyncio.IncompleteReadError):
                 log.error("worker %d did not start within %gs", index, READY_SECONDS)
+            self._readers.append(asyncio.get_running_loop().create_task(
+                self._receive(index, reader), name=f"worker {index} stats"))
         store = self.app.store
         for key in store.service_keys():
             self.changed(key)
@@ -87,7 +95,23 @@ class Workers:
     def reload(self) -> None:
         self._send(("reload",))
 
+    def stale(self, clusters: dict[str, str]) -> None:
+        self._send(("stale", clusters))
+
+    async def _receive(self, index: int, reader: asyncio.StreamReader) -> None:
+        """The worker's counters, as it sends them, until it goes away."""
+        while True:
+            try:
+                head = await reader.readexactly(_LENGTH.size)
+                message = pickle.loads(await reader.readexactly(_LENGTH.unpack(head)[0]))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            if message[0] == "stats":
+                self.stats[index] = message[1]
+
     async def stop(self) -> None:
+        for task in self._readers:
+            task.cancel()
         for writer in self.writers:
             writer.close()
         for proc in self.processes:
@@ -106,6 +130,21 @@ async def follow(app: App, channel_fd: int) -> None:
     sock = socket.socket(fileno=channel_fd)
     reader, writer = await asyncio.open_connection(sock=sock)
     writer.write(b"R")  # listening: the main process may call itself ready
+    reporting = asyncio.get_running_loop().create_task(_report(app, writer),
+                                                       name="worker stats")
+    try:
+        await _follow(app, reader)
+    finally:
+        reporting.cancel()
+
+
+async def _report(app: App, writer: asyncio.StreamWriter) -> None:
+    while not writer.is_closing():
+        await asyncio.sleep(STATS_EVERY)
+        writer.write(frame(("stats", app.server.stats.summary(app.server.inflight))))
+
+
+async def _follow(app: App, reader: asyncio.StreamReader) -> None:
     while True:
         try:
             head = await reader.readexactly(_LENGTH.size)
@@ -119,6 +158,8 @@ async def follow(app: App, channel_fd: int) -> None:
             app.store.put(message[1], message[2])
         elif kind == "synced":
             app.snapshot.set_synced(message[1])
+        elif kind == "stale":
+            app.snapshot.set_stale(message[1])
         elif kind == "reload":
             with contextlib.suppress(Exception):
                 app.reload()

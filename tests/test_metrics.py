@@ -268,3 +268,41 @@ current-context: c
                                 .split("**What counting costs.**")[0]))
     assert exposed - documented == set(), "undocumented metrics"
     assert documented - exposed == set(), "documented but not exposed"
+
+
+def test_workers_counters_add_up_in_the_main_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import socket as socket_module
+    import urllib.request
+
+    from tests.conftest import free_port
+    from tests.test_cli import serve
+
+    port, http_port = free_port(), free_port()
+    path = tmp_path / "w.yaml"
+    path.write_text(f"dns: {{listen: 127.0.0.1:{port}}}\nresolver: {{instance: gd}}\n"
+                    + CONFIG.split("\n", 2)[2])
+    proc = serve("--config", str(path), "--workers", "2", "--http-listen",
+                 f"127.0.0.1:{http_port}")
+    try:
+        nsids = set()
+        for _ in range(60):  # new source ports: the kernel spreads them over both
+            with socket_module.socket(socket_module.AF_INET, socket_module.SOCK_DGRAM) as s:
+                s.settimeout(2)
+                s.sendto(make_query("api.prod.global", edns=1232, options=[(3, b"")]),
+                         ("127.0.0.1", port))
+                reply = s.recv(4096)
+            nsids.add(reply[reply.rfind(b"gd"):].decode())
+        assert nsids == {"gd", "gd/1"}
+
+        def requests() -> float:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics",
+                                        timeout=5) as r:
+                text = r.read().decode()
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("globaldns_dns_requests_total{"))
+
+        assert wait_until(lambda: requests() == 60, timeout=10)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0

@@ -4,6 +4,8 @@ scrape time (globaldns/metrics.py)."""
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterable
+from typing import Any
 
 # Histogram buckets as CoreDNS has them. Reply sizes in bytes (`le`):
 SIZE_BOUNDS = (0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16000, 32000, 48000, 64000)
@@ -75,3 +77,26 @@ class Stats:
                 out[item] = out.get(item, 0) + (n * (key & 0xFFFF) if item[0] == "bytes"
                                                 else n)
         return out
+
+    def summary(self, inflight: int = 0) -> dict[str, Any]:
+        """Everything counted, as plain data (a worker process sends it to the main)."""
+        return {"totals": self.totals(), "durations": list(self.durations),
+                "duration_sum": self.duration_sum, "dropped": self.dropped,
+                "errors": self.errors, "inflight_refused": self.inflight_refused,
+                "inflight": inflight}
+
+
+def combined(summaries: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The sum of several processes' summaries."""
+    out: dict[str, Any] = {"totals": {}, "durations": [0] * (len(DURATION_BOUNDS) + 1),
+                           "duration_sum": 0.0, "dropped": 0, "errors": 0,
+                           "inflight_refused": 0, "inflight": 0}
+    totals = out["totals"]
+    for summary in summaries:
+        for item, n in summary["totals"].items():
+            totals[item] = totals.get(item, 0) + n
+        out["durations"] = [a + b for a, b in zip(out["durations"], summary["durations"],
+                                                  strict=True)]
+        for key in ("duration_sum", "dropped", "errors", "inflight_refused", "inflight"):
+            out[key] += summary[key]
+    return out
