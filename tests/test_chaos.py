@@ -126,3 +126,15 @@ acl: {{"""))
     assert udp.header.tc
     tcp = ask(server.port, "big.production.global", "TXT", qclass="CH", tcp=True)
     assert not tcp.header.tc and len(txt(tcp)) > 40
+
+
+def test_version_for_a_client_that_may_not_recurse(server_factory: Any) -> None:
+    """A CHAOS name looks like a forwarded one; it is still ours to answer."""
+    server: Running = server_factory(CONFIG.replace(
+        "acl: {allow_debug: [127.0.0.1/32]}",
+        "acl: {allow_query: [127.0.0.0/8], allow_recursion: [127.0.0.1/32]}\n"
+        "forward: [{zone: '.', upstreams: ['127.0.0.1:9']}]"))
+    reply = ask(server.port, "version.bind", "TXT", qclass="CH", source="127.0.0.2")
+    assert rcode(reply) == "NOERROR" and txt(reply)
+    # ... while an IN name of a forward zone stays refused to it.
+    assert rcode(ask(server.port, "www.example.com", source="127.0.0.2")) == "REFUSED"

@@ -28,6 +28,7 @@ MAX_CLIENTS: Final = 10_000
 MAX_RA_COPIES: Final = 100_000
 
 DENY, QUERY, RECURSE = 0, 1, 2
+CH: Final = 3
 
 _NOT_ALLOWED = Reply(rcode_body(REFUSED), ede=((EDE_PROHIBITED, "Prohibited: queries from "
                                                 "this address are not allowed"),))
@@ -83,7 +84,9 @@ class Acl:
                 copy = self._with_ra(reply)
             return copy
         if decision == QUERY:
-            if self.forward is not None and self.forward.route(q.qname) is not None:
+            # CHAOS names (version.bind) are answered by chain/chaos.py, never forwarded.
+            if self.forward is not None and q.qclass != CH \
+                    and self.forward.route(q.qname) is not None:
                 self.refused_recursion += 1
                 return _NO_RECURSION
             return next(q)
