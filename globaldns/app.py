@@ -202,7 +202,7 @@ class App:
             return
         if old is not None:
             self.server.observers.remove(old.observe)
-            old.close()
+            old.close(wait=False)  # its thread finishes the buffered lines on its own
             self.querylog = None
         if config.log.queries:
             self.querylog = QueryLog(config.log)
@@ -339,7 +339,7 @@ class App:
             await self.tcp_connections.drain(DRAIN_SECONDS)
         await self.http.stop()
         if self.querylog is not None:
-            self.querylog.close()
+            await asyncio.to_thread(self.querylog.close)
 
     async def run(self) -> None:
         await self.start()

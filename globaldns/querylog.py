@@ -102,6 +102,9 @@ class QueryLog:
         while not self._stop.wait(FLUSH_EVERY):
             self._flush()
         self._flush()
+        if self._out is not sys.stdout:
+            with contextlib.suppress(OSError):
+                self._out.close()
 
     def _flush(self) -> None:
         buffer = self.buffer
@@ -136,10 +139,10 @@ class QueryLog:
                       duration_ms=round(seconds * 1000, 3), answered_by=how)
         return json.dumps(record, separators=(", ", ": ")) + "\n"
 
-    def close(self) -> None:
-        """Write what is buffered and stop the writer (waits at most a second)."""
+    def close(self, *, wait: bool = True) -> None:
+        """Stop taking lines; the writer writes what is buffered, closes its file and
+        ends. `wait`: until it has (at most a second; a blocking call, so not on the
+        event loop)."""
         self._stop.set()
-        self._thread.join(1.0)
-        if self._out is not sys.stdout:
-            with contextlib.suppress(OSError):
-                self._out.close()
+        if wait:
+            self._thread.join(1.0)
