@@ -30,6 +30,7 @@ from globaldns import __version__
 from globaldns.dns.message import text_to_wire
 from globaldns.dns.stats import DURATION_BOUNDS, SIZE_BOUNDS, combined
 from globaldns.registry.model import ServiceKey
+from globaldns.registry.snapshot import Snapshot
 from globaldns.registry.store import Store
 
 if TYPE_CHECKING:
@@ -65,16 +66,48 @@ def _histogram(bounds: Iterable[float], counts: list[int]) -> list[tuple[str, fl
 
 
 class RegistryGauges:
-    """Endpoints per (cluster, ready) and the number of services, kept per changed service
-    (a store listener), so that a scrape does not walk 100k endpoints."""
+    """Endpoints per (cluster, ready), services per cluster below `min_healthy`, and the
+    number of services, kept per changed service (a store listener, called after the
+    snapshot's), so that a scrape does not walk 100k endpoints."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, snapshot: Snapshot) -> None:
         self.store = store
+        self.snapshot = snapshot
         self.per_service: dict[ServiceKey, dict[tuple[str, bool], int]] = {}
         self.endpoints: dict[tuple[str, bool], int] = {}
+        self.unhealthy_of: dict[ServiceKey, frozenset[str]] = {}
+        self.unhealthy: dict[str, int] = {}
         for key in store.service_keys():
             self.changed(key)
         store.subscribe(self.changed)
+        snapshot.listeners.append(self._rebuilt)
+
+    def _rebuilt(self, names: Iterable[bytes] | None) -> None:
+        """A whole rebuild (new config: min_healthy may have changed) re-reads health."""
+        if names is None:
+            self.unhealthy_of = {}
+            self.unhealthy = {}
+            for key in self.snapshot._health:
+                self._health_changed(key)
+
+    def _health_changed(self, key: ServiceKey) -> None:
+        health = self.snapshot._health.get(key, {})
+        bad = frozenset(c for c, ok in health.items() if not ok)
+        old = self.unhealthy_of.pop(key, frozenset())
+        if bad == old:
+            if bad:
+                self.unhealthy_of[key] = bad
+            return
+        for cluster in old:
+            left = self.unhealthy.get(cluster, 0) - 1
+            if left > 0:
+                self.unhealthy[cluster] = left
+            else:
+                self.unhealthy.pop(cluster, None)
+        for cluster in bad:
+            self.unhealthy[cluster] = self.unhealthy.get(cluster, 0) + 1
+        if bad:
+            self.unhealthy_of[key] = bad
 
     def changed(self, key: ServiceKey) -> None:
         service = self.store.get(key)
@@ -95,6 +128,7 @@ class RegistryGauges:
             totals[k] = totals.get(k, 0) + n
         if service is not None:
             self.per_service[key] = counts
+        self._health_changed(key)
 
     @property
     def services(self) -> int:
@@ -106,7 +140,7 @@ class Metrics(Collector):
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self.gauges = RegistryGauges(app.store)
+        self.gauges = RegistryGauges(app.store, app.snapshot)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         ProcessCollector(registry=self.registry)
@@ -351,11 +385,7 @@ class Metrics(Collector):
         for (cluster, ready), n in sorted(gauges.endpoints.items()):
             endpoints.add_metric([cluster, "true" if ready else "false"], n)
         yield endpoints
-        unhealthy: dict[str, int] = {}
-        for health in app.snapshot._health.values():
-            for cluster, ok in health.items():
-                if not ok:
-                    unhealthy[cluster] = unhealthy.get(cluster, 0) + 1
+        unhealthy = gauges.unhealthy
         below = GaugeMetricFamily("globaldns_registry_unhealthy_services",
                                   "Services for which the cluster is below min_healthy",
                                   labels=["cluster"])

@@ -188,11 +188,12 @@ def test_counters_stay_bounded_under_a_flood_of_odd_keys(server: Running) -> Non
 
 def test_acl_counters_run_on_across_a_reload(server_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "gd.yaml"
-    path.write_text(CONFIG + "acl: {allow_query: [10.0.0.0/8]}\nreload: {interval: 0}\n")
+    base = CONFIG + "acl: {allow_query: [10.0.0.0/8]}\nreload: {interval: 0}\n" \
+        "http: {listen: 127.0.0.1:0}\n"
+    path.write_text(base)
     srv = server_factory(path.read_text(), config_path=str(path))
     assert rcode(ask(srv.port, "api.prod.global")) == "REFUSED"
-    path.write_text(CONFIG + "acl: {allow_query: [10.0.0.0/8]}\nlog: {queries: false}\n"
-                    "reload: {interval: 0}\n")
+    path.write_text(base + "log: {queries: false}\n")
     assert srv.call(srv.app.reload) is True
     assert rcode(ask(srv.port, "api.prod.global")) == "REFUSED"
     m = scrape(srv)
@@ -306,3 +307,31 @@ def test_workers_counters_add_up_in_the_main_process(tmp_path) -> None:  # type:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+def test_clusters_below_min_healthy_follow_changes_and_reloads(server_factory,
+                                                                tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from globaldns.registry.model import Endpoint, Locality, ServiceData
+
+    path = tmp_path / "h.yaml"
+    text = (CONFIG + "routing: [{match: api.prod, min_healthy: 2}]\nreload: {interval: 0}\n"
+            "http: {listen: 127.0.0.1:0}\n")
+    path.write_text(text)
+    server = server_factory(text, config_path=str(path))
+    # api.prod: east has 1 of 2 ready (below 2), west 2 of 2.
+    assert value(scrape(server), "globaldns_registry_unhealthy_services", cluster="east") == 1
+    assert value(scrape(server), "globaldns_registry_unhealthy_services", cluster="west") == 0
+    # Another source adds ready east endpoints to api.prod: east is healthy again (one
+    # above the threshold: the hysteresis of min_healthy).
+    server.call(server.app.store.set, "test", ("prod", "api"), ServiceData(endpoints=tuple(
+        Endpoint(address=f"10.0.0.{i}", cluster="east", locality=Locality("r1"))
+        for i in (8, 9))))
+    assert value(scrape(server), "globaldns_registry_unhealthy_services", cluster="east") == 0
+    server.call(server.app.store.delete, "test", ("prod", "api"))
+    assert value(scrape(server), "globaldns_registry_unhealthy_services", cluster="east") == 1
+    # A reload that drops min_healthy rebuilds the answers and the gauge with them.
+    path.write_text(text.replace("min_healthy: 2", "min_healthy: 0"))
+    assert server.call(server.app.reload) is True
+    assert value(scrape(server), "globaldns_registry_unhealthy_services", cluster="east") == 0
+    gauges = server.app.metrics.gauges
+    assert gauges.unhealthy == {} and gauges.unhealthy_of == {}
