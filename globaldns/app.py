@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import contextlib
 import dataclasses
 import logging
@@ -343,6 +344,10 @@ class App:
 
     async def run(self) -> None:
         await self.start()
+        # What exists at start (modules, config, the first snapshot) lives as long as the
+        # process: keep it out of the collector's full passes, which otherwise pause the
+        # loop for tens of milliseconds on a large registry.
+        gc.freeze()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
