@@ -102,25 +102,30 @@ class Hit:
     """A cache entry as the wire cache serves it: fresh while the entry is, and not when
     the slow path has work to do for it (expiry, eviction, a due prefetch)."""
 
-    __slots__ = ("cache", "entry", "key")
+    __slots__ = ("cache", "clock", "entry", "key", "table", "until")
 
     def __init__(self, cache: Cache, key: Key, entry: Entry) -> None:
         self.cache = cache
+        self.clock = cache.clock
+        self.table = cache.table
         self.key = key
         self.entry = entry
+        # Past this moment the slow path answers: the entry expired, or a prefetch is due.
+        self.until = entry.expires
+        if cache.prefetch and not entry.prefetched:
+            self.until -= entry.lifetime * PREFETCH_LEFT
 
     def pick(self, q: Query | None) -> Reply | None:
-        cache = self.cache
+        now = self.clock()
         entry = self.entry
-        now = cache.clock()
-        if now >= entry.expires or cache.table.get(self.key) is not entry:
+        if now >= self.until or self.table.get(self.key) is not entry:
             return None
-        if (cache.prefetch and not entry.prefetched
-                and entry.expires - now < entry.lifetime * PREFETCH_LEFT):
-            return None
-        cache.hits += 1
+        self.cache.hits += 1
         entry.hits += 1
-        cache.table.move_to_end(self.key)
+        self.table.move_to_end(self.key)
+        reply = entry.reply
+        if reply is not None and int(now - entry.stored) == entry.age:
+            return reply
         return entry.fresh(now)
 
 
