@@ -37,6 +37,25 @@ class Chaos:
         self.addresses = itertools.count(1)
         self.log: list[str] = []
 
+    async def run(self, steps: int, fault_rate: float) -> None:
+        """`steps` random changes, a share of them faults, with short random pauses."""
+        rng = self.rng
+        for _ in range(steps):
+            e = rng.choice(self.emulators)
+            if rng.random() < fault_rate:
+                await self.fault(e)
+            else:
+                self.change(e)
+            if rng.random() < 0.3:
+                await asyncio.sleep(rng.uniform(0, 0.03))
+
+    def calm(self) -> None:
+        """No more faults: every emulator answers promptly again."""
+        for e in self.emulators:
+            e.clear_faults()
+            e.latency = 0
+            e.continue_ttl = 300.0
+
     def address(self) -> str:
         n = next(self.addresses)
         return f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
@@ -112,18 +131,8 @@ async def test_random_changes_and_faults_lose_no_update(seed: int, emulators: An
         await eventually(lambda: sources.synced)
         for e in clusters:
             e.page_cap = 3  # every relist paginates
-        for _ in range(120):
-            e = rng.choice(clusters)
-            if rng.random() < 0.12:
-                await chaos.fault(e)
-            else:
-                chaos.change(e)
-            if rng.random() < 0.3:
-                await asyncio.sleep(rng.uniform(0, 0.03))
-        for e in clusters:
-            e.clear_faults()
-            e.latency = 0
-            e.continue_ttl = 300.0
+        await chaos.run(120, fault_rate=0.12)
+        chaos.calm()
         for e in clusters:
             await eventually(
                 lambda e=e: published(store, f"k8s/{e.name}") == held(e), timeout=15,
