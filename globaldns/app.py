@@ -97,6 +97,11 @@ class App:
         self.kubernetes = KubernetesSources(config, self.store,
                                             on_sync_change=self._sync_changed,
                                             timing=k8s_timing)
+        # No negative answer before the first list: the listeners open before the
+        # watches start, and resolvers would cache an early NXDOMAIN.
+        if channel_fd is None and (config.remote_secrets is not None
+                                   or any(c.watched for c in config.clusters)):
+            self.snapshot.set_synced(False)
         self.workers: Workers | None = None
         self.server = DnsServer(self.build_chain(config), nsid=self.instance(config).encode(),
                                 max_inflight=config.dns.max_inflight)

@@ -74,3 +74,21 @@ def test_before_sync_an_unknown_name_is_servfail_not_nxdomain(server_factory):
     assert addresses(ask(s.port, "other.prod.global")) == ["10.7.0.1"]
     s.call(s.app.snapshot.set_synced, True)
     assert rcode(ask(s.port, "unknown.prod.global")) == "NXDOMAIN"
+
+
+def test_a_watched_cluster_that_has_not_listed_means_servfail_from_the_first_query(
+        server_factory, tmp_path):
+    missing = tmp_path / "nowhere.kubeconfig"  # never loads: the cluster never syncs
+    s = server_factory(CONFIG.replace("clusters: [{name: east, locality: us-east1}]",
+                                      f"clusters: [{{name: east, locality: us-east1, "
+                                      f"kubeconfig: {missing}}}]"))
+    assert rcode(ask(s.port, "unknown.prod.global")) == "SERVFAIL"
+    assert addresses(ask(s.port, "other.prod.global")) == ["10.7.0.1"]
+
+
+def test_the_snapshot_is_unsynced_before_the_listeners_open(tmp_path):
+    from globaldns.app import App
+    from globaldns.config import parse_text
+    config = parse_text(f"clusters: [{{name: east, kubeconfig: {tmp_path / 'k'}}}]\n", "t.yaml")
+    assert App(config).snapshot.synced is False
+    assert App(parse_text(CONFIG, "t.yaml")).snapshot.synced is True
