@@ -104,16 +104,9 @@ class RR(NamedTuple):
         struct.pack_into("!H", data, at + 8, len(data) - at - 10)
 
 
-def a(name: str, ttl: int, address: str) -> RR:
-    return RR(name, A, ttl, socket.inet_pton(socket.AF_INET, address))
-
-
-def aaaa(name: str, ttl: int, address: str) -> RR:
-    return RR(name, AAAA, ttl, socket.inet_pton(socket.AF_INET6, address))
-
-
 def address(name: str, ttl: int, ip: str) -> RR:
-    return aaaa(name, ttl, ip) if ":" in ip else a(name, ttl, ip)
+    rtype, rdata = address_rdata(ip)
+    return RR(name, rtype, ttl, rdata)
 
 
 def srv(name: str, ttl: int, *, priority: int, weight: int, port: int, target: str) -> RR:

@@ -78,9 +78,6 @@ def record_ends(data: bytes, an: int, ns: int, ar: int) -> tuple[tuple[int, int,
     return tuple(cuts)
 
 
-EMPTY_NOERROR = Body(0, True, b"", 0, 0, 0)
-
-
 class Reply:
     """What a handler returns: a body plus what varies per query (EDNS options)."""
 
