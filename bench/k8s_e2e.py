@@ -60,7 +60,16 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from procs import BenchError, Proc, Supervisor, free_port, process_tree  # noqa: E402
+from procs import (  # noqa: E402
+    BenchError,
+    Proc,
+    Supervisor,
+    free_port,
+    process_tree,
+    use_project_venv,
+)
+
+use_project_venv()
 
 ZONE = "global"
 SERVER_CPU = "0"

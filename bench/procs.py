@@ -15,11 +15,29 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def use_project_venv() -> None:
+    """Re-run this script with the project's venv (`.venv`, made by `scripts/test` or the
+    README's first command) when the running Python cannot import globaldns, so that
+    `python3 bench/run.py` works as documented; stop with the command to make it if absent."""
+    try:
+        import dnslib  # noqa: F401
+
+        import globaldns  # noqa: F401
+    except ImportError:
+        venv = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "python"
+        if not venv.exists() or Path(sys.executable) == venv:
+            sys.exit("globaldns is not importable: make the project's venv first with\n"
+                     "  python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]'")
+        os.execv(str(venv), [str(venv), *sys.argv])
+
 
 
 class BenchError(Exception):

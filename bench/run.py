@@ -27,7 +27,9 @@ import checks
 import gen
 import perf
 import report
-from procs import BenchError, Proc, Supervisor, free_port, wait_ready
+from procs import BenchError, Proc, Supervisor, free_port, use_project_venv, wait_ready
+
+use_project_venv()
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent

@@ -17,7 +17,8 @@ from globaldns.app import App
 from globaldns.config import parse_text
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+DATA = ROOT / "tests" / "data"
+"""Fixtures and the fuzz corpus, copied into the repository (tests/data/README.md)."""
 
 
 def free_port() -> int:

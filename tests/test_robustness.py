@@ -8,14 +8,14 @@ import time
 
 import dnslib
 
-from tests.conftest import SHARED
+from tests.conftest import DATA
 from tests.dnsclient import addresses, ask, make_query, tcp_raw
 
-CORPUS = SHARED / "fuzz" / "dns-packets.bin"
+CORPUS = DATA / "fuzz" / "dns-packets.bin"
 
 
 def corpus() -> list[bytes]:
-    assert CORPUS.exists(), f"{CORPUS} is missing: the shared fuzz corpus must sit beside the repo"
+    assert CORPUS.exists(), f"{CORPUS} is missing: see tests/data/README.md"
     data = CORPUS.read_bytes()
     out, i = [], 0
     while i + 2 <= len(data):

@@ -16,8 +16,7 @@ from globaldns.k8s.watch import Timing
 from globaldns.registry.model import Locality
 from tests.k8s.emulator import Emulator
 
-# shared/ lies beside the repository (in CI too).
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "k8s"
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "k8s"
 
 # Virtual seconds per real second: backoff, stale_for and sync_timeout run this much
 # faster. Watch idle timeouts are network timeouts and stay real.

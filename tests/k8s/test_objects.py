@@ -1,4 +1,4 @@
-"""API JSON → our records, using the real wire-format examples in shared/fixtures/k8s."""
+"""API JSON → our records, using the real wire-format examples in tests/data/k8s."""
 
 from __future__ import annotations
 
