@@ -26,6 +26,14 @@ from tests.scrape import get, scrape, value
 from tests.upstreams import wait_until
 
 
+def publish(path: Path, text: str) -> None:
+    """Replace the file in one step, as kubelet updates a mounted ConfigMap: a watcher
+    that looks between a truncate and a write would otherwise load an empty file."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def config(port: int, *addresses_: str, extra: str = "") -> str:
     endpoints = "\n".join(f"      - {{address: {a}, cluster: east}}" for a in addresses_)
     return f"""dns: {{listen: 127.0.0.1:{port}}}
@@ -89,7 +97,7 @@ def test_valid_changes_apply_without_losing_a_query(server_factory: Any, tmp_pat
     with QueryLoop(port) as loop:
         time.sleep(0.3)
         for addrs in versions:
-            path.write_text(config(port, *addrs))
+            publish(path, config(port, *addrs))
             assert wait_until(lambda a=addrs: addresses(ask(port, "api.prod.global")) and
                               sorted(addresses(ask(port, "api.prod.global"))) == sorted(a),
                               timeout=5)
@@ -113,7 +121,7 @@ def test_an_invalid_config_keeps_the_running_one(server_factory: Any, tmp_path: 
     caplog.set_level(logging.ERROR, logger="globaldns.reload")
     with QueryLoop(port) as loop:
         time.sleep(0.2)
-        path.write_text(config(port, "10.0.0.x", "10.0.0.2") + "cache: {capacity: lots}\n")
+        publish(path, config(port, "10.0.0.x", "10.0.0.2") + "cache: {capacity: lots}\n")
         assert wait_until(lambda: server.app.reloads.results["failure"] == 1)
         time.sleep(0.5)  # the watcher keeps looking, but does not retry the same content
     assert loop.lost == 0 and loop.answered > 20
@@ -130,7 +138,7 @@ def test_an_invalid_config_keeps_the_running_one(server_factory: Any, tmp_path: 
     _, _, page = get(server, "/")
     assert "last reload rejected" in page and "is not an IP address" in page
     # Fixed: applied, and the failure state clears.
-    path.write_text(config(port, "10.0.0.5"))
+    publish(path, config(port, "10.0.0.5"))
     assert wait_until(lambda: addresses(ask(port, "api.prod.global")) == ["10.0.0.5"])
     assert server.app.reloads.last_error == []
     assert server.app.reloads.hash != hash_before
