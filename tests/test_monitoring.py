@@ -85,17 +85,3 @@ def test_the_rules_and_the_scrape_config_name_what_exists() -> None:
     [job] = scrape["scrape_configs"]
     assert job["job_name"] == "globaldns"
     assert any(r.get("replacement") == "$1:9153" for r in job["relabel_configs"])
-
-
-def test_the_deployment_serves_http_where_its_probes_and_prometheus_look() -> None:
-    from globaldns.config import parse_text
-
-    docs = list(yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "globaldns.yaml")
-                                   .read_text()))
-    [configmap] = [d for d in docs if d["kind"] == "ConfigMap"]
-    config = parse_text(configmap["data"]["config.yaml"], "deploy ConfigMap")
-    assert config.http.listen is not None and config.http.listen.host == "0.0.0.0"
-    [deployment] = [d for d in docs if d["kind"] == "Deployment"]
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["port"] == config.http.listen.port
