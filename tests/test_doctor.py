@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from globaldns.cli import main
 from globaldns.doctor import parse_corefile
@@ -184,15 +186,6 @@ def test_an_unreachable_globaldns_fails_the_probes(tmp_path: Path, capsys: Any) 
     assert "fix: is globaldns running and reachable from here? (`--server`)" in out
 
 
-def test_the_deploy_corefile_forwards_global_to_the_globaldns_service(
-        server_factory: Any, tmp_path: Path, capsys: Any) -> None:
-    server, config = served(server_factory, CONFIG)
-    code, out = doctor(tmp_path, (ROOT / "deploy" / "coredns" / "Corefile").read_text(),
-                       config, "--server", "10.96.0.53:53", "--probe",
-                       f"127.0.0.1:{server.port}", capsys=capsys)
-    assert code == 0, out
-
-
 def test_corefile_parsing() -> None:
     blocks = parse_corefile("""
 (common) {
@@ -227,3 +220,91 @@ def test_a_broken_corefile_is_reported(tmp_path: Path, capsys: Any) -> None:
 def test_the_corefile_is_required(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         main(argv)
+
+
+# --- the shipped snippets (deploy/coredns) ------------------------------------------------
+
+COREDNS = ROOT / "deploy" / "coredns"
+SERVICE_IP = "10.96.0.53:53"  # deploy/kubernetes/overlays/*/params.yaml (checked below)
+
+
+def shipped(server_factory: Any, tmp_path: Path, capsys: Any, corefile: str, *,
+            aware: bool, nodelocal: str | None = None) -> tuple[int, str]:
+    """doctor on shipped text, with globaldns's config, as the Corefile names it (the
+    Service's clusterIP), probed on loopback."""
+    server, config = served(server_factory, CLIENT_AWARE if aware else CONFIG)
+    args = ["--server", SERVICE_IP, "--probe", f"127.0.0.1:{server.port}"]
+    if nodelocal is not None:
+        (tmp_path / "nodelocal").write_text(nodelocal)
+        args += ["--nodelocal", str(tmp_path / "nodelocal")]
+    return doctor(tmp_path, corefile, config, *args, capsys=capsys)
+
+
+def helm_corefile(values: dict[str, Any]) -> str:
+    """The Corefile the coredns Helm chart renders from `servers` (its
+    templates/configmap.yaml: `zone:port {`, then `name parameters` and `configBlock`)."""
+    out = []
+    for server in values["servers"]:
+        keys = " ".join(f"{z.get('scheme', '')}{z['zone']}:{server['port']}"
+                        for z in server["zones"])
+        out.append(keys + " {")
+        for plugin in server["plugins"]:
+            line = f"    {plugin['name']} {plugin.get('parameters', '')}".rstrip()
+            if "configBlock" in plugin:
+                block = "\n".join(f"        {x}" for x in plugin["configBlock"].splitlines())
+                line += " {\n" + block + "\n    }"
+            out.append(line)
+        out.append("}")
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.parametrize(("corefile", "aware", "nodelocal"), [
+    ("global.Corefile", False, None),
+    ("global-ecs.Corefile", True, None),
+    ("global.Corefile", False, "nodelocal.Corefile"),
+    ("global-behind-nodelocal-ecs.Corefile", True, "nodelocal-ecs.Corefile"),
+])
+def test_each_shipped_corefile_passes_doctor(server_factory: Any, tmp_path: Path,
+                                             capsys: Any, corefile: str, aware: bool,
+                                             nodelocal: str | None) -> None:
+    code, out = shipped(server_factory, tmp_path, capsys, (COREDNS / corefile).read_text(),
+                        aware=aware, nodelocal=nodelocal and (COREDNS / nodelocal).read_text())
+    assert code == 0, out
+    assert "forwards to globaldns" in out and out.rstrip().endswith("no problems found")
+
+
+def test_the_plain_block_is_wrong_for_client_aware_routing(server_factory: Any,
+                                                           tmp_path: Path,
+                                                           capsys: Any) -> None:
+    """Why global-ecs.Corefile exists: the cached, unstamped block fails doctor there."""
+    code, out = shipped(server_factory, tmp_path, capsys,
+                        (COREDNS / "global.Corefile").read_text(), aware=True)
+    assert code == 1
+    assert "is shared by every client and does not key on ECS" in out
+    assert "does not pass the client's address on" in out
+
+
+def test_the_helm_values_and_the_aks_configmap_pass_doctor(server_factory: Any,
+                                                          tmp_path: Path,
+                                                          capsys: Any) -> None:
+    values = yaml.safe_load((COREDNS / "helm-values.yaml").read_text())
+    rendered = helm_corefile(values)
+    assert rendered.startswith("global.:53 {")
+    code, out = shipped(server_factory, tmp_path, capsys, rendered, aware=False)
+    assert code == 0, rendered + out
+    aks = yaml.safe_load((COREDNS / "aks-coredns-custom.yaml").read_text())
+    assert aks["metadata"] == {"name": "coredns-custom", "namespace": "kube-system"}
+    code, out = shipped(server_factory, tmp_path, capsys, aks["data"]["global.server"],
+                        aware=False)
+    assert code == 0, out
+
+
+def test_the_snippets_name_the_service_address_the_overlays_set() -> None:
+    for params in (ROOT / "deploy" / "kubernetes" / "overlays").glob("*/params.yaml"):
+        ip = yaml.safe_load(params.read_text())["data"]["clusterIP"]
+        assert f"{ip}:53" == SERVICE_IP, params
+    gke = yaml.safe_load((COREDNS / "gke-kube-dns.yaml").read_text())
+    assert json.loads(gke["data"]["stubDomains"]) == {"global": [SERVICE_IP.split(":")[0]]}
+    for path in COREDNS.iterdir():
+        if path.suffix in (".Corefile", ".yaml") and "nodelocal" not in path.name:
+            assert SERVICE_IP.split(":")[0] in path.read_text(), path
