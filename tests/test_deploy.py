@@ -216,3 +216,83 @@ def test_the_cluster_ip_is_set_in_one_place(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     docs = list(yaml.safe_load_all(result.stdout))
     assert one(docs, "Service", "globaldns")["spec"]["clusterIP"] == "10.100.0.53"
+
+
+# --- the image (no Docker engine here: lint and structure only) ---------------------------
+
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def hadolint(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([tool("hadolint"), "--no-color", str(path)], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_the_dockerfile_passes_hadolint(tmp_path: Path) -> None:
+    result = hadolint(DOCKERFILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # And hadolint does fail: an image whose last user is root.
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(DOCKERFILE.read_text().replace("USER 10001:10001", "USER root"))
+    result = hadolint(broken)
+    assert result.returncode != 0 and "DL3002" in result.stdout
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined, comments dropped."""
+    out = []
+    for line in re.sub(r"\\\n\s*", " ", text).splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_the_image_is_multi_stage_pinned_and_non_root() -> None:
+    steps = instructions(DOCKERFILE.read_text())
+    froms = [args for word, args in steps if word == "FROM"]
+    assert froms == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE} AS runtime"]
+    [base] = [args for word, args in steps if word == "ARG" and args.startswith("PYTHON_IMAGE")]
+    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11\.\d+-slim-\w+", base), base
+    runtime = steps[[i for i, (w, _) in enumerate(steps) if w == "FROM"][1]:]
+    build = steps[:len(steps) - len(runtime)]
+    # The dependencies come from the lock, hash-checked; globaldns itself without deps.
+    runs = " ".join(args for word, args in build if word == "RUN")
+    assert "--require-hashes -r requirements.lock" in runs
+    assert "pip install --no-cache-dir --no-deps /wheels/globaldns-" in runs
+    # The runtime stage takes the venv only, and never runs pip.
+    copies = [args for word, args in runtime if word == "COPY"]
+    assert copies == ["--from=build /opt/globaldns /opt/globaldns"]
+    assert not any("pip" in args for word, args in runtime if word == "RUN")
+    [user] = [args for word, args in runtime if word == "USER"]
+    pod = one(render("primary"), "Deployment")["spec"]["template"]["spec"]
+    assert user == f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
+    assert dict(steps)["ENTRYPOINT"] == '["globaldns", "serve"]'
+    labels = " ".join(args for word, args in runtime if word == "LABEL")
+    for key in ("title", "description", "version", "revision", "licenses"):
+        assert f"org.opencontainers.image.{key}=" in labels, key
+    exposed = {p for word, args in runtime if word == "EXPOSE" for p in args.split()}
+    [container] = pod["containers"]
+    assert exposed == {f"{p['containerPort']}/{p['protocol'].lower()}"
+                       for p in container["ports"]}
+
+
+def test_the_lock_pins_every_dependency_with_hashes() -> None:
+    import tomllib
+
+    lock = (ROOT / "requirements.lock").read_text()
+    pinned = dict(re.findall(r"(?m)^([a-z0-9][a-z0-9._-]*)==(\S+) \\$", lock))
+    assert len(pinned) >= 10
+    blocks = re.split(r"(?m)^(?=[a-z0-9])", lock)[1:]
+    assert all("--hash=sha256:" in block for block in blocks)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        name = re.match(r"[A-Za-z0-9._-]+", requirement)
+        assert name and re.sub(r"[._]", "-", name.group(0).lower()) in pinned, requirement
+    # .dockerignore keeps the venv and the tests out of the build context.
+    ignored = [line for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line and not line.startswith("#")]
+    assert ignored[0] == "*"
+    assert set(ignored[1:]) >= {"!requirements.lock", "!pyproject.toml", "!README.md",
+                                "!globaldns/"}
