@@ -156,7 +156,11 @@ def test_the_pod_meets_the_restricted_pod_security_standard(overlay: str) -> Non
     assert pod["priorityClassName"] == one(docs, "PriorityClass")["metadata"]["name"]
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == selector
-    assert one(docs, "HorizontalPodAutoscaler")["spec"]["minReplicas"] >= 2
+    hpa = one(docs, "HorizontalPodAutoscaler")["spec"]
+    assert hpa["minReplicas"] >= 2
+    assert hpa["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    # The autoscaler owns the count: an apply must not reset it.
+    assert "replicas" not in deployment["spec"]
     if overlay == "istio":
         assert deployment["spec"]["template"]["metadata"]["annotations"] == {
             "sidecar.istio.io/inject": "false"}
