@@ -76,6 +76,21 @@ def test_every_rendered_object_validates_strictly(overlay: str) -> None:
     assert not [d for d in docs if d["metadata"]["name"] == "globaldns-params"]
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_kubernetes_validate_command_passes_each_rendered_overlay(overlay: str,
+                                                                      tmp_path: Path) -> None:
+    """The same check with the command line a user runs: `kubectl kustomize DIR >
+    out.yaml; kubernetes-validate --strict -k VERSION out.yaml`."""
+    rendered = tmp_path / f"{overlay}.yaml"
+    rendered.write_text(yaml.safe_dump_all(render(overlay)))
+    for version in VERSIONS:
+        result = subprocess.run([tool("kubernetes-validate"), "--strict", "-k", version,
+                                 str(rendered)], capture_output=True, text=True, timeout=120)
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out
+        assert out.count(" passed for resource ") == len(render(overlay)), out
+
+
 def test_a_broken_object_fails_validation() -> None:
     """The check above can fail: an unknown field is rejected in strict mode."""
     deployment = one(render("remote"), "Deployment")

@@ -273,6 +273,28 @@ def test_each_shipped_corefile_passes_doctor(server_factory: Any, tmp_path: Path
     assert "forwards to globaldns" in out and out.rstrip().endswith("no problems found")
 
 
+@pytest.mark.parametrize("overlay", ["primary", "remote", "istio", "mcs"])
+def test_the_overlays_configs_pass_doctor_with_the_shipped_blocks(
+        server_factory: Any, tmp_path: Path, capsys: Any, overlay: str) -> None:
+    """doctor with each overlay's own config (its zones and TTLs), as in a cluster; the
+    probes go to a globaldns on loopback that serves `global`."""
+    overlays = ROOT / "deploy" / "kubernetes" / "overlays"
+    config = overlays / overlay / "config.yaml"
+    if not config.exists():  # istio: primary's config
+        config = overlays / "primary" / "config.yaml"
+    server = server_factory(CONFIG)
+    corefile = (COREDNS / "global.Corefile").read_text()
+    if "svc.clusterset.local" in config.read_text():
+        corefile += (COREDNS / "clusterset.Corefile").read_text()
+    (tmp_path / "Corefile").write_text(corefile)
+    code = main(["doctor", "--corefile", str(tmp_path / "Corefile"), "--config", str(config),
+                 "--server", SERVICE_IP, "--probe", f"127.0.0.1:{server.port}",
+                 "--timeout", "1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.count("forwards to globaldns") == (2 if overlay == "mcs" else 1), out
+
+
 def test_the_plain_block_is_wrong_for_client_aware_routing(server_factory: Any,
                                                            tmp_path: Path,
                                                            capsys: Any) -> None:
