@@ -227,6 +227,10 @@ class Metrics(Collector):
         yield CounterMetricFamily("globaldns_dns_errors",
                                   "Queries a handler failed on (answered SERVFAIL, logged)",
                                   value=summary["errors"])
+        yield CounterMetricFamily("globaldns_dns_gate_refused",
+                                  "Packets refused for their size or shape before any record "
+                                  "was read (FORMERR/NOTIMP)",
+                                  value=summary["gate_refused"])
         yield CounterMetricFamily("globaldns_dns_overload_refused",
                                   "Queries refused because dns.max_inflight queries waited",
                                   value=summary["inflight_refused"])
