@@ -262,6 +262,9 @@ class Metrics(Collector):
         chaos = getattr(app, "chaos", None)
         refused.add_metric(["debug"], chaos.refused if chaos is not None else 0)
         yield refused
+        yield CounterMetricFamily("globaldns_acl_ecs_ignored",
+                                  "ECS options ignored: the client is outside acl.ecs_from",
+                                  value=acl.ecs_ignored)
         if chaos is not None:
             yield _labelled_counter("globaldns_chaos_answers",
                                     "CHAOS-class TXT queries answered, by kind", "kind",
