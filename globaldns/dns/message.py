@@ -210,6 +210,8 @@ def parse(data: bytes, client: tuple[str, int], transport: int) -> Query | None:
     pos = end + 4
     if ar == 0:
         if pos != size:
+            if transport == UDP and size > MAX_PLAIN_UDP:
+                raise Malformed(FORMERR, b"", f"{size} bytes over UDP without EDNS", gate=True)
             raise Malformed(FORMERR, q.question, "trailing bytes after the question")
         return q
     if ar != 1 or pos + 11 > size or data[pos] != 0:
