@@ -24,6 +24,7 @@ import dns.rdatatype
 import dns.tsig
 import pytest
 
+from globaldns.config import ConfigError, parse_text
 from tests.conftest import ROOT, Running, free_port
 from tests.dnsclient import addresses, ask, make_query, tcp_raw, udp_raw
 from tests.scrape import scrape, value
@@ -364,3 +365,14 @@ def test_the_packet_fuzz_harness_passes_a_short_fixed_seed_run(tmp_path: Path) -
                           cwd=ROOT, errors="replace")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Done 30000 runs" in done.stderr
+
+
+def test_acl_ecs_from_is_a_list_of_networks_with_errors_naming_the_key() -> None:
+    assert parse_text("acl: {ecs_from: [10.0.0.0/8]}\n", "my.yaml").acl.ecs_from == (
+        "10.0.0.0/8",)
+    assert parse_text("acl: {ecs_from: []}\n", "my.yaml").acl.ecs_from == ()
+    assert parse_text("acl: {}\n", "my.yaml").acl.ecs_from is None
+    with pytest.raises(ConfigError) as caught:
+        parse_text("acl: {ecs_from: [banana]}\n", "my.yaml")
+    assert any(e.startswith("my.yaml: acl.ecs_from[0]: 'banana' is not an IP network")
+               for e in caught.value.errors), caught.value.errors
