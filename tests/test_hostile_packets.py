@@ -189,6 +189,31 @@ def test_every_reply_to_the_corpus_and_mutated_queries_parses_with_dnspython(
     assert answered > 4000
 
 
+def test_every_reply_to_the_corpus_over_tcp_parses_with_dnspython(example: Running) -> None:
+    packets = [p for p in corpus() if len(p) >= 12 and not p[2] & 0x80]
+    answered = 0
+    for start in range(0, len(packets), 200):
+        batch = packets[start : start + 200]
+        ids = {p[:2] for p in batch}
+        with socket.create_connection(("127.0.0.1", example.port), timeout=5) as s:
+            s.sendall(b"".join(struct.pack("!H", len(p)) + p for p in batch))
+            s.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := s.recv(65535):
+                data += chunk
+        i = 0
+        while i < len(data):
+            n = struct.unpack_from("!H", data, i)[0]
+            reply = data[i + 2 : i + 2 + n]
+            assert reply[:2] in ids
+            message = dns.message.from_wire(reply, keyring=False)
+            assert message.flags & dns.flags.QR
+            answered += 1
+            i += 2 + n
+    assert answered > 3000
+    assert addresses(ask(example.port, NAME, tcp=True))
+
+
 @pytest.mark.parametrize("opcode", [1, 2, 4, 5, 6, 15])
 def test_notimp_for_another_opcode_copies_no_rd_or_cd(example: Running, opcode: int) -> None:
     query = bytearray(make_query(NAME, rd=True, cd=True, qid=12))
