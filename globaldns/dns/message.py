@@ -5,9 +5,11 @@ it is clever. The common shape (one uncompressed question, optionally one OPT re
 read in a few slices. Anything else meets the shape gate first: an opcode other than QUERY
 is NOTIMP, and QDCOUNT other than 1, records in the answer or authority section, more than
 two additional records (an OPT and a TSIG), or a UDP query over 512 bytes without EDNS are
-FORMERR, before a single record is read. What passes the gate is read once, front to back,
-by `_read_unusual`: a name costs at most 255 bytes and 127 compression pointers, each
-pointing strictly backwards, so the worst packet of 65,535 bytes costs a few hundred steps.
+FORMERR, before a single record is read (without EDNS: when the counts show no additional
+record; with one or two, once they are read and none is an OPT). What passes the gate is
+read once, front to back, by `_read_unusual`: a name costs at most 255 bytes and 127
+compression pointers, each pointing strictly backwards, so the worst packet of 65,535
+bytes costs a few hundred steps.
 Nothing of a query reaches dnslib.
 
 Refusals never amplify: a FORMERR or NOTIMP is at most as long as the packet it answers
