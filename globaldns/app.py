@@ -159,6 +159,7 @@ class App:
         if old_acl is not None:
             self.acl.refused_queries = old_acl.refused_queries
             self.acl.refused_recursion = old_acl.refused_recursion
+            self.acl.ecs_ignored = old_acl.ecs_ignored
         if old_chaos is not None:
             self.chaos.answers, self.chaos.refused = old_chaos.answers, old_chaos.refused
         handlers: list[Handler] = [self.acl, GlobalZone(self.snapshot), self.chaos]

@@ -227,6 +227,10 @@ class Metrics(Collector):
         yield CounterMetricFamily("globaldns_dns_errors",
                                   "Queries a handler failed on (answered SERVFAIL, logged)",
                                   value=summary["errors"])
+        yield CounterMetricFamily("globaldns_dns_gate_refused",
+                                  "Packets refused for their size or shape before any record "
+                                  "was read (FORMERR/NOTIMP)",
+                                  value=summary["gate_refused"])
         yield CounterMetricFamily("globaldns_dns_overload_refused",
                                   "Queries refused because dns.max_inflight queries waited",
                                   value=summary["inflight_refused"])
@@ -258,6 +262,9 @@ class Metrics(Collector):
         chaos = getattr(app, "chaos", None)
         refused.add_metric(["debug"], chaos.refused if chaos is not None else 0)
         yield refused
+        yield CounterMetricFamily("globaldns_acl_ecs_ignored",
+                                  "ECS options ignored: the client is outside acl.ecs_from",
+                                  value=acl.ecs_ignored)
         if chaos is not None:
             yield _labelled_counter("globaldns_chaos_answers",
                                     "CHAOS-class TXT queries answered, by kind", "kind",

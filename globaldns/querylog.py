@@ -4,10 +4,14 @@
      "name": "user-service.production.global", "type": "A", "rcode": "NOERROR",
      "answers": 3, "duration_ms": 0.041, "answered_by": "zone"}
 
-`answered_by` is `zone` (the served zones' prepared answers), `cache`, `forward`,
-`stale` (an expired cached answer, RFC 8767), `chaos`, `refused` (ACL, overload, no zone)
-or `error`. The event loop never formats or writes: a query appends one tuple to a bounded
-buffer, and a thread turns the buffer into lines every 200 ms. When the writer falls behind
+`name` is in presentation format (RFC 1035 5.1): a byte that is not printable ASCII is
+written `\\DDD`, a dot or backslash inside a label `\\.` or `\\\\`, so a query name can
+carry no control character or line break into the log. `answered_by` is `zone` (the
+served zones' prepared answers), `cache`, `forward`, `stale` (an expired cached answer,
+RFC 8767), `chaos`, `refused` (ACL, overload, no zone) or `error`.
+
+The event loop never formats or writes: a query appends one tuple to a bounded buffer,
+and a thread turns the buffer into lines every 200 ms. When the writer falls behind
 (a blocked stdout), lines are dropped and counted (`globaldns_log_dropped_total`) rather
 than making the loop wait or the memory grow.
 
@@ -28,7 +32,7 @@ from collections import deque
 from typing import IO, Any, Final
 
 from globaldns.config.model import LogConfig
-from globaldns.dns.message import FLAG_AA, REFUSED, SERVFAIL, Query, wire_to_text
+from globaldns.dns.message import FLAG_AA, REFUSED, SERVFAIL, Query, presentation
 from globaldns.dns.wire import Reply
 from globaldns.metrics import QTYPES, RCODES
 
@@ -130,7 +134,7 @@ class QueryLog:
             + f".{int(at * 1000) % 1000:03d}Z",
             "client": client,
             "proto": PROTOS[transport],
-            "name": wire_to_text(qname),
+            "name": presentation(qname),
             "type": QTYPES.get(qtype, f"TYPE{qtype}"),
         }
         if qclass != 1:

@@ -74,11 +74,10 @@ def test_names_match_case_insensitively_and_the_question_is_echoed_as_asked(exam
 
 
 def test_error_replies_echo_the_question_too(example):
-    data = bytearray(make_query("Odd.Name.Example"))
-    data[2] = (data[2] & 0x87) | (4 << 3)  # opcode NOTIFY
-    raw = udp_raw(example.port, bytes(data))
-    assert raw[3] & 0xF == 4  # NOTIMP
-    assert raw[12:] == bytes(data[12:])
+    data = make_query("Odd.Name.Example")
+    raw = udp_raw(example.port, data + b"junk")
+    assert raw[3] & 0xF == 1  # FORMERR
+    assert raw[4:6] == b"\x00\x01" and raw[12:] == data[12:]
 
 
 def test_header_flags(example):

@@ -6,6 +6,11 @@ open resolver, and still gets the served zones. RA is set only where recursion i
 to that client (RFC 1035 4.1.1): on every answer to a client allowed to recurse when
 forwarding is configured, never when it is not.
 
+An EDNS Client Subnet option is honoured only from clients in `ecs_from` (default: those
+of `allow_query`); from anyone else it is removed before routing, so the query is answered
+as if it carried none. ECS picks a view, and a view is routing, never access control: a
+client that may send ECS can claim any subnet.
+
 The decision per client address is kept in a bounded dict, so a query pays a dict lookup.
 """
 
@@ -40,25 +45,26 @@ class Acl:
     def __init__(self, config: AclConfig, *, forward: Forward | None) -> None:
         self.query_nets = [ipaddress.ip_network(n) for n in config.allow_query]
         self.recursion_nets = [ipaddress.ip_network(n) for n in config.allow_recursion]
+        self.ecs_nets = self.query_nets if config.ecs_from is None else [
+            ipaddress.ip_network(n) for n in config.ecs_from]
+        self.ecs_decisions: dict[str, bool] = {}
         self.forward = forward
         self.decisions: dict[str, int] = {}
         self.ra_copies: dict[Reply, Reply] = {}
         # Counters for metrics, plain integers.
         self.refused_queries = 0
         self.refused_recursion = 0
+        self.ecs_ignored = 0
 
     def decide(self, ip: str) -> int:
         """DENY, QUERY or RECURSE for a client address (memoised)."""
         decision = self.decisions.get(ip)
         if decision is not None:
             return decision
-        try:
-            address = ipaddress.ip_address(ip.split("%", 1)[0])
-        except ValueError:
+        address = _address(ip)
+        if address is None:
             decision = DENY
         else:
-            if address.version == 6 and address.ipv4_mapped is not None:
-                address = address.ipv4_mapped
             if not any(address in net for net in self.query_nets):
                 decision = DENY
             elif self.forward is not None and any(address in net
@@ -71,10 +77,24 @@ class Acl:
         self.decisions[ip] = decision
         return decision
 
+    def ecs_allowed(self, ip: str) -> bool:
+        """Whether this client's ECS option is honoured (memoised)."""
+        allowed = self.ecs_decisions.get(ip)
+        if allowed is None:
+            address = _address(ip)
+            allowed = address is not None and any(address in net for net in self.ecs_nets)
+            if len(self.ecs_decisions) >= MAX_CLIENTS:
+                self.ecs_decisions.clear()
+            self.ecs_decisions[ip] = allowed
+        return allowed
+
     def serve(self, q: Query, next: Next) -> Result:
         decision = self.decisions.get(q.client[0])
         if decision is None:
             decision = self.decide(q.client[0])
+        if q.ecs is not None and decision != DENY and not self.ecs_allowed(q.client[0]):
+            q.ecs = None
+            self.ecs_ignored += 1
         if decision == RECURSE:
             reply = next(q)
             if reply.__class__ is not Reply or reply.ra:
@@ -99,3 +119,14 @@ class Acl:
             self.ra_copies.clear()
         self.ra_copies[reply] = copy
         return copy
+
+
+def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client address (IPv4-mapped IPv6 as IPv4); None when it is not one."""
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return None
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address

@@ -13,7 +13,15 @@ from typing import Final
 
 from globaldns.chain import Next, Result
 from globaldns.config.model import ForwardConfig
-from globaldns.dns.message import FLAG_CD, FLAG_RD, REFUSED, SERVFAIL, Query, text_to_wire
+from globaldns.dns.message import (
+    FLAG_CD,
+    FLAG_RD,
+    REFUSED,
+    SERVFAIL,
+    Query,
+    presentation,
+    text_to_wire,
+)
 from globaldns.dns.upstream import FLAG_AD, Pool, Unreachable, query_message
 from globaldns.dns.wire import Reply, rcode_body
 
@@ -85,7 +93,8 @@ class Forward:
             body = await pool.exchange(message, q.question)
         except Unreachable as exc:
             self.unreachable += 1
-            log.debug("no upstream answered %s type %d: %s", q.name, q.qtype, exc.text)
+            log.debug("no upstream answered %s type %d: %s", presentation(q.qname), q.qtype,
+                      exc.text)
             return Reply(_SERVFAIL, ede=((exc.code, exc.text[:EDE_TEXT_MAX]),), ra=True)
         return Reply(body, ede=body.ede, ra=True)
 

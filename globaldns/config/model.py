@@ -217,6 +217,10 @@ class AclConfig:
     allow_query: tuple[str, ...] = PRIVATE_NETWORKS
     allow_debug: tuple[str, ...] = LOOPBACK_NETWORKS
     """Clients that may ask `CH TXT <name>` for an explanation of the answer."""
+    ecs_from: tuple[str, ...] | None = None
+    """Clients whose EDNS Client Subnet is honoured; ECS from others is ignored (answered
+    as if absent). None: the clients of `allow_query`, since behind CoreDNS every client
+    is a resolver that stamps ECS. A view chosen by ECS is routing, not access control."""
 
 
 @dataclass(frozen=True, slots=True)

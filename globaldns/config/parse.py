@@ -495,12 +495,11 @@ def _cache(r: _Reader, raw: Any) -> CacheConfig:
 
 
 def _acl(r: _Reader, raw: Any) -> AclConfig:
-    d = r.mapping(raw, "acl", {"allow_recursion", "allow_query", "allow_debug"})
+    d = r.mapping(raw, "acl", {"allow_recursion", "allow_query", "allow_debug", "ecs_from"})
     base = AclConfig()
     lists: dict[str, tuple[str, ...]] = {}
-    for key in ("allow_recursion", "allow_query", "allow_debug"):
+    for key in ("allow_recursion", "allow_query", "allow_debug", "ecs_from"):
         if key not in d or d[key] is None:
-            lists[key] = getattr(base, key)
             continue
         nets = []
         for j, item in enumerate(r.sequence(d[key], f"acl.{key}")):
@@ -509,7 +508,10 @@ def _acl(r: _Reader, raw: Any) -> AclConfig:
             except _Invalid as exc:
                 r.error(f"acl.{key}[{j}]", str(exc))
         lists[key] = tuple(nets)
-    return AclConfig(**lists)
+    return AclConfig(allow_recursion=lists.get("allow_recursion", base.allow_recursion),
+                     allow_query=lists.get("allow_query", base.allow_query),
+                     allow_debug=lists.get("allow_debug", base.allow_debug),
+                     ecs_from=lists.get("ecs_from", base.ecs_from))
 
 
 def _http(r: _Reader, raw: Any, dns: DnsConfig) -> HttpConfig:

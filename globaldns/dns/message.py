@@ -1,16 +1,25 @@
-"""Queries: the parsed form every handler sees, and the parser that makes it.
+"""Queries: the parsed form every handler sees, and the reader that makes it.
 
-The common shape (one question, optionally one OPT record) is parsed here without dnslib,
-because every pod's lookups pass through it. Anything else goes through dnslib, which
-decides between a Query, FORMERR and NOTIMP, so behaviour never depends on the path taken.
+Every byte here comes from anyone who can send a datagram, so the reader is bounded before
+it is clever. The common shape (one uncompressed question, optionally one OPT record) is
+read in a few slices. Anything else meets the shape gate first: an opcode other than QUERY
+is NOTIMP, and QDCOUNT other than 1, records in the answer or authority section, more than
+two additional records (an OPT and a TSIG), or a UDP query over 512 bytes without EDNS are
+FORMERR, before a single record is read (without EDNS: when the counts show no additional
+record; with one or two, once they are read and none is an OPT). What passes the gate is
+read once, front to back, by `_read_unusual`: a name costs at most 255 bytes and 127
+compression pointers, each pointing strictly backwards, so the worst packet of 65,535
+bytes costs a few hundred steps.
+Nothing of a query reaches dnslib.
+
+Refusals never amplify: a FORMERR or NOTIMP is at most as long as the packet it answers
+(the header, plus the question when it was readable and the opcode is QUERY).
 """
 
 from __future__ import annotations
 
 import struct
 from typing import Final
-
-import dnslib
 
 UDP: Final = 0
 TCP: Final = 1
@@ -23,7 +32,12 @@ FLAG_RA: Final = 0x0080
 FLAG_CD: Final = 0x0010
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+NOTAUTH: Final = 9
 BADVERS: Final = 16
+BADKEY: Final = 17  # a TSIG error (RFC 8945 5.2.2), carried in the TSIG record
+
+OPT: Final = 41
+TSIG: Final = 250
 
 OPT_NSID: Final = 3
 OPT_ECS: Final = 8
@@ -32,7 +46,21 @@ OPT_ECS: Final = 8
 # over UDP (DNS flag day 2020): larger answers get TC and the client retries over TCP.
 MAX_UDP: Final = 1232
 
+# RFC 1035 3.1: a name is at most 255 bytes. Pointers: a name of 127 one-byte labels
+# needs at most 127 of them; more is a chain built to burn CPU.
+MAX_NAME: Final = 255
+MAX_HOPS: Final = 127
+# The shape gate: no EDNS, no UDP message over 512 bytes (RFC 1035 4.2.1); at most an OPT
+# and a TSIG after the question.
+MAX_PLAIN_UDP: Final = 512
+MAX_ADDITIONAL: Final = 2
+# EDNS options one query may carry: real clients send a handful (cookie, ECS, NSID,
+# padding); thousands of empty ones would only cost us a loop.
+MAX_OPTIONS: Final = 16
+
 _HH = struct.Struct("!HH")
+_COUNTS = struct.Struct("!HHHH")
+_RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
 _OPT_FIXED = struct.Struct("!HHBBHH")  # type, class(size), ext-rcode, version, flags, rdlen
 
 
@@ -79,12 +107,54 @@ class Query:
 
 
 class Malformed(Exception):
-    """The packet cannot be answered as asked; `rcode` says how to refuse it (None: drop)."""
+    """The packet cannot be answered as asked; `rcode` says how to refuse it (None: drop).
+    `question` is the question to echo: empty unless it was read whole and uncompressed.
+    `gate`: refused by the shape gate, before any record was read."""
 
-    def __init__(self, rcode: int | None, question: bytes = b"", reason: str = "") -> None:
+    def __init__(self, rcode: int | None, question: bytes = b"", reason: str = "", *,
+                 gate: bool = False, edns: bool = False, tsig: Tsig | None = None) -> None:
         super().__init__(reason)
         self.rcode = rcode
         self.question = question
+        self.gate = gate
+        self.edns = edns
+        """The query carried a valid OPT record (so the reply carries ours)."""
+        self.tsig = tsig
+        """The query's TSIG, for the unsigned BADKEY record of a NOTAUTH reply."""
+
+
+class Tsig:
+    """What a BADKEY reply copies from the query's TSIG record (RFC 8945 4.2, 5.3.2)."""
+
+    __slots__ = ("algorithm", "key", "original_id", "time_fudge")
+
+    def __init__(self, key: bytes, algorithm: bytes, time_fudge: bytes,
+                 original_id: bytes) -> None:
+        self.key = key
+        self.algorithm = algorithm
+        self.time_fudge = time_fudge
+        """Time Signed (48 bits) and Fudge (16 bits), as sent."""
+        self.original_id = original_id
+
+
+def presentation(name: bytes) -> str:
+    """A wire-format name as text for logs and pages, without the trailing dot but for
+    the root (RFC 1035 5.1 escapes): printable
+    ASCII as is, `.` and `\\` inside a label escaped, every other byte as `\\DDD`, so no
+    control character, quote or line break of a query name reaches a log line."""
+    labels = []
+    i = 0
+    while i < len(name) and name[i]:
+        n = name[i]
+        labels.append("".join(_ESCAPED[b] for b in name[i + 1 : i + 1 + n]))
+        i += n + 1
+    return ".".join(labels) if labels else "."
+
+
+_ESCAPED = tuple(
+    chr(b) if 0x21 <= b <= 0x7E and chr(b) not in '."\\;()@$' else
+    ("\\" + chr(b) if 0x21 <= b <= 0x7E else f"\\{b:03d}")
+    for b in range(256))
 
 
 def wire_to_text(name: bytes) -> str:
@@ -134,7 +204,7 @@ def parse(data: bytes, client: tuple[str, int], transport: int) -> Query | None:
     counts = data[4:12]
     end = _question_end(data) if counts[1] == 1 and counts[0] == 0 else -1
     if end < 0 or end + 4 > size or flags & 0x7800 or counts[2:6] != b"\0\0\0\0":
-        return _parse_slow(data, client, transport, flags)
+        return _read_unusual(data, client, transport, flags)
     qtype, qclass = _HH.unpack_from(data, end)
     q = Query(data[:2], flags, data[12:end].lower(), data[12 : end + 4], qtype, qclass,
               client, transport)
@@ -142,29 +212,32 @@ def parse(data: bytes, client: tuple[str, int], transport: int) -> Query | None:
     pos = end + 4
     if ar == 0:
         if pos != size:
+            if transport == UDP and size > MAX_PLAIN_UDP:
+                raise Malformed(FORMERR, b"", f"{size} bytes over UDP without EDNS", gate=True)
             raise Malformed(FORMERR, q.question, "trailing bytes after the question")
         return q
     if ar != 1 or pos + 11 > size or data[pos] != 0:
-        return _parse_slow(data, client, transport, flags)
+        return _read_unusual(data, client, transport, flags)
     rtype, payload, _ext, version, eflags, rdlen = _OPT_FIXED.unpack_from(data, pos + 1)
-    if rtype != 41 or pos + 11 + rdlen != size:
-        return _parse_slow(data, client, transport, flags)
+    if rtype != OPT or pos + 11 + rdlen != size:
+        return _read_unusual(data, client, transport, flags)
     _edns(q, payload, version, eflags, data[pos + 11 :])
     return q
 
 
 def _edns(q: Query, payload: int, version: int, eflags: int, rdata: bytes) -> None:
-    if version != 0:
-        q.edns = payload
-        raise Malformed(BADVERS, q.question, f"EDNS version {version}")
     q.edns = payload
+    if version != 0:
+        raise Malformed(BADVERS, q.question, f"EDNS version {version}", edns=True)
     q.do = bool(eflags & 0x8000)
     if not rdata:
         return
-    options = []
+    options: list[tuple[int, bytes]] = []
     i = 0
     n = len(rdata)
     while i < n:
+        if len(options) == MAX_OPTIONS:
+            raise Malformed(FORMERR, q.question, f"more than {MAX_OPTIONS} EDNS options")
         if i + 4 > n:
             raise Malformed(FORMERR, q.question, "truncated EDNS option")
         code, length = _HH.unpack_from(rdata, i)
@@ -175,13 +248,16 @@ def _edns(q: Query, payload: int, version: int, eflags: int, rdata: bytes) -> No
         if code == OPT_NSID:
             q.nsid = True
         elif code == OPT_ECS:
+            if q.ecs is not None:  # RFC 7871 7.1.1: more than one ECS option is FORMERR
+                raise Malformed(FORMERR, q.question, "two ECS options")
             q.ecs = _ecs(value, q.question)
         i += 4 + length
     q.edns_options = tuple(options)
 
 
 def _ecs(value: bytes, question: bytes) -> tuple[int, int, bytes]:
-    """RFC 7871 6: FAMILY, SOURCE PREFIX-LENGTH, SCOPE PREFIX-LENGTH, ADDRESS."""
+    """RFC 7871 6: FAMILY, SOURCE PREFIX-LENGTH, SCOPE PREFIX-LENGTH, ADDRESS; ADDRESS is
+    cut to the source prefix and its bits past it are zero (7.1.1: FORMERR otherwise)."""
     if len(value) < 4:
         raise Malformed(FORMERR, question, "short ECS option")
     family = (value[0] << 8) | value[1]
@@ -190,38 +266,132 @@ def _ecs(value: bytes, question: bytes) -> tuple[int, int, bytes]:
     width = {1: 32, 2: 128}.get(family)
     if width is None or source > width or scope != 0 or len(address) != (source + 7) // 8:
         raise Malformed(FORMERR, question, "invalid ECS option")
+    if source % 8 and address[-1] & (0xFF >> (source % 8)):
+        raise Malformed(FORMERR, question, "ECS address bits beyond the source prefix")
     return family, source, address
 
 
-def _parse_slow(data: bytes, client: tuple[str, int], transport: int, flags: int) -> Query:
-    """Unusual packets: dnslib decides whether they are readable at all."""
-    end = _question_end(data)
-    question = data[12 : end + 4] if end > 0 and end + 4 <= len(data) else b""
-    qdcount = (data[4] << 8) | data[5]
-    if qdcount != 1:
-        question = b""
+def read_name(data: bytes, pos: int) -> tuple[bytes, int]:
+    """The name at `pos` (uncompressed, lowercased wire format) and the offset just past it.
+    Bounded: at most MAX_NAME bytes of name and MAX_HOPS pointers, each pointing past the
+    header and strictly before where the previous jump landed, so no byte is read twice;
+    raises ValueError otherwise."""
+    size = len(data)
+    out = bytearray()
+    end = -1
+    floor = pos
+    hops = 0
+    while True:
+        if pos >= size:
+            raise ValueError("name runs past the end of the message")
+        length = data[pos]
+        if length >= 0xC0:
+            if pos + 1 >= size:
+                raise ValueError("name runs past the end of the message")
+            target = ((length & 0x3F) << 8) | data[pos + 1]
+            if target < 12 or target >= floor:
+                raise ValueError("compression pointer that does not point backwards")
+            hops += 1
+            if hops > MAX_HOPS:
+                raise ValueError("too many compression pointers")
+            if end < 0:
+                end = pos + 2
+            pos = floor = target
+            continue
+        if length > 63:
+            raise ValueError("unknown label type")
+        if len(out) + length + 1 > MAX_NAME:
+            raise ValueError("name longer than 255 bytes")
+        out += data[pos : pos + length + 1]
+        if length == 0:
+            return bytes(out).lower(), pos + 1 if end < 0 else end
+        pos += length + 1
+
+
+def _read_unusual(data: bytes, client: tuple[str, int], transport: int, flags: int) -> Query:
+    """Every shape but the common one: the gate, then one bounded pass over the records."""
+    size = len(data)
     opcode = (flags >> 11) & 0xF
     if opcode != 0:
-        raise Malformed(NOTIMP, question, f"opcode {opcode}")
+        # RFC 6895 2: what the sections mean depends on the opcode; echo none of them.
+        raise Malformed(NOTIMP, b"", f"opcode {opcode}", gate=True)
+    qdcount, ancount, nscount, arcount = _COUNTS.unpack_from(data, 4)
     if qdcount != 1:
-        raise Malformed(FORMERR, b"", f"QDCOUNT {qdcount}")
-    try:
-        record = dnslib.DNSRecord.parse(data)
-    except Exception as exc:  # dnslib raises several types for bad input
-        raise Malformed(FORMERR, question, f"unreadable body: {exc}") from None
-    if not question:
-        raise Malformed(FORMERR, b"", "question uses compression")
-    if record.rr or record.auth:
-        raise Malformed(FORMERR, question, "records in the answer or authority section")
-    opts = [rr for rr in record.ar if rr.rtype == dnslib.QTYPE.OPT]
-    if len(opts) > 1:
-        raise Malformed(FORMERR, question, "more than one OPT record")  # RFC 6891 6.1.1
-    q = Query(data[:2], flags, data[12:end].lower(), question,
-              record.q.qtype, record.q.qclass, client, transport)
-    if opts:
-        opt = opts[0]
-        if str(opt.rname) not in (".", ""):
-            raise Malformed(FORMERR, question, "OPT owner is not the root")
-        rdata = b"".join(struct.pack("!HH", o.code, len(o.data)) + o.data for o in opt.rdata)
-        _edns(q, opt.rclass, (opt.ttl >> 16) & 0xFF, opt.ttl & 0xFFFF, rdata)
+        raise Malformed(FORMERR, b"", f"QDCOUNT {qdcount}", gate=True)
+    if ancount or nscount:
+        raise Malformed(FORMERR, b"", "records in the answer or authority section", gate=True)
+    if arcount > MAX_ADDITIONAL:
+        raise Malformed(FORMERR, b"", f"{arcount} additional records", gate=True)
+    if arcount == 0 and transport == UDP and size > MAX_PLAIN_UDP:
+        raise Malformed(FORMERR, b"", f"{size} bytes over UDP without EDNS", gate=True)
+    end = _question_end(data)
+    if end < 0:
+        # A pointer (there is nothing before the question to point at), a bad label, or
+        # a name past 255 bytes: the question cannot be echoed.
+        raise Malformed(FORMERR, b"", "unreadable question name")
+    if end + 4 > size:
+        raise Malformed(FORMERR, b"", "question cut short")
+    question = data[12 : end + 4]
+    qtype, qclass = _HH.unpack_from(data, end)
+    q = Query(data[:2], flags, data[12:end].lower(), question, qtype, qclass, client,
+              transport)
+    pos = end + 4
+    opt: tuple[int, int, int, int] | None = None
+    tsig: tuple[bytes, int, int] | None = None
+    for _ in range(arcount):
+        if tsig is not None:  # RFC 8945 5.1: the TSIG must be the last record
+            raise Malformed(FORMERR, question, "TSIG is not the last record")
+        try:
+            owner, pos = read_name(data, pos)
+        except ValueError as exc:
+            raise Malformed(FORMERR, question, f"additional record: {exc}") from None
+        if pos + 10 > size:
+            raise Malformed(FORMERR, question, "additional record cut short")
+        rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, pos)
+        start = pos + 10
+        pos = start + rdlen
+        if pos > size:
+            raise Malformed(FORMERR, question, "additional record cut short")
+        if rtype == OPT:
+            if opt is not None:  # RFC 6891 6.1.1
+                raise Malformed(FORMERR, question, "more than one OPT record")
+            if owner != b"\0":
+                raise Malformed(FORMERR, question, "OPT owner is not the root")
+            opt = (rclass, ttl, start, pos)
+        elif rtype == TSIG:
+            tsig = (owner, start, pos)
+        # Any other record type in a query's additional section is ignored.
+    if pos != size:
+        raise Malformed(FORMERR, question, "trailing bytes after the records")
+    if opt is None:
+        if transport == UDP and size > MAX_PLAIN_UDP:  # the gate's size rule, now known
+            raise Malformed(FORMERR, b"", f"{size} bytes over UDP without EDNS", gate=True)
+    else:
+        rclass, ttl, start, stop = opt
+        _edns(q, rclass, (ttl >> 16) & 0xFF, ttl & 0xFFFF, data[start:stop])
+    if tsig is not None:
+        raise _unknown_key(data, q, *tsig)
     return q
+
+
+def _unknown_key(data: bytes, q: Query, key: bytes, start: int, stop: int) -> Malformed:
+    """RFC 8945 5.2.2: we hold no TSIG keys, so any signed query is NOTAUTH, answered with
+    an unsigned TSIG record (5.3.2) naming the same key and algorithm, error BADKEY."""
+    edns = q.edns >= 0
+    try:
+        algorithm, pos = read_name(data[:stop], start)
+    except ValueError as exc:
+        return Malformed(FORMERR, q.question, f"TSIG algorithm: {exc}", edns=edns)
+    if pos + 10 > stop:
+        return Malformed(FORMERR, q.question, "TSIG record cut short", edns=edns)
+    time_fudge = data[pos : pos + 8]
+    mac_size = (data[pos + 8] << 8) | data[pos + 9]
+    pos += 10 + mac_size
+    if pos + 6 > stop:
+        return Malformed(FORMERR, q.question, "TSIG record cut short", edns=edns)
+    original_id = data[pos : pos + 2]
+    other_len = (data[pos + 4] << 8) | data[pos + 5]
+    if pos + 6 + other_len != stop:
+        return Malformed(FORMERR, q.question, "TSIG record length mismatch", edns=edns)
+    return Malformed(NOTAUTH, q.question, "TSIG key unknown", edns=edns,
+                     tsig=Tsig(key, algorithm, time_fudge, original_id))

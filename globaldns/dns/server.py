@@ -1,7 +1,8 @@
 """One query's way through: precheck and parse, the handler chain, encode.
 
 This is the one error boundary: unreadable packets are dropped, malformed ones get
-FORMERR/NOTIMP/BADVERS, a handler's failure becomes SERVFAIL plus a log line and a counter.
+FORMERR/NOTIMP/BADVERS (NOTAUTH for a TSIG-signed one: we hold no keys), those refused by
+the shape gate are counted, a handler's failure becomes SERVFAIL plus a log line and a counter.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Coroutine
 
 from globaldns.dns.fastpath import WireCache
-from globaldns.dns.message import REFUSED, SERVFAIL, UDP, Malformed, Query, parse
+from globaldns.dns.message import (
+    REFUSED,
+    SERVFAIL,
+    UDP,
+    Malformed,
+    Query,
+    parse,
+    presentation,
+)
 from globaldns.dns.stats import (
     DURATION_BOUNDS,
     MALFORMED_QTYPE,
@@ -56,7 +65,9 @@ class DnsServer:
             if bad.rcode is None:
                 stats.dropped += 1
                 return None
-            wire = error_reply(data, bad.question, bad.rcode)
+            if bad.gate:
+                stats.gate_refused += 1
+            wire = error_reply(data, bad)
             stats.count(transport, MALFORMED_QTYPE, bad.rcode, len(wire))
             return wire
         if q is None:
@@ -88,7 +99,8 @@ class DnsServer:
         return wire
 
     def _failed(self, q: Query) -> Reply:
-        log.exception("failed to answer %s type %d from %s", q.name, q.qtype, q.client[0])
+        log.exception("failed to answer %s type %d from %s", presentation(q.qname), q.qtype,
+                      q.client[0])
         self.stats.errors += 1
         return _SERVFAIL
 

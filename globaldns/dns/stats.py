@@ -29,8 +29,8 @@ class Stats:
     """Per-query counters as plain integers; exported at scrape time, never on the hot path.
     Keys are small closed sets (transport, qtype, rcode, size), never names or clients."""
 
-    __slots__ = ("dropped", "duration_sum", "durations", "errors", "folded", "inflight_refused",
-                 "max_keys", "replies")
+    __slots__ = ("dropped", "duration_sum", "durations", "errors", "folded", "gate_refused",
+                 "inflight_refused", "max_keys", "replies")
 
     def __init__(self) -> None:
         self.replies: dict[int, int] = {}
@@ -46,6 +46,8 @@ class Stats:
         self.dropped = 0
         self.errors = 0
         self.inflight_refused = 0
+        self.gate_refused = 0
+        """Packets refused for their size or shape (dns/message.py), before a record was read."""
         self.max_keys = MAX_KEYS
 
     def count(self, transport: int, qtype: int, rcode: int, size: int) -> None:
@@ -83,6 +85,7 @@ class Stats:
         return {"totals": self.totals(), "durations": list(self.durations),
                 "duration_sum": self.duration_sum, "dropped": self.dropped,
                 "errors": self.errors, "inflight_refused": self.inflight_refused,
+                "gate_refused": self.gate_refused,
                 "inflight": inflight}
 
 
@@ -90,13 +93,14 @@ def combined(summaries: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The sum of several processes' summaries."""
     out: dict[str, Any] = {"totals": {}, "durations": [0] * (len(DURATION_BOUNDS) + 1),
                            "duration_sum": 0.0, "dropped": 0, "errors": 0,
-                           "inflight_refused": 0, "inflight": 0}
+                           "inflight_refused": 0, "inflight": 0, "gate_refused": 0}
     totals = out["totals"]
     for summary in summaries:
         for item, n in summary["totals"].items():
             totals[item] = totals.get(item, 0) + n
         out["durations"] = [a + b for a, b in zip(out["durations"], summary["durations"],
                                                   strict=True)]
-        for key in ("duration_sum", "dropped", "errors", "inflight_refused", "inflight"):
+        for key in ("duration_sum", "dropped", "errors", "inflight_refused", "inflight",
+                    "gate_refused"):
             out[key] += summary[key]
     return out

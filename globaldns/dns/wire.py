@@ -8,16 +8,21 @@ from bisect import bisect_right
 from typing import Final
 
 from globaldns.dns.message import (
+    BADKEY,
     FLAG_AA,
     FLAG_CD,
     FLAG_QR,
     FLAG_RA,
     FLAG_RD,
     FLAG_TC,
+    FORMERR,
     MAX_UDP,
     OPT_ECS,
     OPT_NSID,
+    TSIG,
+    Malformed,
     Query,
+    Tsig,
 )
 
 _COUNTS = struct.Struct("!HHHHH")  # flags, qd, an, ns, ar
@@ -144,11 +149,35 @@ def encode(q: Query, r: Reply, nsid: bytes = b"") -> bytes:
     return q.id + _COUNTS.pack(flags, 1, an, ns, ar + (1 if opt else 0)) + question + data + opt
 
 
-def error_reply(data: bytes, question: bytes, rcode: int) -> bytes:
-    """FORMERR / NOTIMP / BADVERS for a packet we could not take as a Query: the header's ID,
-    opcode, RD and CD back, the question when it was readable. RFC 6891 7: no OPT with
-    FORMERR; BADVERS lives in the OPT record's extended rcode, so it carries one."""
-    flags = FLAG_QR | (((data[2] << 8) | data[3]) & (0x7800 | FLAG_RD | FLAG_CD)) | (rcode & 0xF)
-    opt = _OPT_HEAD.pack(0, 41, MAX_UDP, rcode >> 4, 0, 0, 0) if rcode > 15 else b""
-    return data[:2] + _COUNTS.pack(flags, 1 if question else 0, 0, 0, 1 if opt else 0) \
-        + question + opt
+def error_reply(data: bytes, bad: Malformed) -> bytes:
+    """FORMERR / NOTIMP / BADVERS / NOTAUTH for a packet we could not take as a Query: the
+    header's ID and opcode; RD and CD only for opcode QUERY (RFC 6895 2: they mean nothing
+    for the others); the question when it was read whole. RFC 6891 7: no OPT with FORMERR;
+    BADVERS lives in the OPT record's extended rcode, so it carries one, and so does a
+    NOTAUTH to an EDNS query. A NOTAUTH ends with the unsigned BADKEY TSIG (RFC 8945
+    5.2.2, 5.3.2). The reply is never longer than the packet it answers."""
+    rcode = bad.rcode or 0
+    flags = ((data[2] << 8) | data[3]) & (0x7800 | FLAG_RD | FLAG_CD)
+    if flags & 0x7800:
+        flags &= 0x7800
+    question = bad.question
+    opt = _OPT_HEAD.pack(0, 41, MAX_UDP, rcode >> 4, 0, 0, 0) \
+        if rcode > 15 or (bad.edns and rcode != FORMERR) else b""
+    tsig = b"" if bad.tsig is None else tsig_error(bad.tsig)
+    if len(question) + len(opt) + len(tsig) + 12 > len(data):
+        # The query compressed its TSIG names (pointers into its own options, say); spelled
+        # out they would make the reply longer than the query: leave the TSIG out.
+        tsig = b""
+    return data[:2] + _COUNTS.pack(FLAG_QR | flags | (rcode & 0xF), 1 if question else 0, 0, 0,
+                                   (1 if opt else 0) + (1 if tsig else 0)) + question + opt + tsig
+
+
+_TSIG_HEAD = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+_TSIG_TAIL = struct.Struct("!H2sHH")  # MAC size, original ID, error, other length
+
+
+def tsig_error(t: Tsig) -> bytes:
+    """An unsigned TSIG record (MAC size 0) with error BADKEY, for the key and algorithm the
+    query named, its Time Signed and Fudge, and its original ID."""
+    rdata = t.algorithm + t.time_fudge + _TSIG_TAIL.pack(0, t.original_id, BADKEY, 0)
+    return t.key + _TSIG_HEAD.pack(TSIG, 255, 0, len(rdata)) + rdata
