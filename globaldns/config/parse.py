@@ -982,7 +982,7 @@ def parse_bytes(content: bytes, source: str) -> Config:
     try:
         text_ = content.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([f"{source}: byte {exc.start}: not UTF-8 text"]) from None
+        raise ConfigError([f"{source}: not UTF-8 text (byte offset {exc.start})"]) from None
     return parse_text(text_, source)
 
 
