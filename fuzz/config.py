@@ -1,0 +1,32 @@
+"""atheris harness for config parsing: YAML bytes → parse, validate, build.
+
+Pass: `ConfigError` (the one documented exception) or a Config, for every input; never
+another exception. Run: `python fuzz/config.py -dict=fuzz/config.dict CORPUS_DIR
+fuzz/corpus/config` (new inputs go to the first directory; keep the seeds read-only).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import atheris
+
+with atheris.instrument_imports(include=["globaldns.config"]):
+    from globaldns.config.parse import ConfigError, parse_bytes
+
+
+def TestOneInput(data: bytes) -> None:
+    try:
+        parse_bytes(data, "<fuzz>")
+    except ConfigError as exc:
+        # Every line names the source: the file, then the key path and the problem.
+        assert all(line.startswith("<fuzz>: ") for line in exc.errors), exc.errors
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
