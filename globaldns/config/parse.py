@@ -262,7 +262,8 @@ def domain(value: Any) -> str:
 
 def listen_address(value: Any) -> ListenAddress:
     raw = _scalar(value)
-    match = re.match(r"^\[([0-9a-fA-F:.]+)\]:(\d+)$", raw) or re.match(r"^([^:]+):(\d+)$", raw)
+    match = re.match(r"^\[([0-9a-fA-F:.]+)\]:([0-9]{1,5})$", raw) or \
+        re.match(r"^([^:]+):([0-9]{1,5})$", raw)
     if not match:
         raise _Invalid(f"{_show(raw)} is not HOST:PORT (IPv6 as [::1]:PORT)")
     host, port = match.group(1), int(match.group(2))
@@ -318,7 +319,7 @@ def _zones(r: _Reader, raw: Any) -> tuple[ZoneConfig, ...]:
         if not zone.name and "name" in d:
             r.error(f"{path}.name", "the root zone cannot be served (use forward for it)")
         if any(z.name == zone.name for z in zones):
-            r.error(f"{path}.name", f"zone {zone.name!r} is listed twice")
+            r.error(f"{path}.name", f"zone {_show(zone.name)} is listed twice")
         zones.append(zone)
     if not zones:
         r.error("zones", "at least one zone is required")
@@ -356,7 +357,7 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
             if found:
                 r.error(f"{path}.{found[0]}", found[1])
         if any(c.name == cluster.name for c in clusters):
-            r.error(f"{path}.name", f"cluster {cluster.name!r} is listed twice")
+            r.error(f"{path}.name", f"cluster {_show(cluster.name)} is listed twice")
         clusters.append(cluster)
     return tuple(clusters)
 
@@ -364,6 +365,8 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
 def read_bounded(path: str, limit: int = _MAX_FILE_BYTES) -> bytes:
     """A regular file's bytes, at most `limit` of them: never a FIFO or a device that
     blocks or never ends. OSError (strerror set) when it is not one."""
+    if "\0" in path:
+        raise OSError(0, "not a file name (a NUL byte)")
     with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise OSError(0, "not a regular file")
@@ -488,7 +491,7 @@ def _remote_secrets(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
     host = next((c for c in clusters if c.name == rs.cluster), None)
     if rs.cluster and (host is None or not host.watched):
         r.error("remote_secrets.cluster",
-                f"{rs.cluster!r} is not a cluster with kubeconfig or in_cluster")
+                f"{_show(rs.cluster)} is not a cluster with kubeconfig or in_cluster")
     return rs
 
 
@@ -519,7 +522,7 @@ def _services(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
                                       "labels", "weight", "health_check"})
             cluster = r.required(ed, "cluster", epath, cluster_name, "")
             if cluster and cluster not in by_name:
-                r.error(f"{epath}.cluster", f"{cluster!r} is not a cluster listed in clusters")
+                r.error(f"{epath}.cluster", f"{_show(cluster)} is not a cluster listed in clusters")
             default_locality = by_name[cluster].locality if cluster in by_name else Locality()
             endpoints.append(StaticEndpoint(
                 address=r.required(ed, "address", epath, ip_address, "0.0.0.0"),
@@ -559,8 +562,8 @@ def upstream(value: Any) -> tuple[ListenAddress, ...]:
     except _Invalid:
         raise _Invalid(f"{_show(raw)} is not IP[:PORT] ([IPV6]:PORT) or a file path; "
                        "host names are not resolved") from None
-    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
-        raise _Invalid(f"{_show(raw)}: port {port!r} is out of range 1..65535")
+    if port is not None and not (re.fullmatch("[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
+        raise _Invalid(f"{_show(raw)}: port {_show(port)} is out of range 1..65535")
     return (ListenAddress(host, int(port) if port else 53),)
 
 
@@ -576,7 +579,7 @@ def _nameservers(path: str) -> tuple[ListenAddress, ...]:
             try:
                 found.append(ListenAddress(ip_address(fields[1]), 53))
             except _Invalid:
-                raise _Invalid(f"{path}: {fields[1]!r} is not an IP address") from None
+                raise _Invalid(f"{path}: {_show(fields[1])} is not an IP address") from None
     if not found:
         raise _Invalid(f"{path} has no nameserver lines")
     return tuple(found)
@@ -650,10 +653,10 @@ def _forward(r: _Reader, raw: Any, config: Config) -> tuple[ForwardConfig, ...]:
         if zone is not None:
             for name in served:
                 if zone == name or zone.endswith("." + name):
-                    r.error(f"{path}.zone", f"{zone!r} is inside the served zone {name!r} "
-                            "(names in served zones are never forwarded)")
+                    r.error(f"{path}.zone", f"{_show(zone)} is inside the served zone "
+                            f"{_show(name)} (names in served zones are never forwarded)")
             if any(f.zone == zone for f in forwards):
-                r.error(f"{path}.zone", f"zone {zone or '.'!r} is listed twice")
+                r.error(f"{path}.zone", f"zone {_show(zone or '.')} is listed twice")
         forwards.append(fc)
     return tuple(forwards)
 
@@ -761,7 +764,7 @@ def _health_check(r: _Reader, raw: Any, path: str) -> HealthCheckConfig | None:
                                   base.unhealthy_threshold),
     )
     if not check.path.startswith("/"):
-        r.error(f"{kpath}.path", f"{check.path!r} must start with /")
+        r.error(f"{kpath}.path", f"{_show(check.path)} must start with /")
     return check
 
 
@@ -775,7 +778,7 @@ def _subsets(r: _Reader, raw: Any, path: str) -> tuple[SubsetConfig, ...]:
         if subset.name.startswith("_"):
             r.error(f"{spath}.name", "must not start with '_' (SRV names do)")
         if any(x.name == subset.name for x in subsets):
-            r.error(f"{spath}.name", f"subset {subset.name!r} is listed twice")
+            r.error(f"{spath}.name", f"subset {_show(subset.name)} is listed twice")
         subsets.append(subset)
     return tuple(subsets)
 
@@ -922,8 +925,8 @@ def _routing(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
             r.error(path, "give weights (per cluster) or distribute (per locality), not both")
         for k, earlier in enumerate(rules):
             if match and _covers(earlier.match, rule.match):
-                r.error(f"{path}.match", f"{match!r} is never used: routing[{k}] "
-                        f"({earlier.match!r}) matches every name it does, and the first "
+                r.error(f"{path}.match", f"{_show(match)} is never used: routing[{k}] "
+                        f"({_show(earlier.match)}) matches every name it does, and the first "
                         "matching rule wins")
                 break
         rules.append(rule)
@@ -965,7 +968,7 @@ def _aliases(r: _Reader, raw: Any) -> tuple[AliasConfig, ...]:
                             target=r.required(d, "target", path, domain, ""),
                             mode=r.get(d, "mode", path, choice("cname", "flatten"), "cname"))
         if any(a.name == alias.name for a in out):
-            r.error(f"{path}.name", f"alias {alias.name!r} is listed twice")
+            r.error(f"{path}.name", f"alias {_show(alias.name)} is listed twice")
         out.append(alias)
     return tuple(out)
 
