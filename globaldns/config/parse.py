@@ -305,6 +305,7 @@ def _zones(r: _Reader, raw: Any) -> tuple[ZoneConfig, ...]:
     if raw is None:
         return Config().zones
     zones: list[ZoneConfig] = []
+    seen: set[str] = set()
     for i, item in enumerate(r.sequence(raw, "zones")):
         path = f"zones[{i}]"
         d = r.mapping(item, path, {"name", "ttl", "negative_ttl", "max_answers",
@@ -318,8 +319,9 @@ def _zones(r: _Reader, raw: Any) -> tuple[ZoneConfig, ...]:
         )
         if not zone.name and "name" in d:
             r.error(f"{path}.name", "the root zone cannot be served (use forward for it)")
-        if any(z.name == zone.name for z in zones):
+        if zone.name in seen:
             r.error(f"{path}.name", f"zone {_show(zone.name)} is listed twice")
+        seen.add(zone.name)
         zones.append(zone)
     if not zones:
         r.error("zones", "at least one zone is required")
@@ -328,6 +330,7 @@ def _zones(r: _Reader, raw: Any) -> tuple[ZoneConfig, ...]:
 
 def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
     clusters: list[ClusterConfig] = []
+    seen: set[str] = set()
     for i, item in enumerate(r.sequence(raw, "clusters")):
         path = f"clusters[{i}]"
         d = r.mapping(item, path, {"name", "locality", "kubeconfig", "context", "in_cluster",
@@ -356,8 +359,9 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
             found = _kubeconfig_problem(cluster.kubeconfig, cluster.context)
             if found:
                 r.error(f"{path}.{found[0]}", found[1])
-        if any(c.name == cluster.name for c in clusters):
+        if cluster.name in seen:
             r.error(f"{path}.name", f"cluster {_show(cluster.name)} is listed twice")
+        seen.add(cluster.name)
         clusters.append(cluster)
     return tuple(clusters)
 
@@ -499,6 +503,7 @@ def _services(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
               ) -> tuple[StaticService, ...]:
     by_name = {c.name: c for c in clusters}
     services: list[StaticService] = []
+    seen: set[tuple[str, str]] = set()
     for i, item in enumerate(r.sequence(raw, "services")):
         path = f"services[{i}]"
         d = r.mapping(item, path, {"name", "namespace", "ports", "endpoints", "subsets",
@@ -534,8 +539,9 @@ def _services(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
                 weight=r.get(ed, "weight", epath, integer(0, 1_000_000), 1),
                 health_check=_health_check(r, ed.get("health_check"), f"{epath}.health_check"),
             ))
-        if any(s.name == name and s.namespace == namespace_ for s in services):
+        if (name, namespace_) in seen:
             r.error(f"{path}.name", f"service {name}.{namespace_} is listed twice")
+        seen.add((name, namespace_))
         services.append(StaticService(
             name, namespace_, tuple(ports), tuple(endpoints),
             subsets=_subsets(r, d.get("subsets"), f"{path}.subsets"),
@@ -655,7 +661,7 @@ def _forward(r: _Reader, raw: Any, config: Config) -> tuple[ForwardConfig, ...]:
                 if zone == name or zone.endswith("." + name):
                     r.error(f"{path}.zone", f"{_show(zone)} is inside the served zone "
                             f"{_show(name)} (names in served zones are never forwarded)")
-            if any(f.zone == zone for f in forwards):
+            if zone in {f.zone for f in forwards}:
                 r.error(f"{path}.zone", f"zone {_show(zone or '.')} is listed twice")
         forwards.append(fc)
     return tuple(forwards)
@@ -777,7 +783,7 @@ def _subsets(r: _Reader, raw: Any, path: str) -> tuple[SubsetConfig, ...]:
                               labels=r.required(d, "labels", spath, labels, ()))
         if subset.name.startswith("_"):
             r.error(f"{spath}.name", "must not start with '_' (SRV names do)")
-        if any(x.name == subset.name for x in subsets):
+        if subset.name in {x.name for x in subsets}:
             r.error(f"{spath}.name", f"subset {_show(subset.name)} is listed twice")
         subsets.append(subset)
     return tuple(subsets)
@@ -854,6 +860,8 @@ def _routing(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
              ) -> tuple[RoutingRule, ...]:
     known = {c.name for c in clusters}
     rules: list[RoutingRule] = []
+    first: dict[str, int] = {}
+    wildcards: list[tuple[int, str]] = []
     for i, item in enumerate(r.sequence(raw, "routing")):
         path = f"routing[{i}]"
         d = r.mapping(item, path, {"match", "distribute", "failover", "weights", "views",
@@ -923,12 +931,18 @@ def _routing(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
         )
         if rule.weights and rule.distribute:
             r.error(path, "give weights (per cluster) or distribute (per locality), not both")
-        for k, earlier in enumerate(rules):
-            if match and _covers(earlier.match, rule.match):
-                r.error(f"{path}.match", f"{_show(match)} is never used: routing[{k}] "
-                        f"({_show(earlier.match)}) matches every name it does, and the first "
-                        "matching rule wins")
-                break
+        if match:
+            # Only an identical or a wildcard rule can cover a later one.
+            earlier = first.get(rule.match)
+            if earlier is None:
+                earlier = next((j for j, m in wildcards if _covers(m, rule.match)), None)
+            if earlier is not None:
+                r.error(f"{path}.match", f"{_show(match)} is never used: routing[{earlier}] "
+                        f"({_show(rules[earlier].match)}) matches every name it does, and "
+                        "the first matching rule wins")
+            first.setdefault(rule.match, i)
+            if "*" in rule.match:
+                wildcards.append((i, rule.match))
         rules.append(rule)
     return tuple(rules)
 
@@ -961,14 +975,16 @@ def _covers(earlier: str, later: str) -> bool:
 
 def _aliases(r: _Reader, raw: Any) -> tuple[AliasConfig, ...]:
     out: list[AliasConfig] = []
+    seen: set[str] = set()
     for i, item in enumerate(r.sequence(raw, "aliases")):
         path = f"aliases[{i}]"
         d = r.mapping(item, path, {"name", "target", "mode"})
         alias = AliasConfig(name=r.required(d, "name", path, domain, ""),
                             target=r.required(d, "target", path, domain, ""),
                             mode=r.get(d, "mode", path, choice("cname", "flatten"), "cname"))
-        if any(a.name == alias.name for a in out):
+        if alias.name in seen:
             r.error(f"{path}.name", f"alias {_show(alias.name)} is listed twice")
+        seen.add(alias.name)
         out.append(alias)
     return tuple(out)
 
