@@ -3,6 +3,9 @@
 Pass: `ConfigError` (the one documented exception) or a Config, for every input; never
 another exception. Run: `python fuzz/config.py -dict=fuzz/config.dict CORPUS_DIR
 fuzz/corpus/config` (new inputs go to the first directory; keep the seeds read-only).
+Seeds: config/example.yaml, the bad configs of tests/test_hostile_config.py (kubeconfig
+paths replaced by `k` and `m`) and one config with aliases; the dictionary holds every key
+parse.py knows and a few YAML tokens and values.
 """
 
 from __future__ import annotations

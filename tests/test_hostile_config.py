@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from globaldns.config import ConfigError, load, parse_text
 from tests.conftest import Running, free_port
 from tests.dnsclient import addresses, ask
 from tests.scrape import scrape, value
@@ -218,3 +219,52 @@ def test_explain_a_view_whose_cluster_has_no_endpoints_says_nodata(tmp_path: Pat
     assert out.returncode == 0, out.stderr
     assert "note view 0 matched: restricted to north" in out.stdout
     assert out.stdout.strip().endswith("result NOERROR, no records (NODATA)")
+
+
+@pytest.mark.parametrize("selector", [
+    "app=web", "app==web,tier!=db", "env in (prod, staging)", "env notin (dev)", "!canary",
+    "canary", "globaldns.io/export=true", "istio/multiCluster=true", "app=", "rank>1",
+    "a.b-c.d/e.f_g=h_i.j-k"])
+def test_a_valid_label_selector_is_accepted(selector: str) -> None:
+    text = f"clusters: [{{name: east, label_selector: '{selector}'}}]"
+    assert parse_text(text, "my.yaml").clusters[0].label_selector == selector
+
+
+@pytest.mark.parametrize(("rules", "shadowed"), [
+    (["web.prod", "*.prod"], False),
+    (["*.prod", "web.*"], False),
+    (["web-*.prod", "web-1.prod"], True),
+    (["web-*.prod", "web-*.prod"], True),
+    (["web-*.prod", "web-1*.prod"], False),  # covered in fact, but not provably cheaply
+    (["*.*", "x.y"], True),
+    (["Web.Prod", "web.prod"], True),
+])
+def test_a_rule_is_shadowed_only_when_an_earlier_one_covers_it(rules: list[str],
+                                                                shadowed: bool) -> None:
+    text = "routing: [" + ", ".join(f"{{match: '{m}'}}" for m in rules) + "]"
+    if not shadowed:
+        parse_text(text, "my.yaml")
+        return
+    with pytest.raises(ConfigError) as caught:
+        parse_text(text, "my.yaml")
+    assert caught.value.errors == [
+        f"my.yaml: routing[1].match: '{rules[1]}' is never used: routing[0] "
+        f"('{rules[0].lower()}') matches every name it does, and the first matching rule wins"]
+
+
+@pytest.mark.parametrize("text", [
+    "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9)),
+    "clusters: [{name: c, namespaces: &a [*a]}]",
+])
+def test_yaml_aliases_may_not_expand_past_the_file(text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_text(text, "my.yaml")
+    assert caught.value.errors == ["my.yaml: YAML aliases expand to more values than the file "
+                                   "holds (a recursive or exponential alias)"]
+
+
+def test_a_kubeconfig_with_its_context_is_accepted(tmp_path: Path) -> None:
+    path = _write(tmp_path, "clusters: [{name: east, kubeconfig: '{kubeconfig}'},\n"
+                  "           {name: west, kubeconfig: '{kubeconfig}', context: east}]\n")
+    assert [c.context for c in load(path).clusters] == ["", "east"]
