@@ -53,6 +53,8 @@ CASES: list[tuple[str, str, str, str]] = [
 """, "routing[0].weights.East", "'East' is not a cluster listed in clusters"),
     ("kubeconfig-missing", "clusters: [{name: east, kubeconfig: '{missing}'}]\n",
      "clusters[0].kubeconfig", "No such file or directory"),
+    ("kubeconfig-home-of-no-user", "clusters: [{name: east, kubeconfig: '~nosuchuser/k'}]\n",
+     "clusters[0].kubeconfig", "its ~ names no home directory on this host"),
     ("kubeconfig-context-missing",
      "clusters: [{name: east, kubeconfig: '{kubeconfig}', context: nowhere}]\n",
      "clusters[0].context", "'nowhere' is not a context in"),

@@ -475,7 +475,10 @@ def _requirement_problem(req: str) -> str:
 
 def _path(source: str, value: Any) -> str:
     """A file named in the config: `~` expanded; relative to the config file's folder."""
-    raw = Path(text(value)).expanduser()
+    try:
+        raw = Path(text(value)).expanduser()
+    except RuntimeError:  # `~user/...` for a user without a home directory here
+        raise _Invalid(f"{_show(value)}: its ~ names no home directory on this host") from None
     if not raw.is_absolute() and Path(source).is_file():
         raw = Path(source).resolve().parent / raw
     return str(raw)
