@@ -107,7 +107,7 @@ def check_config(path: str) -> int:
         config = load(path)
     except ConfigError as exc:
         for line in exc.errors:
-            print(line)
+            print(line, file=sys.stderr)
         return 1
     endpoints = sum(len(s.endpoints) for s in config.services)
     print(f"{path}: ok: {len(config.zones)} zone(s), {len(config.clusters)} cluster(s), "

@@ -70,7 +70,9 @@ def explain(snapshot: Snapshot, store: Store, name: str, *, client: str = "127.0
              zone=zone.config, healthy_clusters=health)
     group_of: dict[str, str] = {}
     total = sum(w for w, _ in p.groups)
-    for (weight, _), lead in zip(p.groups, p.leads, strict=True):
+    # A plan with nothing to answer (a view or subset matching no endpoint) has one empty
+    # group and no leads.
+    for (weight, _), lead in zip(p.groups, p.leads or ((),) * len(p.groups), strict=True):
         share = f"{100 * weight / total:.0f}%"
         for e in lead:
             group_of[e.address] = f"{share} (shared)" if len(lead) > 1 else share

@@ -23,9 +23,9 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from globaldns.config import Config, ConfigError, parse_text
+from globaldns.config import Config, ConfigError
+from globaldns.config.parse import MAX_CONFIG_BYTES, parse_bytes, read_bounded
 
 log = logging.getLogger("globaldns.reload")
 
@@ -66,7 +66,7 @@ class Reloads:
         if path is not None:
             self._signature = signature(path)
             with contextlib.suppress(OSError):
-                self.hash = digest(Path(path).read_bytes())
+                self.hash = digest(read_bounded(path, MAX_CONFIG_BYTES))
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -117,7 +117,7 @@ class Reloads:
         async with self._lock:
             self._signature = signature(path)
             try:
-                content = await asyncio.to_thread(Path(path).read_bytes)
+                content = await asyncio.to_thread(read_bounded, path, MAX_CONFIG_BYTES)
             except OSError as exc:
                 return self._failed(why, [f"{path}: cannot read: {exc.strerror}"])
             new_hash = digest(content)
@@ -126,11 +126,10 @@ class Reloads:
             if new_hash == self._rejected and why == "file changed":
                 return False  # already rejected and logged
             try:
-                config = await asyncio.to_thread(parse_text, content.decode("utf-8", "replace"),
-                                                 path)
-            except ConfigError as exc:
+                config = await asyncio.to_thread(parse_bytes, content, path)
+            except Exception as exc:  # ConfigError, or anything else: the reload failed
                 self._rejected = new_hash
-                return self._failed(why, exc.errors)
+                return self._failed(why, _errors(path, exc))
             return self._apply(config, new_hash, why)
 
     def reload_now(self, *, why: str) -> bool:
@@ -139,12 +138,13 @@ class Reloads:
             return False
         self._signature = signature(self.path)
         try:
-            content = Path(self.path).read_bytes()
-            config = parse_text(content.decode("utf-8", "replace"), self.path)
+            content = read_bounded(self.path, MAX_CONFIG_BYTES)
         except OSError as exc:
             return self._failed(why, [f"{self.path}: cannot read: {exc.strerror}"])
-        except ConfigError as exc:
-            return self._failed(why, exc.errors)
+        try:
+            config = parse_bytes(content, self.path)
+        except Exception as exc:  # ConfigError, or anything else: the reload failed
+            return self._failed(why, _errors(self.path, exc))
         return self._apply(config, digest(content), why)
 
     def _apply(self, config: Config, new_hash: str, why: str) -> bool:
@@ -170,3 +170,12 @@ class Reloads:
         for line in errors:
             log.error("reload rejected: %s", line)
         return False
+
+
+def _errors(path: str, exc: Exception) -> list[str]:
+    """A rejected config's lines: a ConfigError's own; any other exception (a bug past the
+    config boundary) as one line, its traceback in the log."""
+    if isinstance(exc, ConfigError):
+        return exc.errors
+    log.error("reload: loading %s failed", path, exc_info=exc)
+    return [f"{path}: cannot be loaded: {type(exc).__name__}: {str(exc)[:200]}"]

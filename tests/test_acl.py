@@ -131,7 +131,7 @@ def test_the_per_client_memory_is_bounded():
 
 def test_acl_config(tmp_path):
     config = parse_text("acl: {allow_recursion: [10.0.0.0/8, 192.0.2.1], "
-                        "allow_query: ['10.1.2.3/8', 'fd00::/8']}", "my.yaml")
+                        "allow_query: ['10.0.0.0/8', 'fd00::/8']}", "my.yaml")
     assert config.acl.allow_recursion == ("10.0.0.0/8", "192.0.2.1/32")
     assert config.acl.allow_query == ("10.0.0.0/8", "fd00::/8")
     assert parse_text("", "my.yaml").acl == AclConfig()
@@ -140,6 +140,8 @@ def test_acl_config(tmp_path):
 @pytest.mark.parametrize(("text", "error"), [
     ("acl: {allow_query: [10.0.0.0/33]}",
      "my.yaml: acl.allow_query[0]: '10.0.0.0/33' is not an IP network"),
+    ("acl: {allow_query: [10.1.2.3/8]}",
+     "my.yaml: acl.allow_query[0]: '10.1.2.3/8' has host bits set (the network is 10.0.0.0/8)"),
     ("acl: {allow_recursion: [everyone]}",
      "my.yaml: acl.allow_recursion[0]: 'everyone' is not an IP network"),
     ("acl: {allow_recursion: 10.0.0.0/8}",

@@ -103,7 +103,7 @@ timeout: 5q
     out = subprocess.run([*GLOBALDNS, "check-config", str(bad)], capture_output=True, text=True,
                          timeout=20)
     assert out.returncode == 1
-    lines = out.stdout.splitlines()
+    lines = out.stderr.splitlines()
     assert lines[0].startswith(f"{bad}: timeout: unknown key (expected one of: ")
     assert "clusters, dns," in lines[0] and lines[0].endswith("zones)")
     assert lines[1:] == [
@@ -120,7 +120,7 @@ timeout: 5q
 def test_check_config_names_a_file_it_cannot_read():
     out = subprocess.run([*GLOBALDNS, "check-config", "/nonexistent.yaml"],
                          capture_output=True, text=True, timeout=20)
-    assert out.returncode == 1 and out.stdout.startswith("/nonexistent.yaml: cannot read")
+    assert out.returncode == 1 and out.stderr.startswith("/nonexistent.yaml: cannot read")
 
 
 def test_version():

@@ -35,7 +35,7 @@ CASES = [
     ("routing: [{match: a.b, answer: best}]",
      "routing[0].answer: 'best' is not one of: all, best_tier"),
     ("routing: [{match: a.b, views: [{clients: [nope], clusters: [a]}]}]",
-     "routing[0].views[0].clients: 'nope' is not an IP network (e.g. 10.0.0.0/8, fc00::/7)"),
+     "routing[0].views[0].clients[0]: 'nope' is not an IP network (e.g. 10.0.0.0/8, fc00::/7)"),
     ("routing: [{match: a.b, views: [{localities: [eu-*]}]}]",
      "routing[0].views[0]: needs clusters or labels to restrict the answer to"),
     ("aliases: [{name: a.example, target: x.y.global, mode: dns}]",
@@ -61,5 +61,8 @@ def test_a_bad_config_names_file_key_path_and_problem(text, expected):
 def test_a_relative_kubeconfig_is_relative_to_the_config_file(tmp_path):
     path = tmp_path / "globaldns.yaml"
     path.write_text("clusters: [{name: a, kubeconfig: creds/a.kubeconfig}]\n")
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "a.kubeconfig").write_text(
+        "contexts: [{name: a, context: {cluster: a}}]\ncurrent-context: a\n")
     from globaldns.config import load
     assert load(path).clusters[0].kubeconfig == str(tmp_path / "creds" / "a.kubeconfig")

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
+import os
 import re
+import reprlib
+import stat
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -61,6 +65,15 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _DNS_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+# RFC 1123 labels, what Kubernetes calls DNS-1123 labels (namespace names): lowercase.
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+# A timer longer than a year is a typo (and a huge one overflows the OS's timers).
+_MAX_DURATION = 366 * 86400.0
+# Bounds on what is parsed at all: a config file (parsed on every reload), a kubeconfig,
+# a resolv.conf. Real ones are a few KB; these leave room for thousands of services.
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+_MAX_FILE_BYTES = 1024 * 1024
+_MAX_WEIGHT = 10_000
 
 
 class _Reader:
@@ -69,12 +82,15 @@ class _Reader:
     def __init__(self, source: str) -> None:
         self.source = source
         self.errors: list[str] = []
+        self.at = ""
+        """The key path being read: where an unexpected exception is reported."""
 
     def error(self, path: str, problem: str) -> None:
         where = f"{path}: " if path else ""
         self.errors.append(f"{self.source}: {where}{problem}")
 
     def mapping(self, value: Any, path: str, allowed: set[str]) -> dict[str, Any]:
+        self.at = path
         if value is None:
             return {}
         if not isinstance(value, dict):
@@ -87,6 +103,7 @@ class _Reader:
         return value
 
     def sequence(self, value: Any, path: str) -> list[Any]:
+        self.at = path
         if value is None:
             return []
         if not isinstance(value, list):
@@ -98,12 +115,25 @@ class _Reader:
             default: T) -> T:
         if key not in data or data[key] is None:
             return default
-        where = f"{path}.{key}" if path else key
+        where = self.at = f"{path}.{key}" if path else key
         try:
             return convert(data[key])
         except _Invalid as exc:
             self.error(where, str(exc))
             return default
+
+    def items(self, data: dict[str, Any], key: str, path: str,
+              convert: Callable[[Any], T]) -> list[T]:
+        """A list of values, each converted; an error names the item's index."""
+        where = f"{path}.{key}" if path else key
+        out: list[T] = []
+        for j, item in enumerate(self.sequence(data.get(key), where)):
+            self.at = f"{where}[{j}]"
+            try:
+                out.append(convert(item))
+            except _Invalid as exc:
+                self.error(self.at, str(exc))
+        return out
 
     def required(self, data: dict[str, Any], key: str, path: str, convert: Callable[[Any], T],
                  default: T) -> T:
@@ -118,25 +148,45 @@ def _kind(value: Any) -> str:
             int: "a number", float: "a number"}.get(type(value), type(value).__name__)
 
 
+# Error messages quote a value, never a whole subtree (a value can be a huge YAML list).
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlist = _REPR.maxdict = 4
+_REPR.maxlevel = 2
+
+
+def _show(value: Any) -> str:
+    return _REPR.repr(value)
+
+
+def _scalar(value: Any) -> str:
+    """A YAML scalar as text; a mapping or list is an error, never turned into text."""
+    if isinstance(value, dict | list):
+        raise _Invalid(f"must be a single value, not {_kind(value)}")
+    return str(value)
+
+
 def duration(value: Any) -> float:
     if isinstance(value, bool):
-        raise _Invalid(f"{value!r} is not a duration (e.g. 500ms, 10s, 5m)")
+        raise _Invalid(f"{_show(value)} is not a duration (e.g. 500ms, 10s, 5m)")
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        match = _DURATION.match(str(value).strip())
+        match = _DURATION.match(_scalar(value).strip())
         if not match:
-            raise _Invalid(f"{value!r} is not a duration (e.g. 500ms, 10s, 5m)")
+            raise _Invalid(f"{_show(value)} is not a duration (e.g. 500ms, 10s, 5m)")
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if seconds < 0:
-        raise _Invalid(f"{value!r} must not be negative")
+        raise _Invalid(f"{_show(value)} must not be negative")
+    if not math.isfinite(seconds) or seconds > _MAX_DURATION:
+        raise _Invalid(f"{_show(value)} is more than a year")
     return seconds
 
 
 def integer(low: int, high: int) -> Callable[[Any], int]:
     def convert(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid(f"{value!r} is not an integer")
+            raise _Invalid(f"{_show(value)} is not an integer")
         if not low <= value <= high:
             raise _Invalid(f"{value} is out of range {low}..{high}")
         return value
@@ -145,29 +195,29 @@ def integer(low: int, high: int) -> Callable[[Any], int]:
 
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise _Invalid(f"{value!r} is not true or false")
+        raise _Invalid(f"{_show(value)} is not true or false")
     return value
 
 
 def text(value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise _Invalid(f"{value!r} is not a non-empty string")
+        raise _Invalid(f"{_show(value)} is not a non-empty string")
     return value
 
 
 def choice(*options: str) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         if value not in options:
-            raise _Invalid(f"{value!r} is not one of: {', '.join(options)}")
+            raise _Invalid(f"{_show(value)} is not one of: {', '.join(options)}")
         return str(value)
     return convert
 
 
 def ip_address(value: Any) -> str:
     try:
-        return str(ipaddress.ip_address(str(value)))
+        return str(ipaddress.ip_address(_scalar(value)))
     except ValueError:
-        raise _Invalid(f"{value!r} is not an IP address") from None
+        raise _Invalid(f"{_show(value)} is not an IP address") from None
 
 
 def locality(value: Any) -> Locality:
@@ -180,22 +230,42 @@ def locality(value: Any) -> Locality:
 def dns_label(value: Any) -> str:
     label = text(value).lower()
     if not _DNS_LABEL.match(label):
-        raise _Invalid(f"{value!r} is not a DNS label (letters, digits, '-', at most 63)")
+        raise _Invalid(f"{_show(value)} is not a DNS label (letters, digits, '-', at most 63)")
     return label
+
+
+def cluster_name(value: Any) -> str:
+    """A cluster name: it becomes a DNS label (`<cluster>.<service>...`), so lowercase RFC
+    1123, at most 63 characters."""
+    name = text(value)
+    if not _DNS1123_LABEL.fullmatch(name):
+        raise _Invalid(f"{_show(value)} cannot be a DNS label (lowercase letters, digits and "
+                       "'-', at most 63, starting and ending with a letter or digit)")
+    return name
+
+
+def namespace(value: Any) -> str:
+    """A Kubernetes namespace name: a DNS-1123 label, taken as written (never lowercased)."""
+    name = text(value)
+    if not _DNS1123_LABEL.fullmatch(name):
+        raise _Invalid(f"{_show(value)} is not a namespace name (DNS-1123: lowercase letters, "
+                       "digits and '-', at most 63, starting and ending with a letter or digit)")
+    return name
 
 
 def domain(value: Any) -> str:
     name = text(value).strip().lower().rstrip(".")
     if name and not all(_DNS_LABEL.match(label) for label in name.split(".")):
-        raise _Invalid(f"{value!r} is not a domain name")
+        raise _Invalid(f"{_show(value)} is not a domain name")
     return name
 
 
 def listen_address(value: Any) -> ListenAddress:
-    raw = str(value)
-    match = re.match(r"^\[([0-9a-fA-F:.]+)\]:(\d+)$", raw) or re.match(r"^([^:]+):(\d+)$", raw)
+    raw = _scalar(value)
+    match = re.match(r"^\[([0-9a-fA-F:.]+)\]:([0-9]{1,5})$", raw) or \
+        re.match(r"^([^:]+):([0-9]{1,5})$", raw)
     if not match:
-        raise _Invalid(f"{raw!r} is not HOST:PORT (IPv6 as [::1]:PORT)")
+        raise _Invalid(f"{_show(raw)} is not HOST:PORT (IPv6 as [::1]:PORT)")
     host, port = match.group(1), int(match.group(2))
     host = ip_address(host) if host != "localhost" else "127.0.0.1"
     if not 0 <= port <= 65535:
@@ -206,7 +276,7 @@ def listen_address(value: Any) -> ListenAddress:
 def labels(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict):
         raise _Invalid("must be a mapping of label: value")
-    return tuple(sorted((str(k), str(v)) for k, v in value.items()))
+    return tuple(sorted((_scalar(k), _scalar(v)) for k, v in value.items()))
 
 
 def _dns(r: _Reader, raw: Any) -> DnsConfig:
@@ -235,6 +305,7 @@ def _zones(r: _Reader, raw: Any) -> tuple[ZoneConfig, ...]:
     if raw is None:
         return Config().zones
     zones: list[ZoneConfig] = []
+    seen: set[str] = set()
     for i, item in enumerate(r.sequence(raw, "zones")):
         path = f"zones[{i}]"
         d = r.mapping(item, path, {"name", "ttl", "negative_ttl", "max_answers",
@@ -248,8 +319,9 @@ def _zones(r: _Reader, raw: Any) -> tuple[ZoneConfig, ...]:
         )
         if not zone.name and "name" in d:
             r.error(f"{path}.name", "the root zone cannot be served (use forward for it)")
-        if any(z.name == zone.name for z in zones):
-            r.error(f"{path}.name", f"zone {zone.name!r} is listed twice")
+        if zone.name in seen:
+            r.error(f"{path}.name", f"zone {_show(zone.name)} is listed twice")
+        seen.add(zone.name)
         zones.append(zone)
     if not zones:
         r.error("zones", "at least one zone is required")
@@ -258,6 +330,7 @@ def _zones(r: _Reader, raw: Any) -> tuple[ZoneConfig, ...]:
 
 def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
     clusters: list[ClusterConfig] = []
+    seen: set[str] = set()
     for i, item in enumerate(r.sequence(raw, "clusters")):
         path = f"clusters[{i}]"
         d = r.mapping(item, path, {"name", "locality", "kubeconfig", "context", "in_cluster",
@@ -265,13 +338,13 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
                                    "watch_idle_timeout"})
         base = ClusterConfig("")
         cluster = ClusterConfig(
-            name=r.required(d, "name", path, dns_label, f"invalid-{i}"),
+            name=r.required(d, "name", path, cluster_name, f"invalid-{i}"),
             locality=r.get(d, "locality", path, locality, Locality()),
             kubeconfig=r.get(d, "kubeconfig", path, lambda v: _path(r.source, v), ""),
             context=r.get(d, "context", path, text, ""),
             in_cluster=r.get(d, "in_cluster", path, boolean, False),
-            namespaces=tuple(r.get(d, "namespaces", path, _names, [])),
-            label_selector=r.get(d, "label_selector", path, text, ""),
+            namespaces=tuple(r.items(d, "namespaces", path, namespace)),
+            label_selector=r.get(d, "label_selector", path, label_selector, ""),
             stale_for=r.get(d, "stale_for", path, duration, base.stale_for),
             watch_idle_timeout=r.get(d, "watch_idle_timeout", path, positive_duration,
                                      base.watch_idle_timeout),
@@ -282,24 +355,133 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
             r.error(path, "give either kubeconfig or in_cluster, not both")
         if cluster.context and not cluster.kubeconfig:
             r.error(f"{path}.context", "needs kubeconfig")
-        if any(c.name == cluster.name for c in clusters):
-            r.error(f"{path}.name", f"cluster {cluster.name!r} is listed twice")
+        if cluster.kubeconfig and not cluster.in_cluster and Path(r.source).is_file():
+            found = _kubeconfig_problem(cluster.kubeconfig, cluster.context)
+            if found:
+                r.error(f"{path}.{found[0]}", found[1])
+        if cluster.name in seen:
+            r.error(f"{path}.name", f"cluster {_show(cluster.name)} is listed twice")
+        seen.add(cluster.name)
         clusters.append(cluster)
     return tuple(clusters)
 
 
+def read_bounded(path: str, limit: int = _MAX_FILE_BYTES) -> bytes:
+    """A regular file's bytes, at most `limit` of them: never a FIFO or a device that
+    blocks or never ends. OSError (strerror set) when it is not one."""
+    if "\0" in path:
+        raise OSError(0, "not a file name (a NUL byte)")
+    with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(0, "not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(0, f"larger than {limit // 1024} KiB")
+    return data
+
+
+def _kubeconfig_problem(path: str, context: str) -> tuple[str, str] | None:
+    """(key, problem) when the kubeconfig cannot be read or lacks the context. Messages
+    quote names and positions only: the file holds credentials. Checked only for a config
+    read from a file: a config text alone (a docs example) names another machine's files."""
+    try:
+        raw = yaml.load(read_bounded(path), Loader=_LOADER)
+    except OSError as exc:
+        return "kubeconfig", f"cannot read {path}: {exc.strerror}"
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        return "kubeconfig", f"{path} is not valid YAML{where}"
+    contexts = raw.get("contexts") if isinstance(raw, dict) else None
+    names = {c["name"] for c in contexts if isinstance(c, dict) and isinstance(c.get("name"), str)
+             } if isinstance(contexts, list) else set()
+    if not names:
+        return "kubeconfig", f"{path} has no contexts"
+    if context:
+        if context not in names:
+            return "context", f"{_show(context)} is not a context in {path}"
+        return None
+    current = raw.get("current-context")
+    if not current or not isinstance(current, str):
+        return "context", f"is required: {path} has no current-context"
+    if current not in names:
+        return "kubeconfig", f"its current-context {_show(current)} is not one of its contexts"
+    return None
+
+
+# Kubernetes label selector syntax (apimachinery labels.Parse): requirements separated by
+# commas: `key`, `!key`, `key=value`, `key==value`, `key!=value`, `key in (a, b)`,
+# `key notin (a, b)`, `key>1`, `key<1`.
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?" + _LABEL_NAME)
+_LABEL_VALUE = re.compile(f"({_LABEL_NAME})?")
+_SET = re.compile(r"([^\s(),!=<>]+)\s+(in|notin)\s*\(([^()]*)\)")
+_COMPARE = re.compile(r"([^\s(),!=<>]+)\s*(==|=|!=|<|>)\s*([^\s(),!=<>]*)")
+_EXISTS = re.compile(r"(!?)\s*([^\s(),!=<>]+)")
+_MAX_SELECTOR = 4096
+
+
+def label_selector(value: Any) -> str:
+    raw = text(value).strip()
+    if len(raw) > _MAX_SELECTOR:
+        raise _Invalid(f"is longer than {_MAX_SELECTOR} characters")
+    for requirement in _requirements(raw):
+        problem = _requirement_problem(requirement.strip())
+        if problem:
+            raise _Invalid(f"{_show(raw)} is not a label selector: {problem}")
+    return raw
+
+
+def _requirements(selector: str) -> list[str]:
+    """Split at the commas outside parentheses."""
+    out, start, depth = [], 0, 0
+    for i, char in enumerate(selector):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            out.append(selector[start:i])
+            start = i + 1
+    out.append(selector[start:])
+    return out
+
+
+def _requirement_problem(req: str) -> str:
+    if not req:
+        return "an empty requirement"
+    values: list[str] = []
+    if match := _SET.fullmatch(req):
+        key = match.group(1)
+        values = [v.strip() for v in match.group(3).split(",")]
+        if values == [""]:
+            return f"{_show(req)}: {match.group(2)} needs at least one value"
+    elif match := _COMPARE.fullmatch(req):
+        key, op, value = match.groups()
+        if op in "<>" and not value.isdigit():
+            return f"{_show(req)}: {op} needs a whole number"
+        values = [value]
+    elif match := _EXISTS.fullmatch(req):
+        key = match.group(2)
+    else:
+        return f"{_show(req)} is not key, !key, key=value, key!=value, key in (...)"
+    if not _LABEL_KEY.fullmatch(key):
+        return f"{_show(key)} is not a label key ([prefix/]name, name at most 63 characters)"
+    for value in values:
+        if not _LABEL_VALUE.fullmatch(value):
+            return f"{_show(value)} is not a label value (at most 63 letters, digits, '-_.')"
+    return ""
+
+
 def _path(source: str, value: Any) -> str:
     """A file named in the config: `~` expanded; relative to the config file's folder."""
-    raw = Path(text(value)).expanduser()
+    try:
+        raw = Path(text(value)).expanduser()
+    except RuntimeError:  # `~user/...` for a user without a home directory here
+        raise _Invalid(f"{_show(value)}: its ~ names no home directory on this host") from None
     if not raw.is_absolute() and Path(source).is_file():
         raw = Path(source).resolve().parent / raw
     return str(raw)
-
-
-def _names(value: Any) -> list[str]:
-    if not isinstance(value, list):
-        raise _Invalid("must be a list of names")
-    return [dns_label(v) for v in value]
 
 
 def _remote_secrets(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
@@ -309,14 +491,14 @@ def _remote_secrets(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
     d = r.mapping(raw, "remote_secrets", {"cluster", "namespace", "label"})
     base = RemoteSecretsConfig("")
     rs = RemoteSecretsConfig(
-        cluster=r.required(d, "cluster", "remote_secrets", dns_label, ""),
-        namespace=r.get(d, "namespace", "remote_secrets", dns_label, base.namespace),
-        label=r.get(d, "label", "remote_secrets", text, base.label),
+        cluster=r.required(d, "cluster", "remote_secrets", cluster_name, ""),
+        namespace=r.get(d, "namespace", "remote_secrets", namespace, base.namespace),
+        label=r.get(d, "label", "remote_secrets", label_selector, base.label),
     )
     host = next((c for c in clusters if c.name == rs.cluster), None)
     if rs.cluster and (host is None or not host.watched):
         r.error("remote_secrets.cluster",
-                f"{rs.cluster!r} is not a cluster with kubeconfig or in_cluster")
+                f"{_show(rs.cluster)} is not a cluster with kubeconfig or in_cluster")
     return rs
 
 
@@ -324,12 +506,13 @@ def _services(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
               ) -> tuple[StaticService, ...]:
     by_name = {c.name: c for c in clusters}
     services: list[StaticService] = []
+    seen: set[tuple[str, str]] = set()
     for i, item in enumerate(r.sequence(raw, "services")):
         path = f"services[{i}]"
         d = r.mapping(item, path, {"name", "namespace", "ports", "endpoints", "subsets",
                                    "health_check"})
         name = r.required(d, "name", path, dns_label, "")
-        namespace = r.required(d, "namespace", path, dns_label, "")
+        namespace_ = r.required(d, "namespace", path, namespace, "")
         ports: list[Port] = []
         for j, p in enumerate(r.sequence(d.get("ports"), f"{path}.ports")):
             ppath = f"{path}.ports[{j}]"
@@ -338,16 +521,16 @@ def _services(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
                 name=r.required(pd, "name", ppath, dns_label, ""),
                 port=r.required(pd, "port", ppath, integer(1, 65535), 0),
                 protocol=r.get(pd, "protocol", ppath,
-                               lambda v: choice("tcp", "udp", "sctp")(str(v).lower()), "tcp"),
+                               lambda v: choice("tcp", "udp", "sctp")(_scalar(v).lower()), "tcp"),
             ))
         endpoints: list[StaticEndpoint] = []
         for j, e in enumerate(r.sequence(d.get("endpoints"), f"{path}.endpoints")):
             epath = f"{path}.endpoints[{j}]"
             ed = r.mapping(e, epath, {"address", "cluster", "locality", "ready", "hostname",
                                       "labels", "weight", "health_check"})
-            cluster = r.required(ed, "cluster", epath, dns_label, "")
+            cluster = r.required(ed, "cluster", epath, cluster_name, "")
             if cluster and cluster not in by_name:
-                r.error(f"{epath}.cluster", f"{cluster!r} is not a cluster listed in clusters")
+                r.error(f"{epath}.cluster", f"{_show(cluster)} is not a cluster listed in clusters")
             default_locality = by_name[cluster].locality if cluster in by_name else Locality()
             endpoints.append(StaticEndpoint(
                 address=r.required(ed, "address", epath, ip_address, "0.0.0.0"),
@@ -359,10 +542,11 @@ def _services(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
                 weight=r.get(ed, "weight", epath, integer(0, 1_000_000), 1),
                 health_check=_health_check(r, ed.get("health_check"), f"{epath}.health_check"),
             ))
-        if any(s.name == name and s.namespace == namespace for s in services):
-            r.error(f"{path}.name", f"service {name}.{namespace} is listed twice")
+        if (name, namespace_) in seen:
+            r.error(f"{path}.name", f"service {name}.{namespace_} is listed twice")
+        seen.add((name, namespace_))
         services.append(StaticService(
-            name, namespace, tuple(ports), tuple(endpoints),
+            name, namespace_, tuple(ports), tuple(endpoints),
             subsets=_subsets(r, d.get("subsets"), f"{path}.subsets"),
             health_check=_health_check(r, d.get("health_check"), f"{path}.health_check")))
     return tuple(services)
@@ -385,16 +569,16 @@ def upstream(value: Any) -> tuple[ListenAddress, ...]:
     try:
         host = ip_address(host)
     except _Invalid:
-        raise _Invalid(f"{raw!r} is not IP[:PORT] ([IPV6]:PORT) or a file path; "
+        raise _Invalid(f"{_show(raw)} is not IP[:PORT] ([IPV6]:PORT) or a file path; "
                        "host names are not resolved") from None
-    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
-        raise _Invalid(f"{raw!r}: port {port!r} is out of range 1..65535")
+    if port is not None and not (re.fullmatch("[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
+        raise _Invalid(f"{_show(raw)}: port {_show(port)} is out of range 1..65535")
     return (ListenAddress(host, int(port) if port else 53),)
 
 
 def _nameservers(path: str) -> tuple[ListenAddress, ...]:
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = read_bounded(path).decode("utf-8", "replace").splitlines()
     except OSError as exc:
         raise _Invalid(f"cannot read {path}: {exc.strerror}") from None
     found = []
@@ -404,7 +588,7 @@ def _nameservers(path: str) -> tuple[ListenAddress, ...]:
             try:
                 found.append(ListenAddress(ip_address(fields[1]), 53))
             except _Invalid:
-                raise _Invalid(f"{path}: {fields[1]!r} is not an IP address") from None
+                raise _Invalid(f"{path}: {_show(fields[1])} is not an IP address") from None
     if not found:
         raise _Invalid(f"{path} has no nameserver lines")
     return tuple(found)
@@ -413,7 +597,7 @@ def _nameservers(path: str) -> tuple[ListenAddress, ...]:
 def positive_duration(value: Any) -> float:
     seconds = duration(value)
     if seconds <= 0:
-        raise _Invalid(f"{value!r} must be more than zero")
+        raise _Invalid(f"{_show(value)} must be more than zero")
     return seconds
 
 
@@ -422,10 +606,17 @@ def whole_seconds(value: Any) -> int:
 
 
 def network(value: Any) -> str:
+    """A CIDR; host bits set (`10.1.2.3/8`) are an error: which network was meant?"""
+    raw = _scalar(value).strip()
     try:
-        return str(ipaddress.ip_network(str(value).strip(), strict=False))
+        return str(ipaddress.ip_network(raw))
     except ValueError:
-        raise _Invalid(f"{value!r} is not an IP network (e.g. 10.0.0.0/8, fc00::/7)") from None
+        pass
+    try:
+        loose = ipaddress.ip_network(raw, strict=False)
+    except ValueError:
+        raise _Invalid(f"{_show(value)} is not an IP network (e.g. 10.0.0.0/8, fc00::/7)") from None
+    raise _Invalid(f"{_show(value)} has host bits set (the network is {loose})")
 
 
 def _forward(r: _Reader, raw: Any, config: Config) -> tuple[ForwardConfig, ...]:
@@ -471,10 +662,10 @@ def _forward(r: _Reader, raw: Any, config: Config) -> tuple[ForwardConfig, ...]:
         if zone is not None:
             for name in served:
                 if zone == name or zone.endswith("." + name):
-                    r.error(f"{path}.zone", f"{zone!r} is inside the served zone {name!r} "
-                            "(names in served zones are never forwarded)")
-            if any(f.zone == zone for f in forwards):
-                r.error(f"{path}.zone", f"zone {zone or '.'!r} is listed twice")
+                    r.error(f"{path}.zone", f"{_show(zone)} is inside the served zone "
+                            f"{_show(name)} (names in served zones are never forwarded)")
+            if zone in {f.zone for f in forwards}:
+                r.error(f"{path}.zone", f"zone {_show(zone or '.')} is listed twice")
         forwards.append(fc)
     return tuple(forwards)
 
@@ -527,7 +718,7 @@ def _http(r: _Reader, raw: Any, dns: DnsConfig) -> HttpConfig:
 
 def fraction(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise _Invalid(f"{value!r} is not a fraction between 0 and 1 (e.g. 0.01)")
+        raise _Invalid(f"{_show(value)} is not a fraction between 0 and 1 (e.g. 0.01)")
     return float(value)
 
 
@@ -547,13 +738,13 @@ def _reload(r: _Reader, raw: Any) -> ReloadConfig:
 
 
 def status_range(value: Any) -> tuple[int, int]:
-    match = re.match(r"^\s*(\d{3})\s*(?:-\s*(\d{3}))?\s*$", str(value))
+    match = re.match(r"^\s*(\d{3})\s*(?:-\s*(\d{3}))?\s*$", _scalar(value))
     if not match:
-        raise _Invalid(f"{value!r} is not a status or range (e.g. 200 or 200-399)")
+        raise _Invalid(f"{_show(value)} is not a status or range (e.g. 200 or 200-399)")
     low = int(match.group(1))
     high = int(match.group(2) or low)
     if not 100 <= low <= high <= 599:
-        raise _Invalid(f"{value!r} is not a range of HTTP statuses")
+        raise _Invalid(f"{_show(value)} is not a range of HTTP statuses")
     return low, high
 
 
@@ -584,7 +775,7 @@ def _health_check(r: _Reader, raw: Any, path: str) -> HealthCheckConfig | None:
                                   base.unhealthy_threshold),
     )
     if not check.path.startswith("/"):
-        r.error(f"{kpath}.path", f"{check.path!r} must start with /")
+        r.error(f"{kpath}.path", f"{_show(check.path)} must start with /")
     return check
 
 
@@ -597,8 +788,8 @@ def _subsets(r: _Reader, raw: Any, path: str) -> tuple[SubsetConfig, ...]:
                               labels=r.required(d, "labels", spath, labels, ()))
         if subset.name.startswith("_"):
             r.error(f"{spath}.name", "must not start with '_' (SRV names do)")
-        if any(x.name == subset.name for x in subsets):
-            r.error(f"{spath}.name", f"subset {subset.name!r} is listed twice")
+        if subset.name in {x.name for x in subsets}:
+            r.error(f"{spath}.name", f"subset {_show(subset.name)} is listed twice")
         subsets.append(subset)
     return tuple(subsets)
 
@@ -621,11 +812,16 @@ def pattern(value: Any) -> str:
     """A locality pattern: `us-central1/*`, `eu-*`, `us-east1`."""
     raw = text(value).lower().strip("/")
     if not _PATTERN.match(raw):
-        raise _Invalid(f"{value!r} is not a locality pattern (region[/zone[/subzone]], * allowed)")
+        raise _Invalid(f"{_show(value)} is not a locality pattern "
+                       "(region[/zone[/subzone]], * allowed)")
+    if any(len(part) > 63 or part.count("*") > 2 for part in raw.split("/")):
+        # Each `*` is a regex loop run against endpoint localities: keep them few and short.
+        raise _Invalid(f"{_show(value)}: a part is longer than 63 or has more than two '*'")
     return raw
 
 
 _NO_WEIGHTS: tuple[tuple[str, int], ...] = ()
+_MATCH = re.compile(r"[a-z0-9*_-]{1,63}\.[a-z0-9*_-]{1,63}")
 
 
 def weight_map(value: Any) -> tuple[tuple[str, int], ...]:
@@ -633,56 +829,65 @@ def weight_map(value: Any) -> tuple[tuple[str, int], ...]:
         raise _Invalid("must be a mapping of name: weight")
     out = []
     for key, weight in value.items():
-        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
-            raise _Invalid(f"weight of {key!r} must be a whole number >= 0, not {weight!r}")
-        out.append((str(key).lower(), weight))
+        if isinstance(weight, bool) or not isinstance(weight, int) or \
+                not 0 <= weight <= _MAX_WEIGHT:
+            raise _Invalid(f"weight of {_show(key)} must be a whole number 0..{_MAX_WEIGHT}, "
+                           f"not {_show(weight)}")
+        out.append((_scalar(key), weight))
     if not any(w for _, w in out):
         raise _Invalid("at least one weight must be above 0")
     return tuple(out)
 
 
 def min_healthy(value: Any) -> tuple[float, bool]:
-    raw = str(value).strip()
+    raw = _scalar(value).strip()
     match = re.match(r"^(\d+(?:\.\d+)?)(%?)$", raw)
     if isinstance(value, bool) or not match:
-        raise _Invalid(f"{value!r} is not a count or a percentage (e.g. 2 or 50%)")
+        raise _Invalid(f"{_show(value)} is not a count or a percentage (e.g. 2 or 50%)")
     amount, percent = float(match.group(1)), bool(match.group(2))
     if percent and amount > 100:
-        raise _Invalid(f"{value!r} is more than 100%")
+        raise _Invalid(f"{_show(value)} is more than 100%")
     return amount, percent
 
 
 def percentage(value: Any) -> float:
-    raw = str(value).strip().rstrip("%")
+    raw = _scalar(value).strip().rstrip("%")
     try:
         amount = float(raw)
     except ValueError:
-        raise _Invalid(f"{value!r} is not a percentage (0-100)") from None
+        raise _Invalid(f"{_show(value)} is not a percentage (0-100)") from None
     if isinstance(value, bool) or not 0 <= amount <= 100:
-        raise _Invalid(f"{value!r} is not a percentage (0-100)")
+        raise _Invalid(f"{_show(value)} is not a percentage (0-100)")
     return amount
 
 
 def _routing(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
              ) -> tuple[RoutingRule, ...]:
     known = {c.name for c in clusters}
-    rules = []
+    rules: list[RoutingRule] = []
+    first: dict[str, int] = {}
+    wildcards: list[tuple[int, str]] = []
     for i, item in enumerate(r.sequence(raw, "routing")):
         path = f"routing[{i}]"
         d = r.mapping(item, path, {"match", "distribute", "failover", "weights", "views",
                                    "answer", "spill", "min_healthy", "panic_threshold",
                                    "max_answers", "shuffle", "subsets"})
         match = r.required(d, "match", path, text, "")
-        if match and not re.match(r"^[a-z0-9*_-]+\.[a-z0-9*_-]+$", match.lower()):
-            r.error(f"{path}.match", f"{match!r} is not <service>.<namespace> (* allowed)")
+        if match and not _MATCH.fullmatch(match.lower()):
+            r.error(f"{path}.match", f"{_show(match)} is not <service>.<namespace> (* allowed)")
+            match = ""
+        elif any(label.count("*") > 2 for label in match.split(".")):
+            # Each `*` is a regex loop run per query: three in one label backtrack badly.
+            r.error(f"{path}.match", f"{_show(match)} has more than two '*' in one label")
+            match = ""
         distribute = []
         for j, entry in enumerate(r.sequence(d.get("distribute"), f"{path}.distribute")):
             dpath = f"{path}.distribute[{j}]"
             dd = r.mapping(entry, dpath, {"from", "to"})
             distribute.append(DistributeConfig(
                 source=r.required(dd, "from", dpath, pattern, "*"),
-                to=tuple((pattern(k), w) for k, w in r.required(
-                dd, "to", dpath, weight_map, _NO_WEIGHTS))))
+                to=_targets(r, r.required(dd, "to", dpath, weight_map, _NO_WEIGHTS),
+                            f"{dpath}.to")))
         failover = []
         for j, entry in enumerate(r.sequence(d.get("failover"), f"{path}.failover")):
             fpath = f"{path}.failover[{j}]"
@@ -692,19 +897,24 @@ def _routing(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
         weights = r.get(d, "weights", path, weight_map, _NO_WEIGHTS)
         for name, _ in weights:
             if name not in known:
-                r.error(f"{path}.weights.{name}", f"{name!r} is not a cluster listed in clusters")
+                r.error(f"{path}.weights.{name}",
+                        f"{_show(name)} is not a cluster listed in clusters")
         views = []
         for j, entry in enumerate(r.sequence(d.get("views"), f"{path}.views")):
             vpath = f"{path}.views[{j}]"
             vd = r.mapping(entry, vpath, {"clients", "localities", "clusters", "labels"})
             view = ViewConfig(
-                clients=tuple(r.get(vd, "clients", vpath,
-                                    lambda v: [network(x) for x in _list(v)], [])),
-                localities=tuple(r.get(vd, "localities", vpath,
-                                       lambda v: [pattern(x) for x in _list(v)], [])),
-                clusters=tuple(r.get(vd, "clusters", vpath, _names, [])),
+                clients=tuple(r.items(vd, "clients", vpath, network)),
+                localities=tuple(r.items(vd, "localities", vpath, pattern)),
+                clusters=tuple(r.items(vd, "clusters", vpath, cluster_name)),
                 labels=r.get(vd, "labels", vpath, labels, ()),
             )
+            for k, name in enumerate(view.clusters):
+                if name not in known:
+                    # A view restricted to a cluster that never has endpoints answers its
+                    # clients NOERROR with no records: a typo must not get that far.
+                    r.error(f"{vpath}.clusters[{k}]",
+                            f"{_show(name)} is not a cluster listed in clusters")
             if not view.clients and not view.localities:
                 r.error(vpath, "needs clients or localities to match")
             if not view.clusters and not view.labels:
@@ -726,26 +936,60 @@ def _routing(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
         )
         if rule.weights and rule.distribute:
             r.error(path, "give weights (per cluster) or distribute (per locality), not both")
+        if match:
+            # Only an identical or a wildcard rule can cover a later one.
+            earlier = first.get(rule.match)
+            if earlier is None:
+                earlier = next((j for j, m in wildcards if _covers(m, rule.match)), None)
+            if earlier is not None:
+                r.error(f"{path}.match", f"{_show(match)} is never used: routing[{earlier}] "
+                        f"({_show(rules[earlier].match)}) matches every name it does, and "
+                        "the first matching rule wins")
+            first.setdefault(rule.match, i)
+            if "*" in rule.match:
+                wildcards.append((i, rule.match))
         rules.append(rule)
     return tuple(rules)
 
 
-def _list(value: Any) -> list[Any]:
-    if not isinstance(value, list):
-        raise _Invalid("must be a list")
-    return value
+def _targets(r: _Reader, weights: tuple[tuple[str, int], ...], path: str
+             ) -> tuple[tuple[str, int], ...]:
+    """`distribute.to`: locality patterns with weights; a bad pattern names its key."""
+    out = []
+    for key, weight in weights:
+        try:
+            out.append((pattern(key), weight))
+        except _Invalid as exc:
+            r.error(f"{path}.{key}", str(exc))
+    return tuple(out)
+
+
+def _covers(earlier: str, later: str) -> bool:
+    """True when every name `later` matches is matched by `earlier` (so `later` is dead).
+    Exact for a `later` without `*`; otherwise only `*` or an identical label counts."""
+    a_parts, b_parts = earlier.split("."), later.split(".")
+    if len(a_parts) != 2 or len(b_parts) != 2:
+        return False
+    for a, b in zip(a_parts, b_parts, strict=True):
+        if a == "*" or a == b:
+            continue
+        if "*" in b or not re.fullmatch(re.escape(a).replace(r"\*", "[^.]*"), b):
+            return False
+    return True
 
 
 def _aliases(r: _Reader, raw: Any) -> tuple[AliasConfig, ...]:
     out: list[AliasConfig] = []
+    seen: set[str] = set()
     for i, item in enumerate(r.sequence(raw, "aliases")):
         path = f"aliases[{i}]"
         d = r.mapping(item, path, {"name", "target", "mode"})
         alias = AliasConfig(name=r.required(d, "name", path, domain, ""),
                             target=r.required(d, "target", path, domain, ""),
                             mode=r.get(d, "mode", path, choice("cname", "flatten"), "cname"))
-        if any(a.name == alias.name for a in out):
-            r.error(f"{path}.name", f"alias {alias.name!r} is listed twice")
+        if alias.name in seen:
+            r.error(f"{path}.name", f"alias {_show(alias.name)} is listed twice")
+        seen.add(alias.name)
         out.append(alias)
     return tuple(out)
 
@@ -755,8 +999,23 @@ _TOP = {"dns", "resolver", "zones", "clusters", "remote_secrets", "sync_timeout"
         "reload"}
 
 
+def parse_bytes(content: bytes, source: str) -> Config:
+    """A config file's bytes → Config; raises ConfigError, and nothing else."""
+    if len(content) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{source}: larger than {MAX_CONFIG_BYTES // 2**20} MiB"])
+    try:
+        text_ = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{source}: not UTF-8 text (byte offset {exc.start})"]) from None
+    return parse_text(text_, source)
+
+
 def parse_text(content: str, source: str) -> Config:
-    """Parse and validate; raises ConfigError with every problem found."""
+    """Parse → validate → build. This is the one config boundary: it raises ConfigError
+    with every problem found, and nothing else (a bug in a check is reported as a config
+    error at the key path being read, so a reload records it and keeps the old config)."""
+    if len(content) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{source}: larger than {MAX_CONFIG_BYTES // 2**20} MiB"])
     r = _Reader(source)
     try:
         raw = yaml.load(content, Loader=_LOADER)
@@ -765,6 +1024,44 @@ def parse_text(content: str, source: str) -> Config:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError([f"{source}: {where}not valid YAML: "
                            f"{getattr(exc, 'problem', None) or exc}"]) from exc
+    except Exception as exc:  # e.g. ValueError for the date 2024-02-30
+        raise ConfigError([f"{source}: not valid YAML: {_clip(exc)}"]) from exc
+    if _expanded_size(raw, limit=len(content) + 1000) is None:
+        raise ConfigError([f"{source}: YAML aliases expand to more values than the file "
+                           "holds (a recursive or exponential alias)"])
+    try:
+        config = _build(r, raw, source)
+    except Exception as exc:  # the one config boundary (see above)
+        r.error(r.at, f"cannot be used: {_clip(exc)}")
+        raise ConfigError(r.errors) from exc
+    if r.errors:
+        raise ConfigError(r.errors)
+    return config
+
+
+def _clip(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _expanded_size(raw: Any, *, limit: int) -> int | None:
+    """How many values the tree holds with every alias expanded, or None past `limit`.
+    Without aliases each value takes at least a character, so a file's length bounds it;
+    aliases can nest into billions (or loop), and every check walks the expanded tree."""
+    count, stack = 0, [raw]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            return None
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
+
+
+def _build(r: _Reader, raw: Any, source: str) -> Config:
     top = r.mapping(raw, "", _TOP)
     clusters = _clusters(r, top.get("clusters"))
     config = Config(
@@ -780,22 +1077,20 @@ def parse_text(content: str, source: str) -> Config:
         routing=_routing(r, top.get("routing"), clusters),
         aliases=_aliases(r, top.get("aliases")),
     )
-    config = dataclasses.replace(config, forward=_forward(r, top.get("forward"), config),
-                                 cache=_cache(r, top.get("cache")), acl=_acl(r, top.get("acl")),
-                                 http=_http(r, top.get("http"), config.dns),
-                                 log=_log(r, top.get("log")),
-                                 reload=_reload(r, top.get("reload")))
-    if r.errors:
-        raise ConfigError(r.errors)
-    return config
+    return dataclasses.replace(config, forward=_forward(r, top.get("forward"), config),
+                               cache=_cache(r, top.get("cache")), acl=_acl(r, top.get("acl")),
+                               http=_http(r, top.get("http"), config.dns),
+                               log=_log(r, top.get("log")),
+                               reload=_reload(r, top.get("reload")))
 
 
 def load(path: str | Path) -> Config:
     try:
-        content = Path(path).read_text()
+        with open(path, "rb") as f:
+            content = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
-    return parse_text(content, str(path))
+    return parse_bytes(content, str(path))
 
 
 def load_default() -> Config:
