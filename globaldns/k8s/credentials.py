@@ -34,9 +34,15 @@ SERVICE_TOKEN_FILE = incluster_config.SERVICE_TOKEN_FILENAME
 SERVICE_CA_FILE = incluster_config.SERVICE_CERT_FILENAME
 
 # A remote Secret's kubeconfig, as `istioctl create-remote-secret` writes it, is a few kB
-# (a CA, a token); a client certificate and a CA bundle fit too. Past this it is refused
+# (a CA, a token); a client certificate and key fit easily. Past this it is refused
 # before the YAML parser walks it.
-MAX_KUBECONFIG_BYTES = 256 * 1024
+MAX_KUBECONFIG_BYTES = 64 * 1024
+# And its shape: every line or YAML indicator may open a node, and a kubeconfig has a few
+# dozen (istioctl's: about 40). libyaml composes the whole document in one call that never
+# lets the event loop's thread take the GIL, so the node count is bounded too, not only
+# the bytes: 500 of them cost about 1.5 ms of CPU.
+MAX_KUBECONFIG_NODES = 500
+_INDICATORS = "\n:,[]{}&*!"
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -179,6 +185,9 @@ def from_kubeconfig_text(text: str, *, origin: str,
     if len(text) > MAX_KUBECONFIG_BYTES or len(text.encode()) > MAX_KUBECONFIG_BYTES:
         raise Rejected(Rejection.TOO_LARGE, f"longer than {MAX_KUBECONFIG_BYTES} bytes",
                        origin=origin)
+    if sum(text.count(c) for c in _INDICATORS) > MAX_KUBECONFIG_NODES:
+        raise Rejected(Rejection.TOO_LARGE, f"more than {MAX_KUBECONFIG_NODES} lines and "
+                       "YAML indicators", origin=origin)
     try:
         loaded = yaml.load(text, Loader=_LOADER)
     except (yaml.YAMLError, RecursionError) as exc:

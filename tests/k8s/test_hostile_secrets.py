@@ -239,8 +239,10 @@ KEY = base64.b64encode(b"-----BEGIN PRIVATE KEY-----\nsecret key bytes\n").decod
     ({**_kubeconfig(), "current-context": "elsewhere"}, "malformed"),
     (["a", "list"], "malformed"),
     ("{", "not_yaml"),
-    ("[" * 100_000, "not_yaml"),
-    ("a: " + "x" * (300 * 1024), "too_large"),
+    ("[" * 400, "not_yaml"),
+    ("[" * 100_000, "too_large"),
+    ("- x\n" * 600, "too_large"),
+    ("a: " + "x" * (65 * 1024), "too_large"),
 ])
 def test_a_remote_secret_kubeconfig_is_refused_with_its_reason(
         kubeconfig: Any, reason: str, tmp_path: Path) -> None:
