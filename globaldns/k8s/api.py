@@ -227,8 +227,16 @@ class ApiClient:
         if 300 <= response.status < 400:
             return Redirected(response.status, phrase or "Redirect",
                               "redirects are not followed")
+        raw = bytearray()
         try:
-            body = json.loads(await response.content.read(MAX_ERROR_BODY))
+            # Bounded in size and time: a watch request has no total timeout.
+            async with asyncio.timeout(self._request_timeout):
+                while len(raw) < MAX_ERROR_BODY:
+                    chunk = await response.content.read(MAX_ERROR_BODY - len(raw))
+                    if not chunk:
+                        break
+                    raw += chunk
+            body = json.loads(raw)
         except (TimeoutError, aiohttp.ClientError, ValueError):
             body = None
         if isinstance(body, dict) and ("code" in body or body.get("kind") == "Status"):

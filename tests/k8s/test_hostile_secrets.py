@@ -280,11 +280,19 @@ def test_yaml_errors_quote_no_line_of_a_kubeconfig(tmp_path: Path) -> None:
 # --- Secrets in logs ----------------------------------------------------------------------
 
 
-async def test_a_redirect_is_an_error_and_is_never_followed(emulators: Any) -> None:
+def client_of(server: str, directory: Path, *, token: str = "t0k3n",
+              **kw: Any) -> api.ApiClient:
+    """A client of `server` with credentials from a kubeconfig file (as configured)."""
+    path = directory / "client.kubeconfig"
+    path.write_text(yaml.safe_dump(_kubeconfig(server=server, user={"token": token})))
+    return api.ApiClient(credentials.from_kubeconfig_file(str(path)), **kw)
+
+
+async def test_a_redirect_is_an_error_and_is_never_followed(
+        emulators: Any, tmp_path: Path) -> None:
     a, b = await emulators("a", "b")
     a.redirect = b.url + "/api/v1/services"
-    client = api.ApiClient(credentials.from_kubeconfig_text(
-        a.kubeconfig_text(), origin="test", allow_insecure=True))
+    client = client_of(a.url, tmp_path, token=a.token)
     try:
         with pytest.raises(api.ApiError) as raised:
             await client.list(api.SERVICES)
@@ -315,8 +323,7 @@ async def test_an_api_server_echoing_the_token_is_not_repeated(tmp_path: Path) -
     app = web.Application()
     app.router.add_get("/api/v1/services", echo)
     runner, url = await serve(app)
-    client = api.ApiClient(credentials.from_kubeconfig_text(yaml.safe_dump(
-        _kubeconfig(server=url, user={"token": token})), origin="test", allow_insecure=True))
+    client = client_of(url, tmp_path, token=token)
     try:
         with pytest.raises(api.ApiError) as listed:
             await client.list(api.SERVICES)
@@ -331,6 +338,38 @@ async def test_an_api_server_echoing_the_token_is_not_repeated(tmp_path: Path) -
     assert listed.value.code == 502 and watched.value.code == 500
     for raised in (listed, watched):
         assert token not in str(raised.value), str(raised.value)
+
+
+async def test_error_bodies_are_read_whole_but_bounded_in_time(tmp_path: Path) -> None:
+    forbidden = json.dumps(em.fault_status(403, "services")).encode()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=403)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        if request.query.get("watch"):
+            await response.write(forbidden[:10])  # and never the rest
+            await asyncio.Event().wait()
+        for i in range(0, len(forbidden), 7):  # a Status in pieces
+            await response.write(forbidden[i:i + 7])
+            await asyncio.sleep(0)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/v1/services", handler)
+    runner, url = await serve(app)
+    client = client_of(url, tmp_path, request_timeout=0.3)
+    try:
+        with pytest.raises(api.Forbidden, match="cannot list resource"):
+            await client.list(api.SERVICES)
+        async with asyncio.timeout(10):  # a guard: the old client waited for ever
+            with pytest.raises(api.Forbidden):
+                async with client.watch(api.SERVICES, resource_version="1", idle_timeout=2):
+                    pass
+    finally:
+        await client.close()
+        await runner.cleanup()
 
 
 async def test_no_token_or_key_byte_reaches_logs_pages_or_metrics(
