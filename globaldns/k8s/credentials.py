@@ -53,7 +53,7 @@ _CLUSTER_FIELDS = {"server", "certificate-authority-data", "tls-server-name",
 _USER_FIELDS = {"token", "client-certificate-data", "client-key-data"}
 _DROPPED_FIELDS = {"extensions"}
 _FILE_FIELDS = {"certificate-authority", "client-certificate", "client-key"}
-_TOKEN = re.compile(r"[\x21-\x7e]+")
+_WORD = re.compile(r"[\x21-\x7e]+")
 _FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,39}")
 
 
@@ -129,7 +129,7 @@ class Credentials:
                conf.tls_server_name)
         with self._lock:
             if self._ssl is None or key != self._ssl_key:
-                self._ssl = _build_ssl(conf)
+                self._ssl = _build_ssl(conf, self.origin)
                 self._ssl_key = key
             return self._ssl
 
@@ -138,7 +138,7 @@ class Credentials:
         return self._conf.tls_server_name or None
 
 
-def _build_ssl(conf: Configuration) -> ssl.SSLContext:
+def _build_ssl(conf: Configuration, origin: str) -> ssl.SSLContext:
     try:
         context = ssl.create_default_context(cafile=conf.ssl_ca_cert or None)
         if not conf.verify_ssl:
@@ -147,7 +147,7 @@ def _build_ssl(conf: Configuration) -> ssl.SSLContext:
         if conf.cert_file:
             context.load_cert_chain(conf.cert_file, conf.key_file or None)
     except (OSError, ssl.SSLError) as exc:
-        raise CredentialsError(f"TLS files of {conf.host}: {exc}") from exc
+        raise CredentialsError(f"{origin}: TLS files of {conf.host}: {exc}") from exc
     return context
 
 
@@ -242,8 +242,9 @@ def _judged(loaded: Any, *, origin: str,
                  "client-certificate-data", "client-key-data"):
         if name in values and not isinstance(values[name], str):
             raise reject(Rejection.MALFORMED, f"{name} is not a string")
-    if "token" in values and not _TOKEN.fullmatch(values["token"]):
-        raise reject(Rejection.MALFORMED, "token is not one word of printable ASCII")
+    for name in ("token", "tls-server-name"):
+        if name in values and not _WORD.fullmatch(values[name]):
+            raise reject(Rejection.MALFORMED, f"{name} is not one word of printable ASCII")
     for name in ("certificate-authority-data", "client-certificate-data", "client-key-data"):
         if name in values:
             try:
@@ -302,6 +303,9 @@ def _fields(section: Mapping[str, Any], allowed: set[str], reject: _Reject,
 def _check_server(server: Any, reject: _Reject, *, allow_insecure: bool) -> None:
     if not isinstance(server, str) or not server:
         raise reject(Rejection.MALFORMED, "the cluster has no server")
+    if not _WORD.fullmatch(server):
+        # urlsplit drops tabs and newlines, the loader would keep them (in logs too).
+        raise reject(Rejection.MALFORMED, "server is not one word of printable ASCII")
     try:
         url = urllib.parse.urlsplit(server)
         port = url.port

@@ -233,6 +233,8 @@ KEY = base64.b64encode(b"-----BEGIN PRIVATE KEY-----\nsecret key bytes\n").decod
     (_kubeconfig(server="ftp://127.0.0.1"), "malformed"),
     (_kubeconfig(server="https://user:pw@127.0.0.1"), "malformed"),
     (_kubeconfig(user={"token": "t0k3n\r\nX-Injected: 1"}), "malformed"),
+    (_kubeconfig(server="https://127.0.0.1\n:6443"), "malformed"),
+    (_kubeconfig(cluster={"tls-server-name": "a b"}), "malformed"),
     (_kubeconfig(user={"client-certificate-data": KEY, "client-key-data": "not base64!"}),
      "malformed"),
     (_kubeconfig(user={"client-key-data": KEY}), "malformed"),
