@@ -403,7 +403,12 @@ async def test_no_token_or_key_byte_reaches_logs_pages_or_metrics(
               "/health", "/debug/explain?name=web.prod.global")]
     seen = "\n".join([caplog.text, *(body for _, _, body in pages),
                       json.dumps(sources.status()), json.dumps(sources.discovery_status())])
-    assert "rejected (token_file)" in seen and "not YAML" in seen
+    # Each refusal is on the status page (state and last error) and counted by reason.
+    page, metrics = pages[0][2], pages[3][2]
+    assert "rejected (token_file)" in page and "rejected (not_yaml)" in page
+    assert 'globaldns_k8s_remote_secret_rejected_total{reason="token_file"} 1.0' in metrics
+    assert 'globaldns_k8s_remote_secret_rejected_total{reason="not_yaml"} 1.0' in metrics
+    assert 'globaldns_k8s_remote_secret_rejected_total{reason="exec"} 0.0' in metrics
     for secret in (loop.token, denied_token, hub.token, "tok-worse-0a1b2c3d4e5f", key):
         assert not leaks(secret, seen), secret
     assert "Authorization" not in seen and "Bearer" not in seen
