@@ -381,6 +381,12 @@ class Metrics(Collector):
             yield CounterMetricFamily("globaldns_k8s_remote_secret_errors",
                                       "Errors of the remote Secrets watch",
                                       value=discovery["errors"])
+            rejected = CounterMetricFamily("globaldns_k8s_remote_secret_rejected",
+                                           "Remote Secrets' kubeconfigs refused, by reason",
+                                           labels=["reason"])
+            for reason, n in discovery["rejected"].items():
+                rejected.add_metric([reason], n)
+            yield rejected
 
     def _registry(self, app: App) -> Iterator[Metric]:
         gauges = self.gauges

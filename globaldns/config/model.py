@@ -71,6 +71,9 @@ class RemoteSecretsConfig:
     cluster: str
     namespace: str = "istio-system"
     label: str = "istio/multiCluster=true"
+    # Whoever writes a Secret there would choose where our requests go: https with a
+    # verified server only, unless the operator says otherwise (Istio's rule too).
+    allow_insecure: bool = False
 
 
 @dataclass(frozen=True, slots=True)

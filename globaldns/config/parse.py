@@ -488,12 +488,14 @@ def _remote_secrets(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
                     ) -> RemoteSecretsConfig | None:
     if raw is None:
         return None
-    d = r.mapping(raw, "remote_secrets", {"cluster", "namespace", "label"})
+    d = r.mapping(raw, "remote_secrets", {"cluster", "namespace", "label", "allow_insecure"})
     base = RemoteSecretsConfig("")
     rs = RemoteSecretsConfig(
         cluster=r.required(d, "cluster", "remote_secrets", cluster_name, ""),
         namespace=r.get(d, "namespace", "remote_secrets", namespace, base.namespace),
         label=r.get(d, "label", "remote_secrets", label_selector, base.label),
+        allow_insecure=r.get(d, "allow_insecure", "remote_secrets", boolean,
+                             base.allow_insecure),
     )
     host = next((c for c in clusters if c.name == rs.cluster), None)
     if rs.cluster and (host is None or not host.watched):

@@ -7,7 +7,11 @@ Two calls, both for one resource in all namespaces or one:
 - `watch()`: one chunked HTTP response of JSON lines from a resourceVersion, with
   bookmarks; silence longer than the idle timeout is an error, not a wait forever.
 
-HTTP and transport failures become our own exceptions, with the cause chained.
+HTTP and transport failures become our own exceptions, with the cause chained. Their text
+is built from a whitelist of fields (exception class, status code, a short reason, the OS
+or TLS error), never from a repr: aiohttp's reprs carry the request's headers, so the
+bearer token. Redirects are never followed: a 3xx is `Redirected`, and the Authorization
+header goes to the configured server only.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+import re
+import ssl
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import aiohttp
 
-from globaldns.k8s.credentials import Credentials
+from globaldns.k8s.credentials import Credentials, CredentialsError
 from globaldns.k8s.objects import Status, WatchEvent
 
 log = logging.getLogger("globaldns.k8s")
@@ -30,6 +36,10 @@ log = logging.getLogger("globaldns.k8s")
 # A watch line is one object; a slice of 1,000 endpoints is ~300 kB. Past this, the
 # stream is garbage, not a bigger object.
 MAX_EVENT_BYTES = 64 * 1024 * 1024
+
+# An error Status is a few hundred bytes; the rest of a longer error body is not read.
+MAX_ERROR_BODY = 64 * 1024
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
 
 
 class KubernetesError(Exception):
@@ -54,6 +64,10 @@ class ApiError(KubernetesError):
         self.reason = reason
         self.message = message
         self.status: Status = status or {}
+
+
+class Redirected(ApiError):
+    """3xx: not followed (the Authorization header would go wherever it points)."""
 
 
 class Gone(ApiError):
@@ -82,8 +96,8 @@ def error_from_status(status: dict[str, Any], http_status: int | None = None) ->
         code = int(code)
     except (TypeError, ValueError):
         code = http_status or 0
-    reason = str(status.get("reason") or "")
-    message = str(status.get("message") or "")
+    reason = short(str(status.get("reason") or ""), 60)
+    message = short(str(status.get("message") or ""), 300)
     typed = cast(Status, status)
     if code == 410:
         return Gone(code, reason or "Gone", message, typed)
@@ -94,6 +108,39 @@ def error_from_status(status: dict[str, Any], http_status: int | None = None) ->
     if code >= 500 or code == 429:
         return ServerError(code, reason or "ServerError", message, typed)
     return ApiError(code, reason or "Error", message, typed)
+
+
+def short(text: str, limit: int) -> str:
+    """Server-given text for one log line: printable ASCII, at most `limit` characters."""
+    text = _UNPRINTABLE.sub("?", text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def describe(exc: BaseException) -> str:
+    """`exc` as text for a log line or a status page.
+
+    Our own errors are built to be shown; any other by a whitelist of its fields: its
+    class, an HTTP status, the host and port it connected to, the OS or TLS error. Never
+    its repr or its arguments.
+    """
+    name = type(exc).__name__
+    if isinstance(exc, KubernetesError | CredentialsError):
+        return f"{name}: {exc}"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{name}: HTTP {exc.status}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"{name}: {exc.host}:{exc.port}: {_os_error(exc.os_error)}"
+    if isinstance(exc, OSError):
+        return f"{name}: {_os_error(exc)}"
+    return name
+
+
+def _os_error(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {short(str(exc.verify_message), 120)}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS {short(str(exc.reason), 60)}"
+    return short(str(exc.strerror), 120) if exc.strerror else type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +181,8 @@ class ApiClient:
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._sent: tuple[str, ...] = ()
+        """The secrets of the last Authorization header: scrubbed from any error text."""
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -153,8 +202,18 @@ class ApiClient:
     async def _headers(self) -> dict[str, str]:
         if self.credentials.refreshable:
             # The hook may run an exec plugin or read a token file: not on the loop.
-            return await asyncio.to_thread(self.credentials.headers)
-        return self.credentials.headers()
+            headers = await asyncio.to_thread(self.credentials.headers)
+        else:
+            headers = self.credentials.headers()
+        self._sent = tuple(part for value in headers.values() for part in value.split()
+                           if len(part) >= 8)
+        return headers
+
+    def _scrub(self, text: str) -> str:
+        """`text` (from the server) without the token we sent, should it echo it."""
+        for secret in self._sent:
+            text = text.replace(secret, "[redacted]")
+        return text
 
     def _request_kwargs(self) -> dict[str, Any]:
         context = self.credentials.ssl_context()
@@ -164,16 +223,28 @@ class ApiClient:
         return kwargs
 
     async def _error(self, response: aiohttp.ClientResponse) -> ApiError:
-        text = ""
+        phrase = short(response.reason or "", 60)
+        if 300 <= response.status < 400:
+            return Redirected(response.status, phrase or "Redirect",
+                              "redirects are not followed")
+        raw = bytearray()
         try:
-            text = await response.text()
-            body = json.loads(text)
-            if isinstance(body, dict) and ("code" in body or body.get("kind") == "Status"):
-                return error_from_status(body, response.status)
+            # Bounded in size and time: a watch request has no total timeout.
+            async with asyncio.timeout(self._request_timeout):
+                while len(raw) < MAX_ERROR_BODY:
+                    chunk = await response.content.read(MAX_ERROR_BODY - len(raw))
+                    if not chunk:
+                        break
+                    raw += chunk
+            body = json.loads(raw)
         except (TimeoutError, aiohttp.ClientError, ValueError):
-            pass
-        return error_from_status({"code": response.status, "reason": response.reason or "",
-                                  "message": text[:200]}, response.status)
+            body = None
+        if isinstance(body, dict) and ("code" in body or body.get("kind") == "Status"):
+            body["message"] = self._scrub(str(body.get("message") or ""))
+            return error_from_status(body, response.status)
+        # Not a Status (a proxy's page, or anything): its text is not ours to log.
+        return error_from_status({"code": response.status, "reason": phrase},
+                                 response.status)
 
     async def _list_page(self, url: str, params: dict[str, str]) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=self._request_timeout,
@@ -181,13 +252,13 @@ class ApiClient:
         headers = await self._headers()
         try:
             async with self._get_session().get(url, params=params, headers=headers,
-                                               timeout=timeout,
+                                               timeout=timeout, allow_redirects=False,
                                                **self._request_kwargs()) as response:
                 if response.status != 200:
                     raise await self._error(response)
                 body = await response.json(content_type=None)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise ConnectionFailed(f"GET {url}: {exc!r}") from exc
+            raise ConnectionFailed(f"GET {url}: {describe(exc)}") from exc
         except ValueError as exc:  # JSON
             raise ConnectionFailed(f"GET {url}: unreadable list: {exc}") from exc
         if not isinstance(body, dict) or not isinstance(body.get("items", []), list | None):
@@ -256,17 +327,18 @@ class ApiClient:
             try:
                 response = await stack.enter_async_context(self._get_session().get(
                     url, params=params, headers=headers, timeout=timeout,
-                    **self._request_kwargs()))
+                    allow_redirects=False, **self._request_kwargs()))
                 if response.status != 200:
                     raise await self._error(response)
             except (aiohttp.ClientError, OSError) as exc:  # OSError: TimeoutError too
-                raise ConnectionFailed(f"watch {url}: {exc!r}") from exc
-            async with contextlib.aclosing(_events(response, url, idle_timeout)) as events:
+                raise ConnectionFailed(f"watch {url}: {describe(exc)}") from exc
+            async with contextlib.aclosing(_events(response, url, idle_timeout,
+                                                   self._scrub)) as events:
                 yield events
 
 
-async def _events(response: aiohttp.ClientResponse, url: str,
-                  idle_timeout: float) -> AsyncGenerator[WatchEvent, None]:
+async def _events(response: aiohttp.ClientResponse, url: str, idle_timeout: float,
+                  scrub: Callable[[str], str]) -> AsyncGenerator[WatchEvent, None]:
     try:
         async for line in _lines(response, idle_timeout):
             try:
@@ -276,10 +348,12 @@ async def _events(response: aiohttp.ClientResponse, url: str,
             if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
                 raise ConnectionFailed(f"watch {url}: not a watch event")
             if event.get("type") == "ERROR":
-                raise error_from_status(event["object"])
+                status = event["object"]
+                status["message"] = scrub(str(status.get("message") or ""))
+                raise error_from_status(status)
             yield cast(WatchEvent, event)
     except (aiohttp.ClientError, OSError) as exc:
-        raise ConnectionFailed(f"watch {url}: {exc!r}") from exc
+        raise ConnectionFailed(f"watch {url}: {describe(exc)}") from exc
 
 
 async def _lines(response: aiohttp.ClientResponse, idle_timeout: float) -> AsyncIterator[bytes]:

@@ -16,6 +16,10 @@ State machine (`ClusterState`):
 Nothing reaches the store before the first complete sync (a Service listed before its
 slices would be answered NODATA), and nothing while the source is dropped; the watches
 keep the objects up to date meanwhile and a recovery publishes them whole.
+
+A remote Secret's kubeconfig that is `Rejected` leaves the source `failed` for good,
+holding nothing: the same text would be rejected again, and a changed Secret starts a
+new source.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from typing import Any
 
 from globaldns.config.model import ClusterConfig
 from globaldns.k8s import objects
-from globaldns.k8s.api import ENDPOINTSLICES, SERVICES, ApiClient, Unauthorized
-from globaldns.k8s.credentials import Credentials
+from globaldns.k8s.api import ENDPOINTSLICES, SERVICES, ApiClient, Unauthorized, describe
+from globaldns.k8s.credentials import Credentials, Rejected, Rejection
 from globaldns.k8s.objects import EventType, ServiceRecord, SliceRecord
 from globaldns.k8s.watch import Timing, Watch
 from globaldns.registry.model import ServiceData, ServiceKey
@@ -60,7 +64,8 @@ class ClusterSource:
     def __init__(self, config: ClusterConfig, store: Store, *,
                  load_credentials: CredentialsLoader, timing: Timing,
                  origin: str = "config",
-                 on_change: Callable[[ClusterSource], None] | None = None) -> None:
+                 on_change: Callable[[ClusterSource], None] | None = None,
+                 on_rejected: Callable[[Rejection], None] | None = None) -> None:
         self.config = config
         self.name = config.name
         self.source = f"k8s/{config.name}"
@@ -70,6 +75,7 @@ class ClusterSource:
         self._load_credentials = load_credentials
         self._timing = timing
         self._on_change = on_change
+        self._on_rejected = on_rejected
         # The cluster's objects, always current while the watches run.
         self._slices: dict[tuple[str, str], SliceRecord] = {}
         self._slices_of: dict[ServiceKey, dict[str, SliceRecord]] = {}
@@ -127,6 +133,8 @@ class ClusterSource:
 
     async def _run(self) -> None:
         credentials = await self._credentials()
+        if credentials is None:
+            return
         self.server = credentials.server
         self._api = ApiClient(credentials)
         resources = (ENDPOINTSLICES, SERVICES)
@@ -141,18 +149,29 @@ class ClusterSource:
             for watch in self.watches:
                 group.create_task(watch.run(), name=f"k8s watch {watch.name}")
 
-    async def _credentials(self) -> Credentials:
+    async def _credentials(self) -> Credentials | None:
+        """The loaded credentials, retried with backoff; None when they were rejected."""
         attempt = 0
         while True:
             try:
                 credentials = await asyncio.to_thread(self._load_credentials)
+            except Rejected as exc:
+                self._credentials_error = describe(exc)
+                self._credentials_errors += 1
+                log.error("k8s %s: %s; not watched until the Secret changes", self.name, exc)
+                self._store.drop_source(self.source)
+                self._published = False
+                if self._on_rejected is not None:
+                    self._on_rejected(exc.reason)
+                self._update_state()
+                return None
             except Exception as exc:  # CredentialsError, or a plugin's own failure
-                self._credentials_error = f"{type(exc).__name__}: {exc}"
+                self._credentials_error = describe(exc)
                 self._credentials_errors += 1
                 delay = self._timing.backoff(attempt)
                 attempt += 1
                 log.error("k8s %s: cannot load credentials: %s; retrying in %.1fs",
-                          self.name, exc, delay)
+                          self.name, self._credentials_error, delay)
                 self._update_state()
                 await self._timing.sleep(delay)
                 continue
@@ -237,7 +256,8 @@ class ClusterSource:
         try:
             credentials = await asyncio.to_thread(self._load_credentials)
         except Exception as exc:
-            log.error("k8s %s: 401, and reloading credentials failed: %s", self.name, exc)
+            log.error("k8s %s: 401, and reloading credentials failed: %s", self.name,
+                      describe(exc))
             return
         log.info("k8s %s: 401; credentials reloaded from %s", self.name, credentials.origin)
         self._api.credentials = credentials

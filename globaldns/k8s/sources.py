@@ -14,12 +14,13 @@ import contextlib
 import dataclasses
 import functools
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from globaldns.config.model import ClusterConfig, Config, RemoteSecretsConfig
 from globaldns.k8s import credentials, objects
-from globaldns.k8s.api import SECRETS, ApiClient
+from globaldns.k8s.api import SECRETS, ApiClient, describe
 from globaldns.k8s.cluster import ClusterSource, ClusterState, CredentialsLoader
 from globaldns.k8s.objects import EventType, RemoteCluster
 from globaldns.k8s.watch import Timing, Watch
@@ -54,6 +55,8 @@ class KubernetesSources:
         self._timeout_task: asyncio.Task[None] | None = None
         self._last_flags: tuple[bool, bool] = (False, False)
         self._background: set[asyncio.Task[None]] = set()
+        self.rejected: Counter[credentials.Rejection] = Counter()
+        """Remote Secrets' kubeconfigs rejected, by reason, since start."""
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -121,6 +124,13 @@ class KubernetesSources:
             self._discovery = None
             kept = old.detach()
             stopping.append(old.stop(drop=False))
+            if rs is not None and rs.allow_insecure != old.settings.allow_insecure:
+                # Every kubeconfig is judged again under the new setting; until its new
+                # source relists, a cluster keeps its data.
+                for _, source in kept.values():
+                    source.cancel(drop=False)
+                    stopping.append(source.stop(drop=False))
+                kept = {}
         if rs is None:
             for _, source in kept.values():
                 stopping.append(source.stop(drop=True))
@@ -177,6 +187,9 @@ class KubernetesSources:
     def discovery_status(self) -> dict[str, Any] | None:
         """The remote Secrets watch, when configured."""
         return self._discovery.status() if self._discovery is not None else None
+
+    def _rejected(self, reason: credentials.Rejection) -> None:
+        self.rejected[reason] += 1
 
     def _changed(self, source: ClusterSource) -> None:
         self._notify(force=True)
@@ -246,7 +259,7 @@ class _Discovery:
                 delay = timing.backoff(attempt)
                 attempt += 1
                 log.error("k8s remote_secrets: credentials of %s: %s; retrying in %.1fs",
-                          self.host.name, exc, delay)
+                          self.host.name, describe(exc), delay)
                 await timing.sleep(delay)
         self._api = ApiClient(creds)
         self.watch = Watch(self._api, SECRETS, self, cluster=self.host.name,
@@ -336,8 +349,10 @@ class _Discovery:
                 cluster, self.owner._store,
                 load_credentials=functools.partial(
                     credentials.from_kubeconfig_text, remote.kubeconfig,
-                    origin=f"{origin} key {name}"),
-                timing=self.owner._timing, origin=origin, on_change=self.owner._changed)
+                    origin=f"{origin} key {name}",
+                    allow_insecure=self.settings.allow_insecure),
+                timing=self.owner._timing, origin=origin, on_change=self.owner._changed,
+                on_rejected=self.owner._rejected)
             self._running[name] = (remote, source)
             log.info("k8s remote_secrets: cluster %s from %s", name, origin)
             source.start()
@@ -355,6 +370,7 @@ class _Discovery:
             "clusters": sorted(self._running),
             "errors": watch.errors if watch else 0,
             "last_error": watch.last_error if watch else "",
+            "rejected": {str(r): self.owner.rejected[r] for r in credentials.Rejection},
         }
 
 

@@ -4,9 +4,10 @@ It serves the REST paths and wire format globaldns uses, for EndpointSlices, Ser
 Secrets: lists with `resourceVersion`, `limit`/`continue` (tokens that expire with a real
 410 `Expired` Status), label selectors, chunked watch streams of JSON lines from a
 resourceVersion, BOOKMARK events, ERROR events carrying the real 410 Status for a
-compacted resourceVersion. Faults on demand: 401/403/500 answers, dropped connections
-mid-stream, blackholed (silent) streams, slow responses, compaction, the whole server
-down and back on the same port. One instance per simulated cluster, on 127.0.0.1.
+compacted resourceVersion. Faults on demand: 401/403/500 answers, redirects (to itself:
+a loop, or elsewhere), dropped connections mid-stream, blackholed (silent) streams, slow
+responses, compaction, the whole server down and back on the same port. It records every
+request, with its Authorization header. One instance per simulated cluster, on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -250,6 +251,10 @@ class Emulator:
         """Serve at most this many items per page (0: as asked); the API allows a server
         to return fewer items than `limit`, with a continue token."""
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.authorizations: list[str] = []
+        """The Authorization header of every request ("" when none was sent)."""
+        self.redirect: str | None = None
+        """Answer every request 302 to this URL ("": to the request's own URL, a loop)."""
         self.watch_opens = 0
         self.lists = 0
         self._watchers: set[_Watcher] = set()
@@ -392,6 +397,9 @@ class Emulator:
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         query = dict(request.query)
         self.requests.append((request.path, query))
+        self.authorizations.append(request.headers.get("Authorization", ""))
+        if self.redirect is not None:
+            raise web.HTTPFound(self.redirect or str(request.rel_url))
         if self.latency:
             await asyncio.sleep(self.latency)
         plural = request.path.rsplit("/", 1)[-1]

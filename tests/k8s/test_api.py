@@ -30,7 +30,8 @@ def client_for(url: str, tmp_path: Path, **kw: Any) -> api.ApiClient:
                   "users": [{"name": "x", "user": {"token": "t"}}],
                   "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}],
                   "current-context": "x"}
-    creds = credentials.from_kubeconfig_text(json.dumps(kubeconfig), origin="test")
+    creds = credentials.from_kubeconfig_text(json.dumps(kubeconfig), origin="test",
+                                             allow_insecure=True)
     return api.ApiClient(creds, **kw)
 
 
@@ -113,7 +114,7 @@ async def test_paginated_list_from_the_emulator_is_one_snapshot(tmp_path: Path) 
     for i in range(7):
         emulator.put(em.service("ns", f"s{i}"))
     client = api.ApiClient(credentials.from_kubeconfig_text(
-        emulator.kubeconfig_text(), origin="test"), page_size=3)
+        emulator.kubeconfig_text(), origin="test", allow_insecure=True), page_size=3)
     try:
         first = await client.list(api.SERVICES)
         assert len(first.items) == 7 and first.pages == 3
@@ -133,7 +134,7 @@ async def test_paginated_list_from_the_emulator_is_one_snapshot(tmp_path: Path) 
 async def test_error_statuses_become_our_exceptions(code: int, error: type) -> None:
     emulator = await em.Emulator("e").start()
     client = api.ApiClient(credentials.from_kubeconfig_text(
-        emulator.kubeconfig_text(), origin="test"))
+        emulator.kubeconfig_text(), origin="test", allow_insecure=True))
     try:
         emulator.fail(code)
         with pytest.raises(error) as raised:
@@ -150,7 +151,7 @@ async def test_error_statuses_become_our_exceptions(code: int, error: type) -> N
 async def test_connection_refused_drop_and_silence_are_connection_failures() -> None:
     emulator = await em.Emulator("d").start()
     client = api.ApiClient(credentials.from_kubeconfig_text(
-        emulator.kubeconfig_text(), origin="test"))
+        emulator.kubeconfig_text(), origin="test", allow_insecure=True))
     try:
         rv = str(emulator.rv)
         task = asyncio.create_task(collect(client, rv))
@@ -175,7 +176,7 @@ async def test_a_compacted_resource_version_is_an_error_event_with_the_real_stat
         ) -> None:
     emulator = await em.Emulator("g").start()
     client = api.ApiClient(credentials.from_kubeconfig_text(
-        emulator.kubeconfig_text(), origin="test"))
+        emulator.kubeconfig_text(), origin="test", allow_insecure=True))
     try:
         old = str(emulator.rv)
         emulator.put(em.service("ns", "a"))
@@ -194,7 +195,7 @@ async def test_a_slow_server_is_waited_for_until_the_request_timeout() -> None:
     emulator = await em.Emulator("slow").start()
     emulator.put(em.service("ns", "a"))
     client = api.ApiClient(credentials.from_kubeconfig_text(
-        emulator.kubeconfig_text(), origin="test"), request_timeout=0.3)
+        emulator.kubeconfig_text(), origin="test", allow_insecure=True), request_timeout=0.3)
     try:
         emulator.latency = 0.1
         assert len((await client.list(api.SERVICES)).items) == 1

@@ -131,7 +131,7 @@ async def test_https_with_ca_data_and_client_certificates(tmp_path: Path) -> Non
             await list_services(untrusted)
         config["clusters"][0]["cluster"]["insecure-skip-tls-verify"] = True
         assert await list_services(credentials.from_kubeconfig_text(
-            json.dumps(config), origin="test")) == []
+            json.dumps(config), origin="test", allow_insecure=True)) == []
     finally:
         await emulator.stop()
 

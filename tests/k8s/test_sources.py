@@ -389,7 +389,7 @@ async def test_remote_secrets_add_change_and_delete_clusters(
     config = Config(
         clusters=(cluster_config(hub, tmp_path),
                   ClusterConfig(name="east", locality=Locality("us-east1"))),
-        remote_secrets=RemoteSecretsConfig(cluster="hub"))
+        remote_secrets=RemoteSecretsConfig(cluster="hub", allow_insecure=True))
     sources = await harness.start(config)
     await eventually(lambda: sources.synced and len(sources.clusters()) == 3)
     localities = {e.cluster: e.locality.region for e in harness.store.get(WEB).endpoints}
