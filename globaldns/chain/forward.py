@@ -14,7 +14,8 @@ from typing import Final
 from globaldns.chain import Next, Result
 from globaldns.config.model import ForwardConfig
 from globaldns.dns.message import FLAG_CD, FLAG_RD, REFUSED, SERVFAIL, Query, text_to_wire
-from globaldns.dns.upstream import FLAG_AD, Pool, Unreachable, query_message
+from globaldns.dns.relay import FLAG_AD
+from globaldns.dns.upstream import Pool, Unreachable, query_message
 from globaldns.dns.wire import Reply, rcode_body
 
 log = logging.getLogger("globaldns.forward")

@@ -1,0 +1,421 @@
+"""The check every upstream answer passes before it is relayed or cached (issue 10).
+
+`relayed()` reads the answer once, record by record, and either raises `MalformedReply`
+or returns a `Relayed` body:
+
+- Names (owners, and the names inside the RDATA of the types in `_LAYOUTS`) are read with
+  dnspython's rules, so every client library can read what we relay: labels of at most 63
+  bytes, at most 255 bytes a name, compression pointers only past the header and strictly
+  backwards (before the start of the part of the name that points), at most 16 pointers a
+  name (dnspython's MAX_COMPRESSION_POINTER_CHAIN), no pointer where RFC 3597 4 forbids
+  compression (DNAME, KX, RRSIG, NSEC), and every RDATA of those types exactly filled. Every
+  pointer target is decoded once (a table by offset), so the cost is linear in the size.
+- Bailiwick (as unbound's scrubber and dnspython's resolver): the answer section keeps the
+  records owned by the question name or a name of its CNAME chain (at most `MAX_CHAIN`
+  CNAMEs) and the DNAMEs above them; the authority section keeps SOA, NS and DS records
+  owned by an ancestor of those names, and the NSEC, NSEC3 and RRSIG records at or below
+  such an SOA or NS owner; the additional section keeps the address records (and their
+  RRSIGs) of the names that kept NS, MX and SRV records point at. The rest is stripped,
+  counted, and never cached. Records of another class than the question's are stripped too.
+- The OPT record is taken out (ours replaces it), with its extended rcode and Extended DNS
+  Errors; records after it are left out.
+
+When what is kept is a prefix of what came, the upstream's bytes are relayed as they are:
+every pointer in them points backwards into the question (which the client's question
+replaces byte for byte, up to case) or into the kept records. Otherwise the kept records
+are encoded again, their names in full, an owner equal to the question name as a pointer
+to it.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final, NamedTuple
+
+from globaldns.dns.message import FLAG_AA, FLAG_TC, NOERROR, NXDOMAIN
+from globaldns.dns.wire import OPT_EDE, Body
+
+FLAG_AD: Final = 0x0020
+MAX_HOPS: Final = 16
+"""Compression pointers in one name: dnspython refuses a message with more."""
+MAX_CHAIN: Final = 16
+"""CNAMEs followed from the question name; records past them are stripped."""
+
+_RRHEAD = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+_HH = struct.Struct("!HH")
+_A, _NS, _CNAME, _SOA, _MX, _AAAA, _SRV, _OPT, _DS, _RRSIG, _NSEC, _NSEC3, _DNAME = (
+    1, 2, 5, 6, 15, 28, 33, 41, 43, 46, 47, 50, 39)
+_IN, _ANY = 1, 255
+
+# RDATA layouts: a number is that many fixed bytes; "n" a name that may be compressed,
+# "u" one that may not (RFC 3597 4, RFC 6672 2.5, RFC 4034 3.1.7, 4.1.1); "s" a
+# character-string; "*" the rest, any length; "b" an NSEC type bitmap (RFC 4034 4.1.2).
+_Layout = tuple[int | str, ...]
+_LAYOUTS: Final[dict[int, _Layout]] = {
+    2: ("n",), 3: ("n",), 4: ("n",), 5: ("n",), 7: ("n",), 8: ("n",), 9: ("n",),
+    12: ("n",), 6: ("n", "n", 20), 14: ("n", "n"), 17: ("n", "n"), 15: (2, "n"),
+    18: (2, "n"), 21: (2, "n"), 39: ("u",), 46: (18, "u", "*"), 47: ("u", "b"),
+}
+"""Types whose layout does not depend on the class."""
+_IN_LAYOUTS: Final[dict[int, _Layout]] = {
+    **_LAYOUTS, 1: (4,), 28: (16,), 33: (6, "n"), 36: (2, "u"), 26: (2, "n", "n"),
+    35: (4, "s", "s", "s", "n"),
+}
+"""Class IN adds its own (RFC 1035 3.4.1, RFC 3596, RFC 2782, RFC 2230, RFC 2163, RFC 3403)."""
+CHECKED_TYPES: Final = frozenset(_IN_LAYOUTS)
+"""The types whose RDATA is checked (class IN; the others' in any class)."""
+
+
+class MalformedReply(Exception):
+    """An upstream answer that cannot be relayed; the text says why."""
+
+
+class Relayed(Body):
+    """An upstream answer kept as bytes: the sections after the question without the OPT
+    record, with record cut points (for truncation) and the TTL fields' offsets (for the
+    cache)."""
+
+    __slots__ = ("cache_ttl", "ede", "negative", "stripped", "truncated", "ttl_offsets",
+                 "ttls")
+
+    ttl_offsets: tuple[int, ...]
+    ttls: tuple[int, ...]
+    """Per record: its TTL; for the SOA of a negative answer min(TTL, MINIMUM), RFC 2308 5."""
+    cache_ttl: int
+    """How long the answer may be cached (the least TTL above); -1: not at all."""
+    negative: bool
+    ede: tuple[tuple[int, str], ...]
+    truncated: bool
+    stripped: int
+    """Records left out because of bailiwick or class."""
+
+
+class _Record(NamedTuple):
+    section: int
+    name_end: int
+    end: int
+    rtype: int
+    ttl: int
+    owner: bytes
+    """Lowercased."""
+    sent: bytes
+    """The owner as sent."""
+    names: tuple[tuple[int, int, bytes], ...]
+    """The names in its RDATA: start, end, name as sent."""
+    target: bytes
+    """The name it points at (lowercased): CNAME, NS, MX, SRV; else empty."""
+
+_Memo = dict[int, tuple[bytes, int, int]]
+
+
+def _name(wire: bytes, pos: int, end: int, memo: _Memo, compressed: bool) -> tuple[bytes, int]:
+    """The name at `pos`, in full and as sent, and the offset just past it; its bytes before
+    the first pointer lie below `end`. `memo` maps each offset read so far to the name from
+    there, its pointer count and the end of its uncompressed part."""
+    visited: list[tuple[int, bytes | None]] = []
+    start = pos  # the start of the part being read (dnspython's biggest_pointer)
+    limit = end  # that part's bytes lie below this (dnspython's restrict_end)
+    after = -1
+    hops = 0
+    size = 0
+    suffix = b""
+    while True:
+        if pos >= limit:
+            raise MalformedReply("a name runs past its end")
+        length = wire[pos]
+        if length == 0:
+            visited.append((pos, b"\x00"))
+            if after < 0:
+                after = pos + 1
+            break
+        if length < 64:
+            nxt = pos + 1 + length
+            size += length + 1
+            if size > 254:
+                raise MalformedReply("a name longer than 255 bytes")
+            visited.append((pos, wire[pos:nxt]))
+            pos = nxt
+            continue
+        if length < 0xC0:
+            raise MalformedReply("a label of unknown type")
+        if not compressed:
+            raise MalformedReply("a compressed name where RFC 3597 forbids it")
+        if pos + 2 > limit:
+            raise MalformedReply("a name runs past its end")
+        if after < 0:
+            after = pos + 2
+        target = ((length & 0x3F) << 8) | wire[pos + 1]
+        if target < 12:
+            raise MalformedReply("a compression pointer into the header")
+        if target >= start:
+            raise MalformedReply("a compression pointer that does not point backwards")
+        hops += 1
+        if hops > MAX_HOPS:
+            raise MalformedReply("a name with too many compression pointers")
+        visited.append((pos, None))
+        hit = memo.get(target)
+        if hit is not None:
+            suffix, more, part_end = hit
+            if part_end > start:
+                raise MalformedReply("a compression pointer into its own name")
+            if hops + more > MAX_HOPS:
+                raise MalformedReply("a name with too many compression pointers")
+            if size + len(suffix) > 255:
+                raise MalformedReply("a name longer than 255 bytes")
+            hops += more
+            break
+        limit = start
+        start = pos = target
+    # Remember every offset read, for the names that point at it later.
+    tail_hops = hops - len([1 for _p, piece in visited if piece is None])
+    count = tail_hops
+    part_end = visited[-1][0] + 1 if visited[-1][1] is not None else 0
+    for p, piece in reversed(visited):
+        if piece is None:
+            count += 1
+            part_end = p + 2
+        else:
+            suffix = piece + suffix
+        memo[p] = (suffix, count, part_end)
+    return suffix, after
+
+
+def _rdata_names(wire: bytes, start: int, end: int, layout: _Layout, memo: _Memo
+                 ) -> tuple[tuple[int, int, bytes], ...]:
+    """The names in an RDATA of `layout` at start..end; raises if it does not fit."""
+    names = []
+    pos = start
+    for item in layout:
+        if item.__class__ is int:
+            pos += item
+        elif item == "n" or item == "u":
+            if pos >= end:
+                raise MalformedReply("an RDATA too short for its type")
+            name, nxt = _name(wire, pos, end, memo, item == "n")
+            names.append((pos, nxt, name))
+            pos = nxt
+        elif item == "s":
+            if pos >= end:
+                raise MalformedReply("an RDATA too short for its type")
+            pos += 1 + wire[pos]
+        elif item == "*":
+            pos = end
+        else:  # "b": windows in increasing order, each 1..32 bytes, the last one not zero
+            last = -1
+            while pos < end:
+                if pos + 2 > end or wire[pos] <= last or not 1 <= wire[pos + 1] <= 32:
+                    raise MalformedReply("a bad NSEC type bitmap")
+                last = wire[pos]
+                pos += 2 + wire[pos + 1]
+                if pos > end or wire[pos - 1] == 0:
+                    raise MalformedReply("a bad NSEC type bitmap")
+        if pos > end:
+            raise MalformedReply("an RDATA too short for its type")
+    if pos != end:
+        raise MalformedReply("an RDATA longer than its type allows")
+    return tuple(names)
+
+
+def _suffixes(name: bytes, into: set[bytes]) -> None:
+    """Add `name` and every ancestor of it (the root too) to `into`."""
+    i = 0
+    while True:
+        into.add(name[i:])
+        if not name[i]:
+            return
+        i += name[i] + 1
+
+
+def relayed(wire: bytes, qend: int) -> Relayed:
+    """Check and split an upstream answer whose question (one, ours) ends at `qend`."""
+    n = len(wire)
+    if n < qend or qend < 17:
+        raise MalformedReply("too short")
+    memo: _Memo = {}
+    qname, after = _name(wire, 12, qend - 4, memo, True)
+    if after != qend - 4:
+        raise MalformedReply("a question that is not ours")
+    qname = qname.lower()
+    qclass = (wire[qend - 2] << 8) | wire[qend - 1]
+    flags = (wire[2] << 8) | wire[3]
+    counts = (((wire[6] << 8) | wire[7]), ((wire[8] << 8) | wire[9]), ((wire[10] << 8) | wire[11]))
+    rcode = flags & 0xF
+    pos = qend
+    records: list[_Record] = []
+    by_owner: dict[bytes, list[int]] = {}
+    foreign: set[int] = set()
+    ede: list[tuple[int, str]] = []
+    opt_seen = False
+    for section, count in enumerate(counts):
+        for _ in range(count):
+            if pos >= n:
+                raise MalformedReply("fewer records than counted")
+            owner, name_end = _name(wire, pos, n, memo, True)
+            if name_end + 10 > n:
+                raise MalformedReply("a record runs past the end")
+            rtype, rclass, ttl, rdlen = _RRHEAD.unpack_from(wire, name_end)
+            start = name_end + 10
+            end = start + rdlen
+            if end > n:
+                raise MalformedReply("a record runs past the end")
+            if rtype == _OPT:
+                if section != 2 or opt_seen or owner != b"\x00":
+                    raise MalformedReply("a misplaced OPT record")
+                opt_seen = True
+                rcode |= (ttl >> 24) << 4
+                ede.extend(_ede(wire[start:end]))
+                pos = end
+                continue
+            layout = (_IN_LAYOUTS if rclass == _IN else _LAYOUTS).get(rtype)
+            names = _rdata_names(wire, start, end, layout, memo) if layout else ()
+            pos = end
+            if opt_seen:
+                continue  # additional records after the OPT record are left out
+            if ttl > 0x7FFFFFFF:  # RFC 2181 8: the top bit set means zero
+                ttl = 0
+            lower = owner.lower()
+            target = names[-1][2].lower() if names and rtype in _POINTING else b""
+            if rclass != qclass and qclass != _ANY:
+                foreign.add(len(records))
+            elif section == 0:
+                by_owner.setdefault(lower, []).append(len(records))
+            records.append(_Record(section, name_end, end, rtype, ttl, lower, owner,
+                                   names, target))
+    keep = _bailiwick(qname, records, by_owner, foreign)
+    return _body(wire, qend, flags, rcode, records, keep, ede, stripped=keep.count(False))
+
+
+_POINTING: Final = frozenset((_NS, _CNAME, _MX, _SRV))
+"""Types whose last RDATA name is followed: the CNAME chain, and the glue of the rest."""
+_ZONE_PROOF: Final = frozenset((_NSEC, _NSEC3, _RRSIG))
+
+
+def _bailiwick(qname: bytes, records: list[_Record], by_owner: dict[bytes, list[int]],
+               foreign: set[int]) -> list[bool]:
+    """Which records stay (see the module docstring); none of the `foreign` class."""
+    keep = [False] * len(records)
+    chain = [qname]
+    seen = {qname}
+    i = 0
+    while i < len(chain):
+        for index in by_owner.get(chain[i], ()):
+            keep[index] = True
+            record = records[index]
+            if record.rtype == _CNAME and record.target not in seen and len(chain) <= MAX_CHAIN:
+                chain.append(record.target)
+                seen.add(record.target)
+        i += 1
+    ancestors: set[bytes] = set()
+    for name in chain:
+        _suffixes(name, ancestors)
+    zones: set[bytes] = set()
+    pointed: set[bytes] = set()
+    under: dict[bytes, bool] = {}
+    for index, (section, _e, _end, rtype, _ttl, owner, _o, _n, target) in enumerate(records):
+        if index in foreign:
+            continue
+        if section == 0 and rtype == _DNAME and owner in ancestors:
+            keep[index] = True
+        elif section == 1 and rtype in (_SOA, _NS, _DS) and owner in ancestors:
+            keep[index] = True
+            if rtype != _DS:
+                zones.add(owner)
+        if keep[index] and target and rtype != _CNAME:
+            pointed.add(target)
+    for index, (section, _e, _end, rtype, _ttl, owner, _o, _n, _t) in enumerate(records):
+        if index in foreign:
+            continue
+        if section == 1 and rtype in _ZONE_PROOF and not keep[index]:
+            keep[index] = _below(owner, zones, under)
+        elif section == 2:
+            keep[index] = owner in pointed and rtype in (_A, _AAAA, _RRSIG)
+    return keep
+
+
+def _below(name: bytes, zones: set[bytes], under: dict[bytes, bool]) -> bool:
+    """Whether `name` is at or below one of `zones`; `under` remembers every suffix seen,
+    so the records of one answer cost no more than its names' labels once."""
+    walked = []
+    i = 0
+    result = False
+    while True:
+        suffix = name[i:]
+        known = under.get(suffix)
+        if known is not None:
+            result = known
+            break
+        if suffix in zones:
+            result = True
+            break
+        walked.append(suffix)
+        if not name[i]:
+            break
+        i += name[i] + 1
+    for suffix in walked:
+        under[suffix] = result
+    return result
+
+
+def _body(wire: bytes, qend: int, flags: int, rcode: int, records: list[_Record],
+          keep: list[bool], ede: list[tuple[int, str]], *, stripped: int) -> Relayed:
+    kept = [r for r, k in zip(records, keep, strict=True) if k]
+    cuts: list[tuple[int, int, int, int]] = []
+    offsets: list[int] = []
+    counts = [0, 0, 0]
+    if all(keep[: len(kept)]):  # a prefix: the bytes as they came
+        data = wire[qend : kept[-1].end] if kept else b""
+        for r in kept:
+            offsets.append(r.name_end + 4 - qend)
+            counts[r.section] += 1
+            cuts.append((r.end - qend, counts[0], counts[1], counts[2]))
+    else:
+        out = bytearray()
+        qname = wire[12 : qend - 4].lower()
+        for r in kept:
+            out += b"\xc0\x0c" if r.owner == qname else r.sent
+            out += wire[r.name_end : r.name_end + 8]
+            offsets.append(len(out) - 4)
+            rdata = wire[r.name_end + 10 : r.end]
+            if r.names:  # the names in full: the bytes they pointed at may be gone
+                parts: list[bytes] = []
+                at = r.name_end + 10
+                for start, end, name in r.names:
+                    parts += (wire[at:start], name)
+                    at = end
+                parts.append(wire[at : r.end])
+                rdata = b"".join(parts)
+            out += len(rdata).to_bytes(2, "big") + rdata
+            counts[r.section] += 1
+            cuts.append((len(out), counts[0], counts[1], counts[2]))
+        data = bytes(out)
+    body = Relayed(rcode, bool(flags & FLAG_AA), data, counts[0], counts[1], counts[2],
+                   tuple(cuts))
+    body.flags |= flags & FLAG_AD
+    ttls = [r.ttl for r in kept]
+    negative = rcode == NXDOMAIN or (rcode == NOERROR and counts[0] == 0)
+    soa = next((i for i, r in enumerate(kept) if r.section == 1 and r.rtype == _SOA), -1)
+    if negative and soa >= 0:
+        minimum = struct.unpack_from("!I", wire, kept[soa].end - 4)[0]
+        ttls[soa] = min(ttls[soa], minimum)
+    body.ttl_offsets = tuple(offsets)
+    body.ttls = tuple(ttls)
+    body.negative = negative
+    body.ede = tuple(ede)
+    body.truncated = bool(flags & FLAG_TC)
+    body.stripped = stripped
+    cacheable = not body.truncated and bool(ttls) and (
+        (rcode == NOERROR and counts[0] > 0) or (negative and soa >= 0))
+    body.cache_ttl = min(ttls) if cacheable else -1
+    return body
+
+
+def _ede(rdata: bytes) -> list[tuple[int, str]]:
+    out = []
+    i = 0
+    while i + 4 <= len(rdata):
+        code, length = _HH.unpack_from(rdata, i)
+        value = rdata[i + 4 : i + 4 + length]
+        if code == OPT_EDE and len(value) >= 2:
+            out.append(((value[0] << 8) | value[1], value[2:].decode("utf-8", "replace")))
+        i += 4 + length
+    return out
