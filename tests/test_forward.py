@@ -18,24 +18,9 @@ from globaldns.config.model import AclConfig
 from globaldns.dns.relay import MalformedReply, relayed
 from tests.conftest import EXAMPLE, free_port
 from tests.dnsclient import addresses, ask, dig, make_query, rcode, tcp_raw, udp_raw
-from tests.upstreams import fake_upstreams, unbound, wait_until
+from tests.upstreams import EXAMPLE_RECORDS, fake_upstreams, forward_yaml, unbound, wait_until
 
 QT = dnslib.QTYPE
-EXAMPLE_RECORDS = ("www.example.test. 300 IN A 192.0.2.1",
-                   "www.example.test. 300 IN AAAA 2001:db8::1",
-                   "mail.example.test. 300 IN A 192.0.2.25")
-
-
-def forward_yaml(*zones: tuple[str, list[object]], **options: object) -> str:
-    """A `forward:` section; options apply to every zone."""
-    lines = ["forward:"]
-    for zone, ups in zones:
-        lines.append(f"  - zone: {zone!r}")
-        lines.append(f"    upstreams: [{', '.join(repr(str(u)) for u in ups)}]")
-        lines += [f"    {k}: {v}" for k, v in options.items()]
-    return "\n".join(lines) + "\n"
-
-
 def ede(reply: dnslib.DNSRecord) -> list[tuple[int, str]]:
     """The Extended DNS Errors (RFC 8914) in a reply."""
     out = []
