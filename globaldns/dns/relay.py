@@ -30,7 +30,7 @@ to it.
 from __future__ import annotations
 
 import struct
-from typing import Final, NamedTuple
+from typing import Final
 
 from globaldns.dns.message import FLAG_AA, FLAG_TC, NOERROR, NXDOMAIN
 from globaldns.dns.wire import OPT_EDE, Body
@@ -47,10 +47,11 @@ _A, _NS, _CNAME, _SOA, _MX, _AAAA, _SRV, _OPT, _DS, _RRSIG, _NSEC, _NSEC3, _DNAM
     1, 2, 5, 6, 15, 28, 33, 41, 43, 46, 47, 50, 39)
 _IN, _ANY = 1, 255
 
-# RDATA layouts: a number is that many fixed bytes; "n" a name that may be compressed,
-# "u" one that may not (RFC 3597 4, RFC 6672 2.5, RFC 4034 3.1.7, 4.1.1); "s" a
-# character-string; "*" the rest, any length; "b" an NSEC type bitmap (RFC 4034 4.1.2).
-_Layout = tuple[int | str, ...]
+# RDATA layouts: a number alone is the exact RDLENGTH; in a tuple, a number is that many
+# fixed bytes, "n" a name that may be compressed, "u" one that may not (RFC 3597 4,
+# RFC 6672 2.5, RFC 4034 3.1.7, 4.1.1), "s" a character-string, "*" the rest, any length,
+# "b" an NSEC type bitmap (RFC 4034 4.1.2).
+_Layout = tuple[int | str, ...] | int
 _LAYOUTS: Final[dict[int, _Layout]] = {
     2: ("n",), 3: ("n",), 4: ("n",), 5: ("n",), 7: ("n",), 8: ("n",), 9: ("n",),
     12: ("n",), 6: ("n", "n", 20), 14: ("n", "n"), 17: ("n", "n"), 15: (2, "n"),
@@ -58,12 +59,13 @@ _LAYOUTS: Final[dict[int, _Layout]] = {
 }
 """Types whose layout does not depend on the class."""
 _IN_LAYOUTS: Final[dict[int, _Layout]] = {
-    **_LAYOUTS, 1: (4,), 28: (16,), 33: (6, "n"), 36: (2, "u"), 26: (2, "n", "n"),
+    **_LAYOUTS, 1: 4, 28: 16, 33: (6, "n"), 36: (2, "u"), 26: (2, "n", "n"),
     35: (4, "s", "s", "s", "n"),
 }
 """Class IN adds its own (RFC 1035 3.4.1, RFC 3596, RFC 2782, RFC 2230, RFC 2163, RFC 3403)."""
-CHECKED_TYPES: Final = frozenset(_IN_LAYOUTS)
-"""The types whose RDATA is checked (class IN; the others' in any class)."""
+CHECKED_IN: Final = frozenset(_IN_LAYOUTS)
+CHECKED_ANY_CLASS: Final = frozenset(_LAYOUTS)
+"""The types whose RDATA is checked: in class IN, and in any class."""
 
 
 class MalformedReply(Exception):
@@ -90,28 +92,29 @@ class Relayed(Body):
     """Records left out because of bailiwick or class."""
 
 
-class _Record(NamedTuple):
-    section: int
-    name_end: int
-    end: int
-    rtype: int
-    ttl: int
-    owner: bytes
-    """Lowercased."""
-    sent: bytes
-    """The owner as sent."""
-    names: tuple[tuple[int, int, bytes], ...]
-    """The names in its RDATA: start, end, name as sent."""
-    target: bytes
-    """The name it points at (lowercased): CNAME, NS, MX, SRV; else empty."""
-
+# One record as read: section, end of owner, end, type, TTL, owner (lowercased), owner (as
+# sent), the names in its RDATA (start, end, name as sent), the name it points at
+# (lowercased; CNAME, NS, MX, SRV, else empty). Plain tuples: there may be thousands.
+_Record = tuple[int, int, int, int, int, bytes, bytes, tuple[tuple[int, int, bytes], ...],
+                bytes]
+_SECTION: Final = 0
+_NAME_END: Final = 1
+_END: Final = 2
+_TYPE: Final = 3
+_TTL: Final = 4
+_TARGET: Final = 8
 _Memo = dict[int, tuple[bytes, int, int]]
+"""Offset → the name from there, its pointer count, the end of its uncompressed part."""
 
 
 def _name(wire: bytes, pos: int, end: int, memo: _Memo, compressed: bool) -> tuple[bytes, int]:
     """The name at `pos`, in full and as sent, and the offset just past it; its bytes before
     the first pointer lie below `end`. `memo` maps each offset read so far to the name from
     there, its pointer count and the end of its uncompressed part."""
+    if compressed and pos + 2 <= end and wire[pos] >= 0xC0:  # a pointer to a name read before
+        hit = memo.get(((wire[pos] & 0x3F) << 8) | wire[pos + 1])
+        if hit is not None and hit[2] <= pos and hit[1] < MAX_HOPS:
+            return hit[0], pos + 2
     visited: list[tuple[int, bytes | None]] = []
     start = pos  # the start of the part being read (dnspython's biggest_pointer)
     limit = end  # that part's bytes lie below this (dnspython's restrict_end)
@@ -127,6 +130,8 @@ def _name(wire: bytes, pos: int, end: int, memo: _Memo, compressed: bool) -> tup
             visited.append((pos, b"\x00"))
             if after < 0:
                 after = pos + 1
+            count = 0  # pointers from here on
+            part_end = pos + 1
             break
         if length < 64:
             nxt = pos + 1 + length
@@ -162,14 +167,11 @@ def _name(wire: bytes, pos: int, end: int, memo: _Memo, compressed: bool) -> tup
                 raise MalformedReply("a name with too many compression pointers")
             if size + len(suffix) > 255:
                 raise MalformedReply("a name longer than 255 bytes")
-            hops += more
+            count = more
             break
         limit = start
         start = pos = target
     # Remember every offset read, for the names that point at it later.
-    tail_hops = hops - len([1 for _p, piece in visited if piece is None])
-    count = tail_hops
-    part_end = visited[-1][0] + 1 if visited[-1][1] is not None else 0
     for p, piece in reversed(visited):
         if piece is None:
             count += 1
@@ -180,7 +182,7 @@ def _name(wire: bytes, pos: int, end: int, memo: _Memo, compressed: bool) -> tup
     return suffix, after
 
 
-def _rdata_names(wire: bytes, start: int, end: int, layout: _Layout, memo: _Memo
+def _rdata_names(wire: bytes, start: int, end: int, layout: tuple[int | str, ...], memo: _Memo
                  ) -> tuple[tuple[int, int, bytes], ...]:
     """The names in an RDATA of `layout` at start..end; raises if it does not fit."""
     names = []
@@ -267,7 +269,14 @@ def relayed(wire: bytes, qend: int) -> Relayed:
                 pos = end
                 continue
             layout = (_IN_LAYOUTS if rclass == _IN else _LAYOUTS).get(rtype)
-            names = _rdata_names(wire, start, end, layout, memo) if layout else ()
+            names: tuple[tuple[int, int, bytes], ...] = ()
+            if layout is None:
+                pass
+            elif isinstance(layout, int):
+                if rdlen != layout:
+                    raise MalformedReply("an RDATA of the wrong length for its type")
+            else:
+                names = _rdata_names(wire, start, end, layout, memo)
             pos = end
             if opt_seen:
                 continue  # additional records after the OPT record are left out
@@ -278,10 +287,16 @@ def relayed(wire: bytes, qend: int) -> Relayed:
             if rclass != qclass and qclass != _ANY:
                 foreign.add(len(records))
             elif section == 0:
-                by_owner.setdefault(lower, []).append(len(records))
-            records.append(_Record(section, name_end, end, rtype, ttl, lower, owner,
-                                   names, target))
-    keep = _bailiwick(qname, records, by_owner, foreign)
+                owned = by_owner.get(lower)
+                if owned is None:
+                    by_owner[lower] = [len(records)]
+                else:
+                    owned.append(len(records))
+            records.append((section, name_end, end, rtype, ttl, lower, owner, names, target))
+    if len(by_owner.get(qname, ())) == len(records):  # the usual: the question's records only
+        keep = [True] * len(records)
+    else:
+        keep = _bailiwick(qname, records, by_owner, foreign)
     return _body(wire, qend, flags, rcode, records, keep, ede, stripped=keep.count(False))
 
 
@@ -301,9 +316,10 @@ def _bailiwick(qname: bytes, records: list[_Record], by_owner: dict[bytes, list[
         for index in by_owner.get(chain[i], ()):
             keep[index] = True
             record = records[index]
-            if record.rtype == _CNAME and record.target not in seen and len(chain) <= MAX_CHAIN:
-                chain.append(record.target)
-                seen.add(record.target)
+            target = record[_TARGET]
+            if record[_TYPE] == _CNAME and target not in seen and len(chain) <= MAX_CHAIN:
+                chain.append(target)
+                seen.add(target)
         i += 1
     ancestors: set[bytes] = set()
     for name in chain:
@@ -359,43 +375,43 @@ def _below(name: bytes, zones: set[bytes], under: dict[bytes, bool]) -> bool:
 def _body(wire: bytes, qend: int, flags: int, rcode: int, records: list[_Record],
           keep: list[bool], ede: list[tuple[int, str]], *, stripped: int) -> Relayed:
     kept = [r for r, k in zip(records, keep, strict=True) if k]
-    cuts: list[tuple[int, int, int, int]] = []
+    cuts: tuple[tuple[int, int, int, int], ...] | None = None  # found when first needed
     offsets: list[int] = []
     counts = [0, 0, 0]
     if all(keep[: len(kept)]):  # a prefix: the bytes as they came
-        data = wire[qend : kept[-1].end] if kept else b""
+        data = wire[qend : kept[-1][_END]] if kept else b""
+        offsets = [r[_NAME_END] + 4 - qend for r in kept]
         for r in kept:
-            offsets.append(r.name_end + 4 - qend)
-            counts[r.section] += 1
-            cuts.append((r.end - qend, counts[0], counts[1], counts[2]))
+            counts[r[_SECTION]] += 1
     else:
+        ends = []
         out = bytearray()
         qname = wire[12 : qend - 4].lower()
-        for r in kept:
-            out += b"\xc0\x0c" if r.owner == qname else r.sent
-            out += wire[r.name_end : r.name_end + 8]
+        for section, name_end, rend, _type, _ttl, owner, sent, names, _t in kept:
+            out += b"\xc0\x0c" if owner == qname else sent
+            out += wire[name_end : name_end + 8]
             offsets.append(len(out) - 4)
-            rdata = wire[r.name_end + 10 : r.end]
-            if r.names:  # the names in full: the bytes they pointed at may be gone
+            rdata = wire[name_end + 10 : rend]
+            if names:  # the names in full: the bytes they pointed at may be gone
                 parts: list[bytes] = []
-                at = r.name_end + 10
-                for start, end, name in r.names:
+                at = name_end + 10
+                for start, end, name in names:
                     parts += (wire[at:start], name)
                     at = end
-                parts.append(wire[at : r.end])
+                parts.append(wire[at:rend])
                 rdata = b"".join(parts)
             out += len(rdata).to_bytes(2, "big") + rdata
-            counts[r.section] += 1
-            cuts.append((len(out), counts[0], counts[1], counts[2]))
+            counts[section] += 1
+            ends.append((len(out), counts[0], counts[1], counts[2]))
         data = bytes(out)
-    body = Relayed(rcode, bool(flags & FLAG_AA), data, counts[0], counts[1], counts[2],
-                   tuple(cuts))
+        cuts = tuple(ends)
+    body = Relayed(rcode, bool(flags & FLAG_AA), data, counts[0], counts[1], counts[2], cuts)
     body.flags |= flags & FLAG_AD
-    ttls = [r.ttl for r in kept]
+    ttls = [r[_TTL] for r in kept]
     negative = rcode == NXDOMAIN or (rcode == NOERROR and counts[0] == 0)
-    soa = next((i for i, r in enumerate(kept) if r.section == 1 and r.rtype == _SOA), -1)
+    soa = next((i for i, r in enumerate(kept) if r[_SECTION] == 1 and r[_TYPE] == _SOA), -1)
     if negative and soa >= 0:
-        minimum = struct.unpack_from("!I", wire, kept[soa].end - 4)[0]
+        minimum = struct.unpack_from("!I", wire, kept[soa][_END] - 4)[0]
         ttls[soa] = min(ttls[soa], minimum)
     body.ttl_offsets = tuple(offsets)
     body.ttls = tuple(ttls)
