@@ -17,6 +17,7 @@ other types' as opaque bytes (RFC 3597), as the relay treats them.
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 import sys
 import time
@@ -25,12 +26,19 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["globaldns"]):
-    from globaldns.dns import wire
+    from globaldns.dns import relay, wire
     from globaldns.dns.message import TCP, UDP, Query
     from globaldns.dns.relay import CHECKED_ANY_CLASS, CHECKED_IN, MalformedReply, relayed
 
 import dns.message
 import dns.rdata
+
+# The CPU bound is the real code's, not the coverage-instrumented copy's (several times
+# slower): a second, plain copy of the module is timed.
+_spec = importlib.util.spec_from_file_location("relay_plain", relay.__file__)
+assert _spec is not None and _spec.loader is not None
+plain = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(plain)
 
 CPU_LIMIT = 0.001
 TTL_MARK = 0x01020304
@@ -76,13 +84,16 @@ def TestOneInput(data: bytes) -> None:
         return
     start = time.process_time()
     try:
+        plain.relayed(data, qend)
+    except plain.MalformedReply:
+        pass
+    spent = time.process_time() - start
+    if spent > CPU_LIMIT:
+        raise AssertionError(f"{spent * 1000:.2f} ms of CPU for {len(data)} bytes")
+    try:
         body = relayed(data, qend)
     except MalformedReply:
         return
-    finally:
-        spent = time.process_time() - start
-        if spent > CPU_LIMIT:
-            raise AssertionError(f"{spent * 1000:.2f} ms of CPU for {len(data)} bytes")
     assert len(body.ttls) == len(body.ttl_offsets) == body.an + body.ns + body.ar
     question = data[12:qend]
     qname = question[:-4].lower()
