@@ -290,6 +290,14 @@ def _pointer_loop(query: bytes) -> bytes:
                    _rr(struct.pack("!H", 0xC000 | loop), 1, bytes([192, 0, 2, 1])))
 
 
+def _pointer_into_ttl(query: bytes) -> bytes:
+    # An MX exchange that points into the A record's TTL (00 00 03 00): a valid name until a
+    # cache counts the TTL down and the name changes under it.
+    ttl_byte = _qend(query) + 2 + 4 + 2
+    return _answer(query, _rr(b"\xc0\x0c", 1, bytes([0, 1, 2, 3]), ttl=0x300),
+                   _rr(b"\xc0\x0c", 15, b"\x00\x0a" + struct.pack("!H", 0xC000 | ttl_byte)))
+
+
 def _bad_rdata_label(query: bytes) -> bytes:
     # An MX exchange with a label of type 0x40 (RFC 6891 retired the extended labels).
     return _answer(query, _rr(b"\xc0\x0c", 15, b"\x00\x0a\x04mail\x40\x00"))
@@ -302,7 +310,8 @@ def _rdata_overrun(query: bytes) -> bytes:
 
 
 HOSTILE = {"forward_pointer": _forward_pointer, "header_pointer": _header_pointer,
-           "pointer_loop": _pointer_loop, "bad_rdata_label": _bad_rdata_label,
+           "pointer_loop": _pointer_loop, "pointer_into_ttl": _pointer_into_ttl,
+           "bad_rdata_label": _bad_rdata_label,
            "rdata_overrun": _rdata_overrun}
 """Modes whose answer breaks the wire format: the query's bytes to the answer's."""
 

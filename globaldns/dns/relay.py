@@ -5,11 +5,13 @@ or returns a `Relayed` body:
 
 - Names (owners, and the names inside the RDATA of the types in `_LAYOUTS`) are read with
   dnspython's rules, so every client library can read what we relay: labels of at most 63
-  bytes, at most 255 bytes a name, compression pointers only past the header and strictly
-  backwards (before the start of the part of the name that points), at most 16 pointers a
-  name (dnspython's MAX_COMPRESSION_POINTER_CHAIN), no pointer where RFC 3597 4 forbids
-  compression (DNAME, KX, RRSIG, NSEC), and every RDATA of those types exactly filled. Every
-  pointer target is decoded once (a table by offset), so the cost is linear in the size.
+  bytes, at most 255 bytes a name, at most 16 pointers a name (dnspython's
+  MAX_COMPRESSION_POINTER_CHAIN), no pointer where RFC 3597 4 forbids compression (DNAME,
+  KX, RRSIG, NSEC), and every RDATA of those types exactly filled. Stricter than dnspython,
+  a compression pointer must point past the header, backwards, at a name read before (the
+  question, an owner, a checked RDATA name, or a label of one): never into a TTL that the
+  cache rewrites, nor into opaque RDATA or the middle of a label, which no compressor
+  does. So loops cannot be, and every name costs its own labels plus one table lookup.
 - Bailiwick (as unbound's scrubber and dnspython's resolver): the answer section keeps the
   records owned by the question name or a name of its CNAME chain (at most `MAX_CHAIN`
   CNAMEs) and the DNAMEs above them; the authority section keeps SOA, NS and DS records
@@ -94,9 +96,11 @@ class Relayed(Body):
 
 # One record as read: section, end of owner, end, type, TTL, owner (lowercased), owner (as
 # sent), the names in its RDATA (start, end, name as sent), the name it points at
-# (lowercased; CNAME, NS, MX, SRV, else empty). Plain tuples: there may be thousands.
+# (lowercased; CNAME, NS, MX, SRV, else empty), start, and whether its pointers all point
+# into the question (so its bytes mean the same anywhere). Plain tuples: there may be
+# thousands.
 _Record = tuple[int, int, int, int, int, bytes, bytes, tuple[tuple[int, int, bytes], ...],
-                bytes]
+                bytes, int, bool]
 _SECTION: Final = 0
 _NAME_END: Final = 1
 _END: Final = 2
@@ -107,85 +111,72 @@ _Memo = dict[int, tuple[bytes, int, int]]
 """Offset → the name from there, its pointer count, the end of its uncompressed part."""
 
 
-def _name(wire: bytes, pos: int, end: int, memo: _Memo, compressed: bool) -> tuple[bytes, int]:
-    """The name at `pos`, in full and as sent, and the offset just past it; its bytes before
-    the first pointer lie below `end`. `memo` maps each offset read so far to the name from
-    there, its pointer count and the end of its uncompressed part."""
-    if compressed and pos + 2 <= end and wire[pos] >= 0xC0:  # a pointer to a name read before
-        hit = memo.get(((wire[pos] & 0x3F) << 8) | wire[pos + 1])
+def _name(wire: bytes, pos: int, end: int, memo: _Memo, compressed: bool
+          ) -> tuple[bytes, int, int]:
+    """The name at `pos`, in full and as sent, the offset just past it (at most `end`), and
+    where its pointer points (0: nowhere). A pointer must point at a name read before (in
+    `memo`, which gets this one's offsets): never into a TTL the cache rewrites, nor into
+    opaque RDATA."""
+    if compressed and pos + 2 <= end and wire[pos] >= 0xC0:  # the usual owner: one pointer
+        target = ((wire[pos] & 0x3F) << 8) | wire[pos + 1]
+        hit = memo.get(target)
         if hit is not None and hit[2] <= pos and hit[1] < MAX_HOPS:
-            return hit[0], pos + 2
-    visited: list[tuple[int, bytes | None]] = []
-    start = pos  # the start of the part being read (dnspython's biggest_pointer)
-    limit = end  # that part's bytes lie below this (dnspython's restrict_end)
-    after = -1
-    hops = 0
+            return hit[0], pos + 2, target
+    start = pos
+    labels: list[tuple[int, bytes]] = []
     size = 0
-    suffix = b""
     while True:
-        if pos >= limit:
+        if pos >= end:
             raise MalformedReply("a name runs past its end")
         length = wire[pos]
         if length == 0:
-            visited.append((pos, b"\x00"))
-            if after < 0:
-                after = pos + 1
-            count = 0  # pointers from here on
-            part_end = pos + 1
+            suffix, count, part_end, target = b"\x00", 0, pos + 1, 0
             break
         if length < 64:
-            nxt = pos + 1 + length
             size += length + 1
             if size > 254:
                 raise MalformedReply("a name longer than 255 bytes")
-            visited.append((pos, wire[pos:nxt]))
-            pos = nxt
+            labels.append((pos, wire[pos : pos + 1 + length]))
+            pos += 1 + length
             continue
         if length < 0xC0:
             raise MalformedReply("a label of unknown type")
         if not compressed:
             raise MalformedReply("a compressed name where RFC 3597 forbids it")
-        if pos + 2 > limit:
+        if pos + 2 > end:
             raise MalformedReply("a name runs past its end")
-        if after < 0:
-            after = pos + 2
         target = ((length & 0x3F) << 8) | wire[pos + 1]
         if target < 12:
             raise MalformedReply("a compression pointer into the header")
         if target >= start:
             raise MalformedReply("a compression pointer that does not point backwards")
-        hops += 1
-        if hops > MAX_HOPS:
-            raise MalformedReply("a name with too many compression pointers")
-        visited.append((pos, None))
         hit = memo.get(target)
-        if hit is not None:
-            suffix, more, part_end = hit
-            if part_end > start:
-                raise MalformedReply("a compression pointer into its own name")
-            if hops + more > MAX_HOPS:
-                raise MalformedReply("a name with too many compression pointers")
-            if size + len(suffix) > 255:
-                raise MalformedReply("a name longer than 255 bytes")
-            count = more
-            break
-        limit = start
-        start = pos = target
-    # Remember every offset read, for the names that point at it later.
-    for p, piece in reversed(visited):
-        if piece is None:
-            count += 1
-            part_end = p + 2
-        else:
-            suffix = piece + suffix
+        if hit is None:
+            raise MalformedReply("a compression pointer to no name read before")
+        suffix, count, hit_end = hit
+        count += 1
+        # dnspython's rules: the name pointed at lies before this one, and 16 pointers at most.
+        if hit_end > start:
+            raise MalformedReply("a compression pointer into its own name")
+        if count > MAX_HOPS:
+            raise MalformedReply("a name with too many compression pointers")
+        if size + len(suffix) > 255:
+            raise MalformedReply("a name longer than 255 bytes")
+        part_end = pos + 2
+        break
+    memo[pos] = (suffix, count, part_end)
+    for p, label in reversed(labels):
+        suffix = label + suffix
         memo[p] = (suffix, count, part_end)
-    return suffix, after
+    return suffix, part_end, target
 
 
 def _rdata_names(wire: bytes, start: int, end: int, layout: tuple[int | str, ...], memo: _Memo
-                 ) -> tuple[tuple[int, int, bytes], ...]:
-    """The names in an RDATA of `layout` at start..end; raises if it does not fit."""
+                 ) -> tuple[tuple[tuple[int, int, bytes], ...], int]:
+    """The names in an RDATA of `layout` at start..end, and the farthest offset their
+    pointers point at; raises if it does not fit."""
     names = []
+    reach = 0
     pos = start
     for item in layout:
         if item.__class__ is int:
@@ -193,8 +184,9 @@ def _rdata_names(wire: bytes, start: int, end: int, layout: tuple[int | str, ...
         elif item == "n" or item == "u":
             if pos >= end:
                 raise MalformedReply("an RDATA too short for its type")
-            name, nxt = _name(wire, pos, end, memo, item == "n")
+            name, nxt, target = _name(wire, pos, end, memo, item == "n")
             names.append((pos, nxt, name))
+            reach = max(reach, target)
             pos = nxt
         elif item == "s":
             if pos >= end:
@@ -215,7 +207,7 @@ def _rdata_names(wire: bytes, start: int, end: int, layout: tuple[int | str, ...
             raise MalformedReply("an RDATA too short for its type")
     if pos != end:
         raise MalformedReply("an RDATA longer than its type allows")
-    return tuple(names)
+    return tuple(names), reach
 
 
 def _suffixes(name: bytes, into: set[bytes]) -> None:
@@ -234,7 +226,7 @@ def relayed(wire: bytes, qend: int) -> Relayed:
     if n < qend or qend < 17:
         raise MalformedReply("too short")
     memo: _Memo = {}
-    qname, after = _name(wire, 12, qend - 4, memo, True)
+    qname, after, _ = _name(wire, 12, qend - 4, memo, True)
     if after != qend - 4:
         raise MalformedReply("a question that is not ours")
     qname = qname.lower()
@@ -252,7 +244,8 @@ def relayed(wire: bytes, qend: int) -> Relayed:
         for _ in range(count):
             if pos >= n:
                 raise MalformedReply("fewer records than counted")
-            owner, name_end = _name(wire, pos, n, memo, True)
+            first = pos
+            owner, name_end, reach = _name(wire, pos, n, memo, True)
             if name_end + 10 > n:
                 raise MalformedReply("a record runs past the end")
             rtype, rclass, ttl, rdlen = _RRHEAD.unpack_from(wire, name_end)
@@ -276,7 +269,8 @@ def relayed(wire: bytes, qend: int) -> Relayed:
                 if rdlen != layout:
                     raise MalformedReply("an RDATA of the wrong length for its type")
             else:
-                names = _rdata_names(wire, start, end, layout, memo)
+                names, farthest = _rdata_names(wire, start, end, layout, memo)
+                reach = max(reach, farthest)
             pos = end
             if opt_seen:
                 continue  # additional records after the OPT record are left out
@@ -292,7 +286,8 @@ def relayed(wire: bytes, qend: int) -> Relayed:
                     by_owner[lower] = [len(records)]
                 else:
                     owned.append(len(records))
-            records.append((section, name_end, end, rtype, ttl, lower, owner, names, target))
+            records.append((section, name_end, end, rtype, ttl, lower, owner, names, target,
+                            first, reach < qend))
     if len(by_owner.get(qname, ())) == len(records):  # the usual: the question's records only
         keep = [True] * len(records)
     else:
@@ -327,7 +322,8 @@ def _bailiwick(qname: bytes, records: list[_Record], by_owner: dict[bytes, list[
     zones: set[bytes] = set()
     pointed: set[bytes] = set()
     under: dict[bytes, bool] = {}
-    for index, (section, _e, _end, rtype, _ttl, owner, _o, _n, target) in enumerate(records):
+    for index, (section, _e, _end, rtype, _ttl, owner, _o, _n, target, _f, _p) in enumerate(
+            records):
         if index in foreign:
             continue
         if section == 0 and rtype == _DNAME and owner in ancestors:
@@ -338,7 +334,7 @@ def _bailiwick(qname: bytes, records: list[_Record], by_owner: dict[bytes, list[
                 zones.add(owner)
         if keep[index] and target and rtype != _CNAME:
             pointed.add(target)
-    for index, (section, _e, _end, rtype, _ttl, owner, _o, _n, _t) in enumerate(records):
+    for index, (section, _e, _end, rtype, _ttl, owner, _o, _n, _t, _f, _p) in enumerate(records):
         if index in foreign:
             continue
         if section == 1 and rtype in _ZONE_PROOF and not keep[index]:
@@ -387,7 +383,13 @@ def _body(wire: bytes, qend: int, flags: int, rcode: int, records: list[_Record]
         ends = []
         out = bytearray()
         qname = wire[12 : qend - 4].lower()
-        for section, name_end, rend, _type, _ttl, owner, sent, names, _t in kept:
+        for section, name_end, rend, _type, _ttl, owner, sent, names, _t, first, free in kept:
+            if free:  # pointers into the question only: the bytes as they came
+                offsets.append(len(out) + name_end - first + 4)
+                out += wire[first:rend]
+                counts[section] += 1
+                ends.append((len(out), counts[0], counts[1], counts[2]))
+                continue
             out += b"\xc0\x0c" if owner == qname else sent
             out += wire[name_end : name_end + 8]
             offsets.append(len(out) - 4)
