@@ -18,7 +18,8 @@ or returns a `Relayed` body:
   owned by an ancestor of those names, and the NSEC, NSEC3 and RRSIG records at or below
   such an SOA or NS owner; the additional section keeps the address records (and their
   RRSIGs) of the names that kept NS, MX and SRV records point at. The rest is stripped,
-  counted, and never cached. Records of another class than the question's are stripped too.
+  counted, and never cached. So are records of another class than the question's, and
+  meta-records (TSIG, TKEY: RFC 6895 3.1), which belong to one hop.
 - The OPT record is taken out (ours replaces it), with its extended rcode and Extended DNS
   Errors; records after it are left out.
 
@@ -278,7 +279,8 @@ def relayed(wire: bytes, qend: int) -> Relayed:
                 ttl = 0
             lower = owner.lower()
             target = names[-1][2].lower() if names and rtype in _POINTING else b""
-            if rclass != qclass and qclass != _ANY:
+            if (rclass != qclass and qclass != _ANY) or 128 <= rtype <= 255:
+                # Another class, or a meta-type (TSIG, TKEY; RFC 6895 3.1): hop by hop.
                 foreign.add(len(records))
             elif section == 0:
                 owned = by_owner.get(lower)
