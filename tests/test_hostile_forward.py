@@ -144,3 +144,10 @@ def test_a_cname_chain_into_another_zone_is_kept_and_what_is_off_it_stripped(ser
     reply = strict(srv.port, "alias.example.test")
     assert records(reply) == {"alias.example.test. CNAME www.cdn.test.",
                               "www.cdn.test. A 192.0.2.7"}
+
+
+def test_a_tsig_record_from_the_upstream_is_stripped(server_factory, upstream):
+    upstream.mode = "meta_record"  # TSIG and TKEY belong to one hop (RFC 6895 3.1)
+    srv = server_factory(forward_yaml((".", [upstream])))
+    reply = strict(srv.port, "www.example.test")
+    assert records(reply) == {"www.example.test. A 192.0.2.1"}

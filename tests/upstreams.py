@@ -76,7 +76,8 @@ class Seen:
 class FakeUpstream:
     """A DNS server for `example.test` on 127.0.0.1, its behaviour set by `mode`:
     answer | silent | servfail | refused | wrong_id | wrong_question | spoofed_first |
-    truncate (TC over UDP, the whole answer over TCP) | one of `HOSTILE`. `delay` (or
+    truncate (TC over UDP, the whole answer over TCP) | one of `HOSTILE` | oversized (more
+    than 1232 bytes over UDP, no TC) | meta_record (a TSIG next to the answer). `delay` (or
     `delays` per name) holds answers back; `udp=False` makes it TCP-only (its UDP port is
     closed). `poison` adds records of other names to every answer: (section, zone line),
     section one of answer, authority, additional, in the order given."""
@@ -199,6 +200,8 @@ class FakeUpstream:
             return [(delay, reply.pack())]
         if mode in HOSTILE:
             return [(delay, HOSTILE[mode](data))]
+        if mode == "meta_record":
+            return [(delay, _meta_record(data))]
         if mode == "wrong_id":
             reply.header.id = (reply.header.id + 1) & 0xFFFF
             return [(delay, reply.pack())]
@@ -253,8 +256,8 @@ class FakeUpstream:
 
 # -- hostile answers, byte by byte --------------------------------------------------------------
 
-def _rr(owner: bytes, rtype: int, rdata: bytes, ttl: int = 300) -> bytes:
-    return owner + struct.pack("!HHIH", rtype, 1, ttl, len(rdata)) + rdata
+def _rr(owner: bytes, rtype: int, rdata: bytes, ttl: int = 300, rclass: int = 1) -> bytes:
+    return owner + struct.pack("!HHIH", rtype, rclass, ttl, len(rdata)) + rdata
 
 
 def _qend(query: bytes) -> int:
@@ -307,6 +310,12 @@ def _rdata_overrun(query: bytes) -> bytes:
     # A CNAME whose target goes on past its RDLENGTH, into the next record.
     return _answer(query, _rr(b"\xc0\x0c", 5, b"\x03www"[:2]),
                    _rr(b"\xc0\x0c", 1, bytes([192, 0, 2, 1])))
+
+
+def _meta_record(query: bytes) -> bytes:
+    # The answer, and a TSIG record (class ANY) that the upstream's hop has no use for.
+    return _answer(query, _rr(b"\xc0\x0c", 1, bytes([192, 0, 2, 1])),
+                   _rr(b"\xc0\x0c", 250, b"\x00" + bytes(16), ttl=0, rclass=255))
 
 
 HOSTILE = {"forward_pointer": _forward_pointer, "header_pointer": _header_pointer,
