@@ -17,6 +17,7 @@ other types' as opaque bytes (RFC 3597), as the relay treats them.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import struct
 import sys
@@ -83,10 +84,8 @@ def TestOneInput(data: bytes) -> None:
     if qend < 0:
         return
     start = time.process_time()
-    try:
+    with contextlib.suppress(plain.MalformedReply):
         plain.relayed(data, qend)
-    except plain.MalformedReply:
-        pass
     spent = time.process_time() - start
     if spent > CPU_LIMIT:
         raise AssertionError(f"{spent * 1000:.2f} ms of CPU for {len(data)} bytes")
