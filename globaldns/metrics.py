@@ -311,6 +311,13 @@ class Metrics(Collector):
                                     labels=labels)
         duration = HistogramMetricFamily("globaldns_forward_request_duration_seconds",
                                          "Time an upstream took to answer", labels=labels)
+        rejected = CounterMetricFamily("globaldns_forward_rejected_replies", "Upstream replies "
+                                       "dropped: UDP larger than we advertise (asked again over "
+                                       "TCP), or failing the relay check",
+                                       labels=[*labels, "reason"])
+        stripped = CounterMetricFamily("globaldns_forward_stripped_records", "Records stripped "
+                                       "from relayed replies: outside the question's bailiwick",
+                                       labels=labels)
         for config, pool in zip(forward.configs, pools(forward), strict=True):
             zone = config.zone or "."
             for upstream in pool.upstreams:
@@ -324,7 +331,11 @@ class Metrics(Collector):
                     responses.add_metric([*lv, rcode_name(rcode)], n)
                 duration.add_metric(lv, _histogram(DURATION_BOUNDS, upstream.durations),
                                     sum_value=upstream.duration_sum)
-        yield from (requests, responses, failures, probes, probe_failures, healthy, duration)
+                rejected.add_metric([*lv, "oversized"], upstream.oversized)
+                rejected.add_metric([*lv, "malformed"], upstream.malformed)
+                stripped.add_metric(lv, upstream.stripped)
+        yield from (requests, responses, failures, probes, probe_failures, healthy, duration,
+                    rejected, stripped)
         yield CounterMetricFamily("globaldns_forward_unreachable",
                                   "Forwarded queries no upstream answered (SERVFAIL or stale)",
                                   value=forward.unreachable)

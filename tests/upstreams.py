@@ -1,6 +1,7 @@
 """Upstreams the forwarding tests control, all on loopback: a small dnslib server on its own
 event loop thread (answering, slow, silent, wrong ID, wrong question, truncating,
-SERVFAIL, TCP-only), and a real `unbound` serving `local-data`."""
+SERVFAIL, TCP-only, and the hostile answers of `HOSTILE`), and a real `unbound` serving
+`local-data`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import contextlib
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -22,6 +24,20 @@ from tests.conftest import free_port
 from tests.dnsclient import make_query, udp_raw
 
 QT = dnslib.QTYPE
+
+EXAMPLE_RECORDS = ("www.example.test. 300 IN A 192.0.2.1",
+                   "www.example.test. 300 IN AAAA 2001:db8::1",
+                   "mail.example.test. 300 IN A 192.0.2.25")
+
+
+def forward_yaml(*zones: tuple[str, list[object]], **options: object) -> str:
+    """A `forward:` section; options apply to every zone."""
+    lines = ["forward:"]
+    for zone, ups in zones:
+        lines.append(f"  - zone: {zone!r}")
+        lines.append(f"    upstreams: [{', '.join(repr(str(u)) for u in ups)}]")
+        lines += [f"    {k}: {v}" for k, v in options.items()]
+    return "\n".join(lines) + "\n"
 
 
 class Background:
@@ -60,8 +76,11 @@ class Seen:
 class FakeUpstream:
     """A DNS server for `example.test` on 127.0.0.1, its behaviour set by `mode`:
     answer | silent | servfail | refused | wrong_id | wrong_question | spoofed_first |
-    truncate (TC over UDP, the whole answer over TCP). `delay` (or `delays` per name)
-    holds answers back; `udp=False` makes it TCP-only (its UDP port is closed)."""
+    truncate (TC over UDP, the whole answer over TCP) | one of `HOSTILE` | oversized (more
+    than 1232 bytes over UDP, no TC) | meta_record (a TSIG next to the answer). `delay` (or
+    `delays` per name) holds answers back; `udp=False` makes it TCP-only (its UDP port is
+    closed). `poison` adds records of other names to every answer: (section, zone line),
+    section one of answer, authority, additional, in the order given."""
 
     def __init__(self, background: Background, *, udp: bool = True, tcp: bool = True,
                  zone: str = "example.test", negative_ttl: int = 60,
@@ -74,6 +93,7 @@ class FakeUpstream:
         self.delay = 0.0
         self.delays: dict[str, float] = {}
         self.records: dict[tuple[str, int], list[dnslib.RR]] = {}
+        self.poison: list[tuple[str, str]] = []
         self.queries: list[Seen] = []
         self.tcp_connections = 0
         self.port = free_port() if host == "127.0.0.1" else _free_port6()
@@ -154,6 +174,9 @@ class FakeUpstream:
             reply.add_auth(*dnslib.RR.fromZone(
                 f"{z}. 3600 IN SOA ns.{z}. hostmaster.{z}. 1 3600 600 86400 "
                 f"{self.negative_ttl}"))
+        for section, line in self.poison:
+            getattr(reply, {"answer": "rr", "authority": "auth", "additional": "ar"}[section]
+                    ).extend(dnslib.RR.fromZone(line))
         opt = [rr for rr in request.ar if rr.rtype == QT.OPT]
         if opt:
             reply.add_ar(dnslib.EDNS0(udp_len=1232, flags="do" if opt[0].ttl & 0x8000 else ""))
@@ -170,6 +193,15 @@ class FakeUpstream:
         mode = self.mode
         if mode == "silent":
             return []
+        if mode == "oversized" and not tcp:
+            # More than the 1232 bytes asked for, without TC: other records than over TCP.
+            for i in range(80):
+                reply.add_answer(*dnslib.RR.fromZone(f"{request.q.qname} 300 IN A 6.6.6.{i}"))
+            return [(delay, reply.pack())]
+        if mode in HOSTILE:
+            return [(delay, HOSTILE[mode](data))]
+        if mode == "meta_record":
+            return [(delay, _meta_record(data))]
         if mode == "wrong_id":
             reply.header.id = (reply.header.id + 1) & 0xFFFF
             return [(delay, reply.pack())]
@@ -220,6 +252,77 @@ class FakeUpstream:
                 await asyncio.sleep(delay)
             if wire != b"spoof-from-another-port" and not writer.is_closing():
                 writer.write(len(wire).to_bytes(2, "big") + wire)
+
+
+# -- hostile answers, byte by byte --------------------------------------------------------------
+
+def _rr(owner: bytes, rtype: int, rdata: bytes, ttl: int = 300, rclass: int = 1) -> bytes:
+    return owner + struct.pack("!HHIH", rtype, rclass, ttl, len(rdata)) + rdata
+
+
+def _qend(query: bytes) -> int:
+    """Where the (uncompressed) question of `query` ends."""
+    return query.index(b"\x00", 12) + 5
+
+
+def _answer(query: bytes, *records: bytes) -> bytes:
+    """A NOERROR answer to `query` with these answer records."""
+    return query[:2] + struct.pack("!HHHHH", 0x8580, 1, len(records), 0, 0) \
+        + query[12 : _qend(query)] + b"".join(records)
+
+
+def _forward_pointer(query: bytes) -> bytes:
+    # The CNAME's target points at the next record's owner, after itself.
+    cname_rdata = _qend(query) + 2 + 10 + 2
+    target = b"\x01a\x07example\x04test\x00"
+    return _answer(query, _rr(b"\xc0\x0c", 5, struct.pack("!H", 0xC000 | cname_rdata)),
+                   _rr(target, 1, bytes([192, 0, 2, 1])))
+
+
+def _header_pointer(query: bytes) -> bytes:
+    # The owner is "the name at offset 2", which is the header's flags and counts.
+    return _answer(query, _rr(b"\xc0\x02", 1, bytes([192, 0, 2, 1])))
+
+
+def _pointer_loop(query: bytes) -> bytes:
+    # A TXT whose string holds a pointer to the next owner, which points back at it.
+    txt = _qend(query) + 2 + 10
+    loop = txt + 1
+    second = txt + 3
+    return _answer(query, _rr(b"\xc0\x0c", 16, b"\x02" + struct.pack("!H", 0xC000 | second)),
+                   _rr(struct.pack("!H", 0xC000 | loop), 1, bytes([192, 0, 2, 1])))
+
+
+def _pointer_into_ttl(query: bytes) -> bytes:
+    # An MX exchange that points into the A record's TTL (00 00 03 00): a valid name until a
+    # cache counts the TTL down and the name changes under it.
+    ttl_byte = _qend(query) + 2 + 4 + 2
+    return _answer(query, _rr(b"\xc0\x0c", 1, bytes([0, 1, 2, 3]), ttl=0x300),
+                   _rr(b"\xc0\x0c", 15, b"\x00\x0a" + struct.pack("!H", 0xC000 | ttl_byte)))
+
+
+def _bad_rdata_label(query: bytes) -> bytes:
+    # An MX exchange with a label of type 0x40 (RFC 6891 retired the extended labels).
+    return _answer(query, _rr(b"\xc0\x0c", 15, b"\x00\x0a\x04mail\x40\x00"))
+
+
+def _rdata_overrun(query: bytes) -> bytes:
+    # A CNAME whose target goes on past its RDLENGTH, into the next record.
+    return _answer(query, _rr(b"\xc0\x0c", 5, b"\x03www"[:2]),
+                   _rr(b"\xc0\x0c", 1, bytes([192, 0, 2, 1])))
+
+
+def _meta_record(query: bytes) -> bytes:
+    # The answer, and a TSIG record (class ANY) that the upstream's hop has no use for.
+    return _answer(query, _rr(b"\xc0\x0c", 1, bytes([192, 0, 2, 1])),
+                   _rr(b"\xc0\x0c", 250, b"\x00" + bytes(16), ttl=0, rclass=255))
+
+
+HOSTILE = {"forward_pointer": _forward_pointer, "header_pointer": _header_pointer,
+           "pointer_loop": _pointer_loop, "pointer_into_ttl": _pointer_into_ttl,
+           "bad_rdata_label": _bad_rdata_label,
+           "rdata_overrun": _rdata_overrun}
+"""Modes whose answer breaks the wire format: the query's bytes to the answer's."""
 
 
 class _UdpSide(asyncio.DatagramProtocol):

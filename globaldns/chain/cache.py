@@ -26,7 +26,7 @@ from typing import Final
 from globaldns.chain import Next, Result
 from globaldns.config.model import CacheConfig
 from globaldns.dns.message import FLAG_AA, SERVFAIL, Query
-from globaldns.dns.upstream import Relayed
+from globaldns.dns.relay import Relayed
 from globaldns.dns.wire import Body, Reply
 
 log = logging.getLogger("globaldns.cache")

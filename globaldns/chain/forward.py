@@ -22,7 +22,8 @@ from globaldns.dns.message import (
     presentation,
     text_to_wire,
 )
-from globaldns.dns.upstream import FLAG_AD, Pool, Unreachable, query_message
+from globaldns.dns.relay import FLAG_AD
+from globaldns.dns.upstream import Pool, Unreachable, query_message
 from globaldns.dns.wire import Reply, rcode_body
 
 log = logging.getLogger("globaldns.forward")

@@ -10,9 +10,10 @@ Health, as CoreDNS's forward plugin does it: after `max_fails` consecutive failu
 upstream is unhealthy, skipped, and probed with `. IN NS` every `health_check` interval
 until it answers (any rcode). When every upstream is unhealthy, they are tried anyway.
 
-Answers are relayed, not decoded: `relayed()` walks the records once to find their
-boundaries (for truncation), their TTL fields (for the cache) and the OPT record (which
-is replaced by ours), and keeps the bytes as they came.
+A UDP answer larger than the 1232 bytes we advertise is dropped and the query asked again
+over TCP, as for a truncated one: an honest server never sends one, and a big datagram
+is the fragmented kind that off-path attackers splice into. Every answer then passes the
+relay check (`relay.relayed()`); one that fails it is a failed try, never relayed.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Final
 
-from globaldns.dns.message import FLAG_AA, FLAG_TC, NOERROR, NXDOMAIN, REFUSED, SERVFAIL
+from globaldns.dns.message import REFUSED, SERVFAIL
+from globaldns.dns.relay import MalformedReply, Relayed, relayed
 from globaldns.dns.stats import DURATION_BOUNDS
-from globaldns.dns.wire import OPT_EDE, Body
 
 log = logging.getLogger("globaldns.forward")
 
@@ -44,10 +45,7 @@ TCP_IDLE: Final = 10.0
 # Queries waiting on one TCP connection; a slow upstream cannot make us queue without end.
 TCP_MAX_PENDING: Final = 1000
 
-FLAG_AD: Final = 0x0020
-_RRHEAD = struct.Struct("!HHIH")  # type, class, ttl, rdlength
-_HH = struct.Struct("!HH")
-_SOA, _OPT = 6, 41
+_OPT: Final = 41
 
 _ids = random.SystemRandom()
 
@@ -63,120 +61,6 @@ class UpstreamError(Exception):
     def __init__(self, reason: str, *, network: bool = False) -> None:
         super().__init__(reason)
         self.network = network
-
-
-# -- answers -------------------------------------------------------------------------------
-
-class Relayed(Body):
-    """An upstream answer kept as bytes: the sections after the question without the OPT
-    record, with record cut points (for truncation) and the TTL fields' offsets (for the
-    cache). Compression pointers stay valid: the client's question has the same length as
-    the one we asked, at the same offset, and the OPT record (which nothing points into)
-    only ever leaves the end of the body."""
-
-    __slots__ = ("cache_ttl", "ede", "negative", "truncated", "ttl_offsets", "ttls")
-
-    ttl_offsets: tuple[int, ...]
-    ttls: tuple[int, ...]
-    """Per record: its TTL; for the SOA of a negative answer min(TTL, MINIMUM), RFC 2308 5."""
-    cache_ttl: int
-    """How long the answer may be cached (the least TTL above); -1: not at all."""
-    negative: bool
-    ede: tuple[tuple[int, str], ...]
-    truncated: bool
-
-
-def _skip_name(wire: bytes, pos: int) -> int:
-    """The offset just past the (possibly compressed) name at `pos`; -1 if it is broken.
-    A pointer must point backwards (RFC 1035 4.1.4), so any prefix of the body stays valid."""
-    n = len(wire)
-    start = pos
-    for _ in range(128):
-        if pos >= n:
-            return -1
-        length = wire[pos]
-        if length == 0:
-            return pos + 1
-        if length >= 0xC0:
-            if pos + 2 > n or (((length & 0x3F) << 8) | wire[pos + 1]) >= start:
-                return -1
-            return pos + 2
-        if length > 63:
-            return -1
-        pos += length + 1
-    return -1
-
-
-def relayed(wire: bytes, qend: int) -> Relayed | None:
-    """Split an upstream answer whose question ends at `qend`; None when it is malformed."""
-    n = len(wire)
-    flags = (wire[2] << 8) | wire[3]
-    counts = (((wire[6] << 8) | wire[7]), ((wire[8] << 8) | wire[9]), ((wire[10] << 8) | wire[11]))
-    rcode = flags & 0xF
-    pos = qend
-    cuts: list[tuple[int, int, int, int]] = []
-    offsets: list[int] = []
-    ttls: list[int] = []
-    kept = [0, 0, 0]
-    soa_index = -1
-    soa_minimum = 0
-    ede: list[tuple[int, str]] = []
-    opt_seen = False
-    end_kept = 0
-    for section, count in enumerate(counts):
-        for _ in range(count):
-            name_end = _skip_name(wire, pos)
-            if name_end < 0 or name_end + 10 > n:
-                return None
-            rtype, _rclass, ttl, rdlen = _RRHEAD.unpack_from(wire, name_end)
-            end = name_end + 10 + rdlen
-            if end > n:
-                return None
-            if rtype == _OPT:
-                if section != 2 or opt_seen or wire[pos] != 0:
-                    return None
-                opt_seen = True
-                rcode |= (ttl >> 24) << 4
-                ede.extend(_ede(wire[name_end + 10 : end]))
-            elif not opt_seen:  # additional records after the OPT record are left out
-                if ttl > 0x7FFFFFFF:  # RFC 2181 8: the top bit set means zero
-                    ttl = 0
-                if rtype == _SOA and section == 1 and soa_index < 0 and rdlen >= 22:
-                    soa_index = len(ttls)
-                    soa_minimum = struct.unpack_from("!I", wire, end - 4)[0]
-                offsets.append(name_end + 4 - qend)
-                ttls.append(ttl)
-                kept[section] += 1
-                end_kept = end - qend
-                cuts.append((end_kept, kept[0], kept[1], kept[2]))
-            pos = end
-    body = Relayed(rcode, bool(flags & FLAG_AA), wire[qend : qend + end_kept],
-                   kept[0], kept[1], kept[2], tuple(cuts))
-    body.flags |= flags & FLAG_AD
-    negative = rcode == NXDOMAIN or (rcode == NOERROR and counts[0] == 0)
-    if negative and soa_index >= 0:
-        ttls[soa_index] = min(ttls[soa_index], soa_minimum)
-    body.ttl_offsets = tuple(offsets)
-    body.ttls = tuple(ttls)
-    body.negative = negative
-    body.ede = tuple(ede)
-    body.truncated = bool(flags & FLAG_TC)
-    cacheable = not body.truncated and bool(ttls) and (
-        (rcode == NOERROR and counts[0] > 0) or (negative and soa_index >= 0))
-    body.cache_ttl = min(ttls) if cacheable else -1
-    return body
-
-
-def _ede(rdata: bytes) -> list[tuple[int, str]]:
-    out = []
-    i = 0
-    while i + 4 <= len(rdata):
-        code, length = _HH.unpack_from(rdata, i)
-        value = rdata[i + 4 : i + 4 + length]
-        if code == OPT_EDE and len(value) >= 2:
-            out.append(((value[0] << 8) | value[1], value[2:].decode("utf-8", "replace")))
-        i += 4 + length
-    return out
 
 
 def query_message(question: bytes, *, flags: int, do: bool) -> bytes:
@@ -308,6 +192,12 @@ class Upstream:
         self.durations = [0] * (len(DURATION_BOUNDS) + 1)
         """Usable answers by the time they took (DURATION_BOUNDS buckets, +Inf last)."""
         self.duration_sum = 0.0
+        self.oversized = 0
+        """UDP answers larger than UPSTREAM_UDP_SIZE, dropped (the query went over TCP)."""
+        self.malformed = 0
+        """Answers that failed the relay check."""
+        self.stripped = 0
+        """Records stripped from relayed answers (bailiwick, class)."""
 
     def answered(self, rcode: int, seconds: float) -> None:
         self.rcodes[rcode] = self.rcodes.get(rcode, 0) + 1
@@ -358,6 +248,11 @@ class Upstream:
                 if self.force_tcp:
                     return await self._tcp(message, question)
                 reply = await self._udp(message, question)
+                if len(reply) > UPSTREAM_UDP_SIZE:
+                    self.oversized += 1
+                    log.debug("%s: a %d-byte UDP answer, more than we advertise; over TCP",
+                              self, len(reply))
+                    return await self._tcp(message, question)
                 if reply[2] & 0x02:  # TC: ask again over TCP (RFC 7766 5)
                     reply = await self._tcp(message, question)
                 return reply
@@ -503,11 +398,14 @@ class Pool:
                 upstream.failed()
                 errors.append(exc)
                 continue
-            body = relayed(wire, qend)
-            if body is None:
+            try:
+                body = relayed(wire, qend)
+            except MalformedReply as exc:
+                upstream.malformed += 1
                 upstream.failed()
-                errors.append(UpstreamError(f"{upstream}: malformed answer"))
+                errors.append(UpstreamError(f"{upstream}: malformed answer: {exc}"))
                 continue
+            upstream.stripped += body.stripped
             upstream.succeeded()
             upstream.answered(body.rcode, took)
             if body.rcode in (SERVFAIL, REFUSED) and attempt + 1 < self.tries \
