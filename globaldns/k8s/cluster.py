@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from globaldns.config.model import ClusterConfig
+from globaldns.config.model import DEFAULT_LIMITS, ClusterConfig, LimitsConfig
 from globaldns.k8s import objects
 from globaldns.k8s.api import ENDPOINTSLICES, SERVICES, ApiClient, Unauthorized
 from globaldns.k8s.credentials import Credentials
@@ -59,9 +59,11 @@ class ClusterSource:
 
     def __init__(self, config: ClusterConfig, store: Store, *,
                  load_credentials: CredentialsLoader, timing: Timing,
-                 origin: str = "config",
+                 origin: str = "config", limits: LimitsConfig = DEFAULT_LIMITS,
                  on_change: Callable[[ClusterSource], None] | None = None) -> None:
         self.config = config
+        self.limits = limits
+        """The config's `limits`; a reload sets it anew (it applies from the next event)."""
         self.name = config.name
         self.source = f"k8s/{config.name}"
         self.origin = origin
@@ -134,7 +136,8 @@ class ClusterSource:
         self.watches = [
             Watch(self._api, resource, self, cluster=self.name, namespace=namespace,
                   label_selector=self.config.label_selector,
-                  idle_timeout=self.config.watch_idle_timeout, timing=self._timing)
+                  idle_timeout=self.config.watch_idle_timeout, timing=self._timing,
+                  limits=self.limits, skipped=self._store.skipped)
             for resource in resources for namespace in namespaces]
         self._update_state()
         async with asyncio.TaskGroup() as group:
@@ -245,19 +248,35 @@ class ClusterSource:
     # --- objects → store ------------------------------------------------------------
 
     def _convert_slice(self, raw: dict[str, Any]) -> SliceRecord | None:
+        rules = objects.SliceRules(
+            self.name, self.config.locality, self.limits.max_endpoints_per_service,
+            allow_special_addresses=self.config.allow_special_addresses)
         try:
             return objects.endpoint_slice(raw, cluster=self.name,  # type: ignore[arg-type]
-                                          locality=self.config.locality)
-        except (objects.ConversionError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("k8s %s: unusable EndpointSlice skipped: %r", self.name, exc)
-            return None
+                                          locality=self.config.locality, rules=rules,
+                                          skipped=self._store.skipped)
+        except objects.ConversionError as exc:
+            self._skip(exc.reason, "endpointslice", raw, exc)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            self._skip("bad_name", "endpointslice", raw, exc)
+        return None
 
     def _convert_service(self, raw: dict[str, Any]) -> ServiceRecord | None:
         try:
-            return objects.service(raw)  # type: ignore[arg-type]
-        except (objects.ConversionError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("k8s %s: unusable Service skipped: %r", self.name, exc)
-            return None
+            return objects.service(raw, cluster=self.name,  # type: ignore[arg-type]
+                                   skipped=self._store.skipped)
+        except objects.ConversionError as exc:
+            self._skip(exc.reason, "service", raw, exc)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            self._skip("bad_name", "service", raw, exc)
+        return None
+
+    def _skip(self, reason: str, kind: str, raw: dict[str, Any], exc: Exception) -> None:
+        try:
+            where = "/".join(objects.object_key(raw))
+        except (objects.ConversionError, TypeError, AttributeError):
+            where = "(no name)"
+        self._store.skipped.skip(reason, f"k8s/{self.name} {kind} {where}", str(exc))
 
     def _put_slice(self, record: SliceRecord) -> tuple[ServiceKey, ...]:
         key = (record.namespace, record.name)
@@ -287,7 +306,9 @@ class ClusterSource:
         slices = self._slices_of.get(key)
         if service is None and not slices:
             return None
-        return objects.merge(service, list(slices.values()) if slices else [])
+        return objects.merge(service, list(slices.values()) if slices else [],
+                             max_endpoints=self.limits.max_endpoints_per_service,
+                             skipped=self._store.skipped, cluster=self.name)
 
     def _refresh(self, key: ServiceKey) -> None:
         if not self._published or self._stopped:
