@@ -71,7 +71,7 @@ class Objects:
         return self.pick(pool)
 
     def ports(self) -> list[Any]:
-        return [{"name": self.text(NAMES + ["http", "grpc"]),
+        return [{"name": self.text([*NAMES, "http", "grpc"]),
                  "port": self.pick([80, 0, -1, 65535, 65536, "80", None]),
                  "protocol": self.text(PROTOCOLS)}
                 for _ in range(self.fdp.ConsumeIntInRange(0, 3))]
@@ -91,7 +91,7 @@ class Objects:
                 "hostname": self.text(NAMES), "zone": self.text(["z1", "z2"])}
 
     def endpoint_slice(self) -> dict[str, Any]:
-        return {"metadata": self.meta(self.text(NAMES + ["web-1", "web-2"]),
+        return {"metadata": self.meta(self.text([*NAMES, "web-1", "web-2"]),
                                       self.text(NAMES)),
                 "addressType": self.pick(["IPv4", "IPv6", "FQDN", None]),
                 "endpoints": [self.endpoint() for _ in range(self.fdp.ConsumeIntInRange(0, 8))],
@@ -101,7 +101,7 @@ class Objects:
         kind = self.pick(["ClusterIP", "ExternalName", None])
         spec: dict[str, Any] = {"type": kind, "ports": self.ports()}
         if kind == "ExternalName":
-            spec["externalName"] = self.text(NAMES + ["db.example.com", "a..b"])
+            spec["externalName"] = self.text([*NAMES, "db.example.com", "a..b"])
         return {"metadata": self.meta(self.text(NAMES)), "spec": spec}
 
     def raw(self) -> Any:
