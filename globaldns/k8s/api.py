@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import aiohttp
 
+from globaldns.k8s import jsonsteps
 from globaldns.k8s.credentials import Credentials
 from globaldns.k8s.objects import Status, WatchEvent
 
@@ -283,7 +284,7 @@ async def _events(response: aiohttp.ClientResponse, url: str, idle_timeout: floa
             if line is None:
                 continue
             try:
-                event = json.loads(line)
+                event = await jsonsteps.loads(line)  # a big event, in steps
             except ValueError as exc:
                 raise ConnectionFailed(f"watch {url}: unreadable event: {exc}") from exc
             if not isinstance(event, dict) or not isinstance(event.get("object"), dict):

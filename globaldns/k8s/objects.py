@@ -14,6 +14,7 @@ import base64
 import binascii
 import logging
 import socket
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -224,8 +225,13 @@ def _ports(raws: Any, what: str, skipped: Skipped | None) -> tuple[Port, ...]:
     return tuple(p for p in (_port(r, what, skipped) for r in raws or ()) if p is not None)
 
 
-def _addresses(raw: RawEndpointSlice) -> int:
+def address_count(raw: RawEndpointSlice) -> int:
+    """Addresses in a raw EndpointSlice; TypeError or AttributeError if it is malformed."""
     return sum(len(ep.get("addresses") or ()) for ep in raw.get("endpoints") or ())
+
+
+STEP = 1000
+"""Endpoints converted between two yields of `endpoint_slice_steps` (a few ms)."""
 
 
 def endpoint_slice(raw: RawEndpointSlice, *, cluster: str, locality: Locality,
@@ -236,6 +242,21 @@ def endpoint_slice(raw: RawEndpointSlice, *, cluster: str, locality: Locality,
     `rules` bound it (`TooManyEndpoints`) and say whether special addresses stay; what is
     skipped inside it is counted in `skipped`.
     """
+    steps = endpoint_slice_steps(raw, cluster=cluster, locality=locality, rules=rules,
+                                 skipped=skipped)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            record: SliceRecord = done.value
+            return record
+
+
+def endpoint_slice_steps(raw: RawEndpointSlice, *, cluster: str, locality: Locality,
+                         rules: SliceRules | None = None, skipped: Skipped | None = None,
+                         ) -> Generator[None, None, SliceRecord]:
+    """`endpoint_slice`, yielding after every `STEP` endpoints: a caller on the event
+    loop lets it run between two steps."""
     namespace, name = object_key(raw)  # type: ignore[arg-type]
     what = f"k8s/{cluster} endpointslice {namespace}/{name}"
     labels = raw["metadata"].get("labels") or {}
@@ -244,7 +265,7 @@ def endpoint_slice(raw: RawEndpointSlice, *, cluster: str, locality: Locality,
         raise ConversionError(f"service {service_name!r} in namespace {namespace!r} is not "
                               "a DNS name")
     service: ServiceKey | None = (namespace, service_name) if service_name else None
-    if rules is not None and _addresses(raw) > rules.max_endpoints:
+    if rules is not None and address_count(raw) > rules.max_endpoints:
         raise TooManyEndpoints(f"more than {rules.max_endpoints} addresses "
                                "(limits.max_endpoints_per_service)")
     allow_special = rules is not None and rules.allow_special_addresses
@@ -253,7 +274,9 @@ def endpoint_slice(raw: RawEndpointSlice, *, cluster: str, locality: Locality,
     if address_type not in ("IPv4", "IPv6"):
         return SliceRecord(namespace, name, service, (), ports)
     endpoints: list[Endpoint] = []
-    for ep in raw.get("endpoints") or ():
+    for count, ep in enumerate(raw.get("endpoints") or (), 1):
+        if count % STEP == 0:
+            yield
         conditions = ep.get("conditions") or {}
         # API reference: a nil `ready` is an unknown state that consumers should
         # interpret as ready; a nil `serving` defers to `ready`; nil `terminating` is false.

@@ -10,10 +10,11 @@ a name that cannot be one (past 255 bytes, a label past 63) is left out and coun
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 
 from globaldns.config.model import AliasConfig, Config, RoutingRule, SubsetConfig, ZoneConfig
 from globaldns.dns import records as R
@@ -146,6 +147,9 @@ class Zone:
         return self._nodata
 
 
+STEP = 1000
+"""Endpoints prepared between two yields to the loop when a big service changes."""
+
 # What `rebuild` replaces, restored when it fails.
 _REBUILT = ("config", "locator", "rules", "subsets", "aliases", "zones", "names", "_owned",
             "_namespaces", "_health")
@@ -192,6 +196,10 @@ class Snapshot:
         """Unreachable clusters whose last known endpoints are still answered → why."""
         self.listeners: list[Callable[[Iterable[bytes] | None], None]] = []
         """Told which names were replaced (None: all of them), e.g. the wire cache."""
+        self._pending: dict[ServiceKey, asyncio.Task[None]] = {}
+        """Big services being prepared in steps."""
+        self.yields = 0
+        """Times preparing a big service gave the loop back."""
         self.rebuild(config)
         store.subscribe(self.update)
 
@@ -205,6 +213,10 @@ class Snapshot:
             for attr, value in kept.items():
                 setattr(self, attr, value)
             raise
+        # Every service was just built whole from the store, with the new config.
+        for pending in self._pending.values():
+            pending.cancel()
+        self._pending.clear()
         self._tell(None)
 
     def _rebuild(self, config: Config) -> None:
@@ -229,7 +241,7 @@ class Snapshot:
         self._namespaces = {}
         self._health = dict(self._health)
         for key in self.store.service_keys():
-            self._update(key)
+            self._update(key, self.store.get(key))
 
     def _tell(self, names: Iterable[bytes] | None) -> None:
         for listener in self.listeners:
@@ -293,28 +305,73 @@ class Snapshot:
         return out
 
     def update(self, key: ServiceKey) -> None:
-        """Re-prepare the names of one service, in every zone."""
-        self._tell(self._update(key))
-
-    def _update(self, key: ServiceKey) -> set[bytes]:
+        """Re-prepare the names of one service, in every zone. A service of more than
+        `STEP` endpoints is prepared in steps that yield to the event loop, and swapped in
+        whole when done (queries meanwhile get its previous answers)."""
+        pending = self._pending.pop(key, None)
+        if pending is not None:
+            pending.cancel()
         service = self.store.get(key)
-        new: dict[bytes, NameTable] = {}
-        if service is not None:
+        if service is not None and len(service.endpoints) > STEP:
             try:
-                rule = self.rules.match(key[1], key[0])
-                previous = self._health.get(key, {})
-                health = cluster_health(rule[1] if rule else None, service.endpoints,
-                                        previous)
-                for zone in self.zones.values():
-                    new.update(self._service_names(zone, service, rule, health))
-            except Exception:
-                # A source gave data we cannot answer from (a bug, or a check missed):
-                # this service keeps its previous answers, every other name is untouched.
-                what = "/".join(key)
-                log.exception("registry: answers for %s failed to build; the previous "
-                              "ones stay", printable(what))
-                self.store.skipped.skip("build_failed", what)
-                return set()
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a CLI tool): at once
+                pass
+            else:
+                self._pending[key] = loop.create_task(self._update_later(key, service),
+                                                      name=f"snapshot {'/'.join(key)}")
+                return
+        self._tell(self._update(key, service))
+
+    async def _update_later(self, key: ServiceKey, service: MergedService) -> None:
+        steps = self._build(key, service)
+        try:
+            while True:
+                next(steps)
+                self.yields += 1
+                await asyncio.sleep(0)
+        except StopIteration as done:
+            built: tuple[dict[bytes, NameTable], dict[str, bool]] | None = done.value
+        if self._pending.get(key) is asyncio.current_task():
+            del self._pending[key]
+        self._tell(self._swap(key, service, built))
+
+    def _update(self, key: ServiceKey, service: MergedService | None) -> set[bytes]:
+        steps = self._build(key, service)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return self._swap(key, service, done.value)
+
+    def _build(self, key: ServiceKey, service: MergedService | None
+               ) -> Generator[None, None, tuple[dict[bytes, NameTable], dict[str, bool]] | None]:
+        """The service's names and cluster health, built aside; None if it failed."""
+        new: dict[bytes, NameTable] = {}
+        if service is None:
+            return new, {}
+        try:
+            rule = self.rules.match(key[1], key[0])
+            previous = self._health.get(key, {})
+            health = cluster_health(rule[1] if rule else None, service.endpoints, previous)
+            for zone in self.zones.values():
+                new.update((yield from self._service_names(zone, service, rule, health)))
+        except Exception:
+            # A source gave data we cannot answer from (a bug, or a check missed): this
+            # service keeps its previous answers, every other name is untouched.
+            what = "/".join(key)
+            log.exception("registry: answers for %s failed to build; the previous ones "
+                          "stay", printable(what))
+            self.store.skipped.skip("build_failed", what)
+            return None
+        return new, health
+
+    def _swap(self, key: ServiceKey, service: MergedService | None,
+              built: tuple[dict[bytes, NameTable], dict[str, bool]] | None) -> set[bytes]:
+        if built is None:
+            return set()
+        new, health = built
+        if service is not None:
             self._health[key] = health
         else:
             self._health.pop(key, None)
@@ -371,7 +428,8 @@ class Snapshot:
 
     def _service_names(self, zone: Zone, service: MergedService,
                        rule: tuple[int, RoutingRule] | None,
-                       health: dict[str, bool]) -> dict[bytes, NameTable]:
+                       health: dict[str, bool]
+                       ) -> Generator[None, None, dict[bytes, NameTable]]:
         namespace, name = service.key
         base = f"{name}.{namespace}.{zone.name}"
         ttl = zone.config.ttl
@@ -448,7 +506,10 @@ class Snapshot:
         by_cluster: dict[str, list[Endpoint]] = {}
         unnamed: set[int] = set()
         """ids of endpoints whose own name cannot be one: no name, and no SRV target."""
-        for endpoint in service.endpoints:
+        yield
+        for count, endpoint in enumerate(service.endpoints, 1):
+            if count % STEP == 0:
+                yield
             by_cluster.setdefault(endpoint.cluster, []).append(endpoint)
             part = address_record(endpoint)  # an address that is none fails here, now
             ename = self.endpoint_name(base, endpoint)
@@ -462,6 +523,7 @@ class Snapshot:
             }
         locality = self.config.resolver.locality
         for cluster, members in by_cluster.items():
+            yield
             cname = f"{cluster}.{base}"
             if not fits(cname):
                 skipped.skip("name_too_long", cname)
@@ -482,6 +544,7 @@ class Snapshot:
             out.setdefault(text_to_wire(cname), ctable)
 
         for port in self.ports(service):
+            yield
             proto = f"_{port.protocol}.{base}"
             sname = f"_{port.name}.{proto}"
             if not fits(sname):
