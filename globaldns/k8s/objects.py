@@ -343,6 +343,20 @@ def merge(service: ServiceRecord | None, slices: list[SliceRecord], *,
     slices are taken in name order so the result does not depend on event order. A slice
     that would take the service past `max_endpoints` is skipped whole.
     """
+    return ServiceData(ports=_merged_ports(service, slices),
+                       endpoints=_merged_endpoints(slices, max_endpoints, skipped, cluster),
+                       external_name=service.external_name if service is not None else "")
+
+
+def _merged_endpoints(slices: list[SliceRecord], max_endpoints: int | None,
+                      skipped: Skipped | None, cluster: str) -> tuple[Endpoint, ...]:
+    if len(slices) == 1 and (max_endpoints is None
+                             or len(slices[0].endpoints) <= max_endpoints):
+        # The usual service, one slice: its endpoints as they are when each address is
+        # there once (a set of them is the cheap check), else the first of each.
+        only = slices[0].endpoints
+        if len({ep.address for ep in only}) == len(only):
+            return only
     seen: set[str] = set()
     endpoints: list[Endpoint] = []
     for record in sorted(slices, key=lambda s: s.name):
@@ -357,17 +371,18 @@ def merge(service: ServiceRecord | None, slices: list[SliceRecord], *,
             if ep.address not in seen:
                 seen.add(ep.address)
                 endpoints.append(ep)
+    return tuple(endpoints)
+
+
+def _merged_ports(service: ServiceRecord | None, slices: list[SliceRecord]
+                  ) -> tuple[Port, ...]:
     if service is not None:
-        ports = service.ports
-        external_name = service.external_name
-    else:
-        merged: dict[tuple[str, str], Port] = {}
-        for record in slices:
-            for port in record.ports:
-                merged.setdefault((port.name, port.protocol), port)
-        ports = tuple(merged.values())
-        external_name = ""
-    return ServiceData(ports=ports, endpoints=tuple(endpoints), external_name=external_name)
+        return service.ports
+    merged: dict[tuple[str, str], Port] = {}
+    for record in slices:
+        for port in record.ports:
+            merged.setdefault((port.name, port.protocol), port)
+    return tuple(merged.values())
 
 
 @dataclass(frozen=True, slots=True)

@@ -147,8 +147,11 @@ class Zone:
         return self._nodata
 
 
-STEP = 1000
-"""Endpoints prepared between two yields to the loop when a big service changes."""
+STEP = 100
+"""Endpoints prepared between two yields to the loop when a big service changes (a few
+ms)."""
+ASIDE = 1000
+"""A service of more endpoints than this is prepared aside, in steps, then swapped in."""
 
 # What `rebuild` replaces, restored when it fails.
 _REBUILT = ("config", "locator", "rules", "subsets", "aliases", "zones", "names", "_owned",
@@ -306,13 +309,13 @@ class Snapshot:
 
     def update(self, key: ServiceKey) -> None:
         """Re-prepare the names of one service, in every zone. A service of more than
-        `STEP` endpoints is prepared in steps that yield to the event loop, and swapped in
+        `ASIDE` endpoints is prepared in steps that yield to the event loop, and swapped in
         whole when done (queries meanwhile get its previous answers)."""
         pending = self._pending.pop(key, None)
         if pending is not None:
             pending.cancel()
         service = self.store.get(key)
-        if service is not None and len(service.endpoints) > STEP:
+        if service is not None and len(service.endpoints) > ASIDE:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # no loop (a CLI tool): at once
@@ -488,6 +491,7 @@ class Snapshot:
             owners.append((f"{subset.name}.{base}",
                            [e for e in service.endpoints if wanted <= set(e.labels)]))
         for owner, members in owners:
+            yield
             if not fits(owner):
                 skipped.skip("name_too_long", owner)
                 continue
@@ -512,8 +516,12 @@ class Snapshot:
                 yield
             by_cluster.setdefault(endpoint.cluster, []).append(endpoint)
             part = address_record(endpoint)  # an address that is none fails here, now
-            ename = self.endpoint_name(base, endpoint)
-            if not fits(ename):
+            label = endpoint.label()
+            ename = f"{label}.{endpoint.cluster}.{base}"
+            # fits(ename), knowing base fits: the endpoint's label and cluster are checked.
+            if not (0 < len(label) <= 63 and len(ename) <= 253 and label.isascii()
+                    and "." not in label and 0 < len(endpoint.cluster) <= 63
+                    and endpoint.cluster.isascii() and "." not in endpoint.cluster):
                 skipped.skip("name_too_long", ename)
                 unnamed.add(id(endpoint))
                 continue
