@@ -11,6 +11,7 @@ a name that cannot be one (past 255 bytes, a label past 63) is left out and coun
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import time
@@ -338,6 +339,13 @@ class Snapshot:
         if self._pending.get(key) is asyncio.current_task():
             del self._pending[key]
         self._tell(self._swap(key, service, built))
+        # Its answers live until the service changes: out of the collector's full passes
+        # (as App.run does for the first snapshot), which would otherwise walk them on
+        # every later big change, for tens of ms. They hold no reference cycles
+        # (tests/test_registry.py), so refcounting frees them when they are replaced; a
+        # cycle among whatever else is young at this moment would be kept (big changes
+        # are rare, and bounded by limits.max_endpoints_per_service).
+        gc.freeze()
 
     def _update(self, key: ServiceKey, service: MergedService | None) -> set[bytes]:
         steps = self._build(key, service)
