@@ -267,3 +267,27 @@ async def test_a_20000_endpoint_slice_under_a_raised_limit_is_applied_in_many_lo
     await all_answer(server, names)
     reply = await query(server.port, "a.crowd.prod.global")
     assert rcode(reply) == "NOERROR"
+
+
+def test_limits_and_allow_special_addresses_are_read_and_checked_with_their_key_path(
+        ) -> None:
+    import pytest
+
+    from globaldns.config.parse import ConfigError, parse_text
+
+    config = parse_text("limits: {max_endpoints_per_service: 50, max_event_bytes: 65536}\n"
+                        "clusters: [{name: a, allow_special_addresses: true}]\n", "t.yaml")
+    assert (config.limits.max_endpoints_per_service, config.limits.max_event_bytes) == (
+        50, 65536)
+    assert config.clusters[0].allow_special_addresses
+    defaults = parse_text("clusters: [{name: a}]\n", "t.yaml")
+    assert defaults.limits.max_endpoints_per_service == 1000
+    assert defaults.limits.max_event_bytes == 8 * 1024 * 1024
+    assert not defaults.clusters[0].allow_special_addresses
+    with pytest.raises(ConfigError) as bad:
+        parse_text("limits: {max_endpoints_per_service: 0, max_event_bytes: big, x: 1}\n"
+                   "clusters: [{name: a, allow_special_addresses: maybe}]\n", "t.yaml")
+    text = str(bad.value)
+    for where in ("t.yaml: limits.max_endpoints_per_service", "t.yaml: limits.max_event_bytes",
+                  "t.yaml: limits.x", "t.yaml: clusters[0].allow_special_addresses"):
+        assert where in text
