@@ -115,3 +115,14 @@ def test_a_replaced_service_leaves_no_reference_cycle_for_the_collector(server_f
     s.call(gc.collect)
     s.call(store.set, "k8s/east", ("prod", "api"), version(2))
     assert s.call(gc.collect) == 0
+
+
+def test_a_big_new_service_answers_as_soon_as_it_is_written(server_factory):
+    # Past 1,000 endpoints a change is prepared in steps, but a service with no answers
+    # yet is prepared at once: a name that exists is never NXDOMAIN, even for a moment.
+    s = server_factory(CONFIG)
+    big = ServiceData(endpoints=tuple(endpoint(f"10.9.{i >> 8}.{i & 255}")
+                                      for i in range(1500)))
+    s.call(s.app.store.set, "k8s/east", ("prod", "big"), big)
+    assert rcode(ask(s.port, "big.prod.global")) == "NOERROR"
+    assert addresses(ask(s.port, "10-9-5-219.east.big.prod.global")) == ["10.9.5.219"]

@@ -311,12 +311,13 @@ class Snapshot:
     def update(self, key: ServiceKey) -> None:
         """Re-prepare the names of one service, in every zone. A service of more than
         `ASIDE` endpoints is prepared in steps that yield to the event loop, and swapped in
-        whole when done (queries meanwhile get its previous answers)."""
+        whole when done (queries meanwhile get its previous answers). One that has no
+        answers yet is prepared at once: a name that exists is never NXDOMAIN."""
         pending = self._pending.pop(key, None)
         if pending is not None:
             pending.cancel()
         service = self.store.get(key)
-        if service is not None and len(service.endpoints) > ASIDE:
+        if service is not None and len(service.endpoints) > ASIDE and key in self._owned:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # no loop (a CLI tool): at once
