@@ -291,3 +291,22 @@ def test_limits_and_allow_special_addresses_are_read_and_checked_with_their_key_
     for where in ("t.yaml: limits.max_endpoints_per_service", "t.yaml: limits.max_event_bytes",
                   "t.yaml: limits.x", "t.yaml: clusters[0].allow_special_addresses"):
         assert where in text
+
+
+async def test_an_endpoint_name_past_255_bytes_is_left_out_and_the_service_still_answers(
+        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime) -> None:
+    # Each label is legal (63 bytes), the endpoint's name is not:
+    # <hostname>.<cluster>.<service>.<namespace>.global is 262 characters.
+    (c,) = await emulators("c" * 63)
+    service, namespace = "s" * 63, "n" * 63
+    c.put(em.service(namespace, service))
+    c.put(em.endpoint_slice(namespace, "big-1", service, endpoints=[
+        em.endpoint("10.7.0.1", hostname="h" * 63), em.endpoint("10.7.0.2", hostname="web")]))
+    server, _ = serve([c], tmp_path, server_factory, fast)
+    await eventually(lambda: server.app.kubernetes.synced)
+    base = f"{service}.{namespace}.global"
+    assert await answers(server.port, base) == ("NOERROR", ["10.7.0.1", "10.7.0.2"])
+    srv = await query(server.port, f"_http._tcp.{base}", "SRV")
+    assert rcode(srv) == "NOERROR"
+    assert [str(rr.rdata.target) for rr in srv.rr] == [f"web.{'c' * 63}.{base}."]
+    assert skipped(server, "name_too_long") >= 1
