@@ -370,6 +370,10 @@ def status_page(app: App, *, started: float) -> str:
     parts.append(_table(["cluster", "locality", "state", "last full sync", "services",
                          "endpoints", "relists", "errors", "last error", "origin"], rows,
                         numeric={4, 5, 6, 7}, empty="no clusters"))
+    skipped = {r: n for r, n in app.store.skipped.counts.items() if n}
+    parts.append("<p>Skipped cluster data (not DNS-able, special address, past a limit): "
+                 + (_badge(", ".join(f"{r} {n}" for r, n in skipped.items()), "warn")
+                    if skipped else "none") + "</p>")
     discovery = app.kubernetes.discovery_status()
     if discovery is not None:
         parts.append(f"<p>Remote Secrets in <code>{_e(discovery['namespace'])}</code> of "

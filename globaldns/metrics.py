@@ -416,6 +416,12 @@ class Metrics(Collector):
         for cluster, n in sorted(unhealthy.items()):
             below.add_metric([cluster], n)
         yield below
+        skipped = CounterMetricFamily("globaldns_registry_skipped",
+                                      "Cluster data that could not become DNS records, "
+                                      "skipped, by reason", labels=["reason"])
+        for reason, n in app.store.skipped.counts.items():
+            skipped.add_metric([reason], n)
+        yield skipped
         yield GaugeMetricFamily("globaldns_registry_synced",
                                 "1 when negative answers are given (every source synced or "
                                 "sync_timeout passed); 0: SERVFAIL for unknown names",

@@ -92,3 +92,37 @@ def test_the_snapshot_is_unsynced_before_the_listeners_open(tmp_path):
     config = parse_text(f"clusters: [{{name: east, kubeconfig: {tmp_path / 'k'}}}]\n", "t.yaml")
     assert App(config).snapshot.synced is False
     assert App(parse_text(CONFIG, "t.yaml")).snapshot.synced is True
+
+
+def test_a_replaced_service_leaves_no_reference_cycle_for_the_collector(server_factory):
+    # Snapshot.update freezes a big service's answers out of the collector (gc.freeze):
+    # only refcounting frees them, so answers, asked once (their replies are made on
+    # first use), must hold no cycle.
+    import gc
+
+    s = server_factory(CONFIG)
+    store = s.app.store
+
+    def version(n: int) -> ServiceData:
+        return ServiceData(ports=(Port("http", 8080),), endpoints=tuple(
+            endpoint(f"10.{n}.0.{i}", "east" if i % 2 else "west") for i in range(1, 40)))
+
+    names = ["api.prod.global", "east.api.prod.global", "10-1-0-1.east.api.prod.global"]
+    s.call(store.set, "k8s/east", ("prod", "api"), version(1))
+    for name in names:
+        assert rcode(ask(s.port, name)) == "NOERROR"
+    assert rcode(ask(s.port, "_http._tcp.api.prod.global", "SRV")) == "NOERROR"
+    s.call(gc.collect)
+    s.call(store.set, "k8s/east", ("prod", "api"), version(2))
+    assert s.call(gc.collect) == 0
+
+
+def test_a_big_new_service_answers_as_soon_as_it_is_written(server_factory):
+    # Past 1,000 endpoints a change is prepared in steps, but a service with no answers
+    # yet is prepared at once: a name that exists is never NXDOMAIN, even for a moment.
+    s = server_factory(CONFIG)
+    big = ServiceData(endpoints=tuple(endpoint(f"10.9.{i >> 8}.{i & 255}")
+                                      for i in range(1500)))
+    s.call(s.app.store.set, "k8s/east", ("prod", "big"), big)
+    assert rcode(ask(s.port, "big.prod.global")) == "NOERROR"
+    assert addresses(ask(s.port, "10-9-5-219.east.big.prod.global")) == ["10.9.5.219"]

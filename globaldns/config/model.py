@@ -60,10 +60,27 @@ class ClusterConfig:
     stale_for: float = 300.0
     # The API server sends a bookmark about every minute; silence past 90 s means broken.
     watch_idle_timeout: float = 90.0
+    # Loopback, link-local, unspecified and multicast addresses name no endpoint another
+    # host can reach; a cluster whose pods really use them (a test rig) opts in.
+    allow_special_addresses: bool = False
 
     @property
     def watched(self) -> bool:
         return bool(self.kubeconfig) or self.in_cluster
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    # Kubernetes' EndpointSlice controller puts at most 1,000 endpoints in a slice and
+    # `max_answers`-less DNS answers past that size help nobody; one service's update then
+    # stays a few ms of loop time.
+    max_endpoints_per_service: int = 1000
+    # A watch event is one object; etcd refuses objects past 1.5 MB by default, so 8 MB is
+    # never a real one (and bounds what one event can cost to parse).
+    max_event_bytes: int = 8 * 1024 * 1024
+
+
+DEFAULT_LIMITS = LimitsConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +288,7 @@ class Config:
     http: HttpConfig = HttpConfig()
     log: LogConfig = LogConfig()
     reload: ReloadConfig = ReloadConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     def cluster(self, name: str) -> ClusterConfig | None:
         for cluster in self.clusters:

@@ -30,6 +30,7 @@ from globaldns.config.model import (
     ForwardConfig,
     HealthCheckConfig,
     HttpConfig,
+    LimitsConfig,
     ListenAddress,
     LogConfig,
     ReloadConfig,
@@ -335,7 +336,7 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
         path = f"clusters[{i}]"
         d = r.mapping(item, path, {"name", "locality", "kubeconfig", "context", "in_cluster",
                                    "namespaces", "label_selector", "stale_for",
-                                   "watch_idle_timeout"})
+                                   "watch_idle_timeout", "allow_special_addresses"})
         base = ClusterConfig("")
         cluster = ClusterConfig(
             name=r.required(d, "name", path, cluster_name, f"invalid-{i}"),
@@ -348,6 +349,8 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
             stale_for=r.get(d, "stale_for", path, duration, base.stale_for),
             watch_idle_timeout=r.get(d, "watch_idle_timeout", path, positive_duration,
                                      base.watch_idle_timeout),
+            allow_special_addresses=r.get(d, "allow_special_addresses", path, boolean,
+                                          base.allow_special_addresses),
         )
         if len(set(cluster.namespaces)) != len(cluster.namespaces):
             r.error(f"{path}.namespaces", "lists a namespace twice")
@@ -998,7 +1001,17 @@ def _aliases(r: _Reader, raw: Any) -> tuple[AliasConfig, ...]:
 
 _TOP = {"dns", "resolver", "zones", "clusters", "remote_secrets", "sync_timeout", "services",
         "forward", "cache", "acl", "client_localities", "routing", "aliases", "http", "log",
-        "reload"}
+        "reload", "limits"}
+
+
+def _limits(r: _Reader, raw: Any) -> LimitsConfig:
+    d = r.mapping(raw, "limits", {"max_endpoints_per_service", "max_event_bytes"})
+    base = LimitsConfig()
+    return LimitsConfig(
+        max_endpoints_per_service=r.get(d, "max_endpoints_per_service", "limits",
+                                        integer(1, 1_000_000), base.max_endpoints_per_service),
+        max_event_bytes=r.get(d, "max_event_bytes", "limits", integer(1024, 1 << 30),
+                              base.max_event_bytes))
 
 
 def parse_bytes(content: bytes, source: str) -> Config:
@@ -1083,7 +1096,8 @@ def _build(r: _Reader, raw: Any, source: str) -> Config:
                                cache=_cache(r, top.get("cache")), acl=_acl(r, top.get("acl")),
                                http=_http(r, top.get("http"), config.dns),
                                log=_log(r, top.get("log")),
-                               reload=_reload(r, top.get("reload")))
+                               reload=_reload(r, top.get("reload")),
+                               limits=_limits(r, top.get("limits")))
 
 
 def load(path: str | Path) -> Config:

@@ -28,14 +28,19 @@ from typing import Any, cast
 
 import aiohttp
 
+from globaldns.k8s import jsonsteps
 from globaldns.k8s.credentials import Credentials, CredentialsError
 from globaldns.k8s.objects import Status, WatchEvent
 
 log = logging.getLogger("globaldns.k8s")
 
-# A watch line is one object; a slice of 1,000 endpoints is ~300 kB. Past this, the
-# stream is garbage, not a bigger object.
-MAX_EVENT_BYTES = 64 * 1024 * 1024
+# A watch line is one object; a slice of 1,000 endpoints is ~100 kB (limits.max_event_bytes
+# sets it; LimitsConfig gives the reason for its default).
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+
+Screen = Callable[[bytes | None], bool]
+"""Sees each watch line before it is parsed (None: a line past the size cap, already
+discarded unread); False drops it."""
 
 # An error Status is a few hundred bytes; the rest of a longer error body is not read.
 MAX_ERROR_BODY = 64 * 1024
@@ -305,12 +310,15 @@ class ApiClient:
                     label_selector: str = "", resource_version: str,
                     idle_timeout: float,
                     timeout_seconds: int | None = None,
+                    max_event_bytes: int = MAX_EVENT_BYTES,
+                    screen: Screen | None = None,
                     ) -> AsyncIterator[AsyncIterator[WatchEvent]]:
         """Open a watch after `resource_version`; the body is an iterator of its events.
 
         Entering raises the HTTP error of the open (a 410 as `Gone`). The events end when
         the server ends the stream; ERROR events are raised, BOOKMARKs are yielded so the
-        caller keeps the newest resourceVersion.
+        caller keeps the newest resourceVersion. A line longer than `max_event_bytes` is
+        discarded as it arrives (never held whole) and shown to `screen` as None.
         """
         url = self.credentials.server + resource.path(namespace)
         params = {"watch": "1", "allowWatchBookmarks": "true",
@@ -332,17 +340,22 @@ class ApiClient:
                     raise await self._error(response)
             except (aiohttp.ClientError, OSError) as exc:  # OSError: TimeoutError too
                 raise ConnectionFailed(f"watch {url}: {describe(exc)}") from exc
-            async with contextlib.aclosing(_events(response, url, idle_timeout,
-                                                   self._scrub)) as events:
+            async with contextlib.aclosing(_events(response, url, idle_timeout, self._scrub,
+                                                   max_event_bytes, screen)) as events:
                 yield events
 
 
 async def _events(response: aiohttp.ClientResponse, url: str, idle_timeout: float,
-                  scrub: Callable[[str], str]) -> AsyncGenerator[WatchEvent, None]:
+                  scrub: Callable[[str], str], max_event_bytes: int, screen: Screen | None,
+                  ) -> AsyncGenerator[WatchEvent, None]:
     try:
-        async for line in _lines(response, idle_timeout):
+        async for line in _lines(response, idle_timeout, max_event_bytes):
+            if screen is not None and not screen(line):
+                continue
+            if line is None:
+                continue
             try:
-                event = json.loads(line)
+                event = await jsonsteps.loads(line)  # a big event, in steps
             except ValueError as exc:
                 raise ConnectionFailed(f"watch {url}: unreadable event: {exc}") from exc
             if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
@@ -356,9 +369,12 @@ async def _events(response: aiohttp.ClientResponse, url: str, idle_timeout: floa
         raise ConnectionFailed(f"watch {url}: {describe(exc)}") from exc
 
 
-async def _lines(response: aiohttp.ClientResponse, idle_timeout: float) -> AsyncIterator[bytes]:
-    """JSON lines of a chunked body; a chunk may hold many lines or part of one."""
+async def _lines(response: aiohttp.ClientResponse, idle_timeout: float,
+                 max_event_bytes: int) -> AsyncIterator[bytes | None]:
+    """JSON lines of a chunked body; a chunk may hold many lines or part of one. A line
+    past `max_event_bytes` is dropped as it arrives and given as None when it ends."""
     buffer = bytearray()
+    discarding = False
     while True:
         try:
             async with asyncio.timeout(idle_timeout):
@@ -375,8 +391,14 @@ async def _lines(response: aiohttp.ClientResponse, idle_timeout: float) -> Async
         while (end := buffer.find(b"\n", scan)) >= 0:
             line = bytes(buffer[start:end])
             start = scan = end + 1
-            if line.strip():
+            if discarding:
+                discarding = False
+                yield None
+            elif len(line) > max_event_bytes:
+                yield None
+            elif line.strip():
                 yield line
         del buffer[:start]
-        if len(buffer) > MAX_EVENT_BYTES:
-            raise ConnectionFailed(f"watch event larger than {MAX_EVENT_BYTES} bytes")
+        if len(buffer) > max_event_bytes:
+            discarding = True
+            buffer.clear()

@@ -28,11 +28,11 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from globaldns.config.model import ClusterConfig
+from globaldns.config.model import DEFAULT_LIMITS, ClusterConfig, LimitsConfig
 from globaldns.k8s import objects
 from globaldns.k8s.api import ENDPOINTSLICES, SERVICES, ApiClient, Unauthorized, describe
 from globaldns.k8s.credentials import Credentials, Rejected, Rejection
@@ -51,6 +51,14 @@ CredentialsLoader = Callable[[], Credentials]
 RELOAD_CREDENTIALS_EVERY = 10.0
 
 
+def _big(raw: Any) -> bool:
+    """An object worth converting in steps: an EndpointSlice of many addresses."""
+    try:
+        return objects.address_count(raw) > objects.STEP
+    except (TypeError, AttributeError):
+        return False  # not a slice we can read: the conversion says why, at once
+
+
 class ClusterState(enum.StrEnum):
     SYNCING = "syncing"
     SYNCED = "synced"
@@ -63,10 +71,12 @@ class ClusterSource:
 
     def __init__(self, config: ClusterConfig, store: Store, *,
                  load_credentials: CredentialsLoader, timing: Timing,
-                 origin: str = "config",
+                 origin: str = "config", limits: LimitsConfig = DEFAULT_LIMITS,
                  on_change: Callable[[ClusterSource], None] | None = None,
                  on_rejected: Callable[[Rejection], None] | None = None) -> None:
         self.config = config
+        self.limits = limits
+        """The config's `limits`; a reload sets it anew (it applies from the next event)."""
         self.name = config.name
         self.source = f"k8s/{config.name}"
         self.origin = origin
@@ -89,7 +99,11 @@ class ClusterSource:
         self._credentials_error = ""
         self._credentials_errors = 0
         self.watches: list[Watch] = []
+        self._queue: deque[tuple[Watch, EventType | None, Any]] = deque()
+        self._applier: asyncio.Task[None] | None = None
         # Status, as plain attributes.
+        self.yields = 0
+        """Times the conversion of a big object gave the loop back."""
         self.state = ClusterState.SYNCING
         self.synced_once = False
         """The first complete sync happened (readiness)."""
@@ -115,7 +129,7 @@ class ClusterSource:
     def cancel(self, *, drop: bool) -> None:
         """Stop writing now (synchronously); `drop` also removes what we wrote."""
         self._stopped = True
-        for task in (self._task, self._expiry):
+        for task in (self._task, self._expiry, self._applier):
             if task is not None:
                 task.cancel()
         if drop:
@@ -124,7 +138,7 @@ class ClusterSource:
 
     async def stop(self, *, drop: bool) -> None:
         self.cancel(drop=drop)
-        for task in (self._task, self._expiry):
+        for task in (self._task, self._expiry, self._applier):
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -142,7 +156,8 @@ class ClusterSource:
         self.watches = [
             Watch(self._api, resource, self, cluster=self.name, namespace=namespace,
                   label_selector=self.config.label_selector,
-                  idle_timeout=self.config.watch_idle_timeout, timing=self._timing)
+                  idle_timeout=self.config.watch_idle_timeout, timing=self._timing,
+                  limits=self.limits, skipped=self._store.skipped)
             for resource in resources for namespace in namespaces]
         self._update_state()
         async with asyncio.TaskGroup() as group:
@@ -182,14 +197,79 @@ class ClusterSource:
     # --- the watches' sink ----------------------------------------------------------
 
     def listed(self, watch: Watch, items: list[dict[str, Any]]) -> None:
+        if self._queue or any(map(_big, items)):
+            self._enqueue(watch, None, items)
+        else:
+            self._apply_list(watch, [self._convert(watch, raw) for raw in items])
+
+    def event(self, watch: Watch, kind: EventType, obj: dict[str, Any]) -> None:
+        if self._queue or (kind != "DELETED" and _big(obj)):
+            self._enqueue(watch, kind, obj)
+        else:
+            self._apply_event(watch, kind, obj,
+                              None if kind == "DELETED" else self._convert(watch, obj))
+
+    # Big objects (more than objects.STEP endpoints) are converted in steps that yield to
+    # the loop, by one task per cluster; what arrives meanwhile waits behind them, so the
+    # cluster's objects change in the order the API server sent them.
+
+    def _enqueue(self, watch: Watch, kind: EventType | None, obj: Any) -> None:
+        self._queue.append((watch, kind, obj))
+        if self._applier is None:
+            self._applier = asyncio.create_task(self._apply_queued(),
+                                                name=f"k8s apply {self.name}")
+
+    async def _apply_queued(self) -> None:
+        try:
+            while self._queue and not self._stopped:
+                watch, kind, obj = self._queue[0]
+                try:
+                    if kind is None:
+                        records = [await self._convert_steps(watch, raw) for raw in obj]
+                        self._apply_list(watch, records)
+                    else:
+                        record = None if kind == "DELETED" else \
+                            await self._convert_steps(watch, obj)
+                        self._apply_event(watch, kind, obj, record)
+                except Exception:  # a bug: the next objects still go in
+                    log.exception("k8s %s: applying a queued object failed", self.name)
+                self._queue.popleft()
+        finally:
+            self._applier = None
+        self._update_state()
+
+    async def _convert_steps(self, watch: Watch, raw: dict[str, Any]
+                             ) -> SliceRecord | ServiceRecord | None:
+        if watch.resource is not ENDPOINTSLICES or not _big(raw):
+            return self._convert(watch, raw)
+        steps = objects.endpoint_slice_steps(
+            raw, cluster=self.name, locality=self.config.locality,  # type: ignore[arg-type]
+            rules=self._rules(), skipped=self._store.skipped)
+        try:
+            while True:
+                next(steps)
+                self.yields += 1
+                await asyncio.sleep(0)
+        except StopIteration as done:
+            record: SliceRecord = done.value
+            return record
+        except objects.ConversionError as exc:
+            self._skip(exc.reason, "endpointslice", raw, exc)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            self._skip("bad_name", "endpointslice", raw, exc)
+        return None
+
+    def _convert(self, watch: Watch, raw: dict[str, Any]) -> SliceRecord | ServiceRecord | None:
+        if watch.resource is ENDPOINTSLICES:
+            return self._convert_slice(raw)
+        return self._convert_service(raw)
+
+    def _apply_list(self, watch: Watch, records: list[SliceRecord | ServiceRecord | None]
+                    ) -> None:
         namespace = watch.namespace
         touched: set[ServiceKey] = set()
         if watch.resource is ENDPOINTSLICES:
-            fresh = {}
-            for raw in items:
-                record = self._convert_slice(raw)
-                if record is not None:
-                    fresh[(record.namespace, record.name)] = record
+            fresh = {(r.namespace, r.name): r for r in records if isinstance(r, SliceRecord)}
             gone = [k for k in self._slices if (not namespace or k[0] == namespace)
                     and k not in fresh]
             for key in gone:
@@ -197,11 +277,7 @@ class ClusterSource:
             for record in fresh.values():
                 touched.update(self._put_slice(record))
         else:
-            services = {}
-            for raw in items:
-                service = self._convert_service(raw)
-                if service is not None:
-                    services[service.key] = service
+            services = {r.key: r for r in records if isinstance(r, ServiceRecord)}
             for key in [k for k in self._services if (not namespace or k[0] == namespace)
                         and k not in services]:
                 del self._services[key]
@@ -215,31 +291,23 @@ class ClusterSource:
         if self.state is ClusterState.SYNCED:
             self.last_sync = self._timing.wall()
 
-    def event(self, watch: Watch, kind: EventType, obj: dict[str, Any]) -> None:
+    def _apply_event(self, watch: Watch, kind: EventType, obj: dict[str, Any],
+                     record: SliceRecord | ServiceRecord | None) -> None:
         touched: set[ServiceKey] = set()
-        if watch.resource is ENDPOINTSLICES:
-            if kind == "DELETED":
-                try:
-                    touched.update(self._remove_slice(objects.object_key(obj)))
-                except objects.ConversionError:
-                    return
-            else:
-                record = self._convert_slice(obj)
-                if record is not None:
-                    touched.update(self._put_slice(record))
-        else:
-            if kind == "DELETED":
-                try:
-                    key = objects.object_key(obj)
-                except objects.ConversionError:
-                    return
-                if self._services.pop(key, None) is not None:
-                    touched.add(key)
-            else:
-                service = self._convert_service(obj)
-                if service is not None and self._services.get(service.key) != service:
-                    self._services[service.key] = service
-                    touched.add(service.key)
+        if kind == "DELETED":
+            try:
+                key = objects.object_key(obj)
+            except objects.ConversionError:
+                return
+            if watch.resource is ENDPOINTSLICES:
+                touched.update(self._remove_slice(key))
+            elif self._services.pop(key, None) is not None:
+                touched.add(key)
+        elif isinstance(record, SliceRecord):
+            touched.update(self._put_slice(record))
+        elif isinstance(record, ServiceRecord) and self._services.get(record.key) != record:
+            self._services[record.key] = record
+            touched.add(record.key)
         for key in touched:
             self._refresh(key)
 
@@ -264,20 +332,38 @@ class ClusterSource:
 
     # --- objects → store ------------------------------------------------------------
 
+    def _rules(self) -> objects.SliceRules:
+        return objects.SliceRules(
+            self.name, self.config.locality, self.limits.max_endpoints_per_service,
+            allow_special_addresses=self.config.allow_special_addresses)
+
     def _convert_slice(self, raw: dict[str, Any]) -> SliceRecord | None:
         try:
             return objects.endpoint_slice(raw, cluster=self.name,  # type: ignore[arg-type]
-                                          locality=self.config.locality)
-        except (objects.ConversionError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("k8s %s: unusable EndpointSlice skipped: %r", self.name, exc)
-            return None
+                                          locality=self.config.locality, rules=self._rules(),
+                                          skipped=self._store.skipped)
+        except objects.ConversionError as exc:
+            self._skip(exc.reason, "endpointslice", raw, exc)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            self._skip("bad_name", "endpointslice", raw, exc)
+        return None
 
     def _convert_service(self, raw: dict[str, Any]) -> ServiceRecord | None:
         try:
-            return objects.service(raw)  # type: ignore[arg-type]
-        except (objects.ConversionError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("k8s %s: unusable Service skipped: %r", self.name, exc)
-            return None
+            return objects.service(raw, cluster=self.name,  # type: ignore[arg-type]
+                                   skipped=self._store.skipped)
+        except objects.ConversionError as exc:
+            self._skip(exc.reason, "service", raw, exc)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            self._skip("bad_name", "service", raw, exc)
+        return None
+
+    def _skip(self, reason: str, kind: str, raw: dict[str, Any], exc: Exception) -> None:
+        try:
+            where = "/".join(objects.object_key(raw))
+        except (objects.ConversionError, TypeError, AttributeError):
+            where = "(no name)"
+        self._store.skipped.skip(reason, f"k8s/{self.name} {kind} {where}", str(exc))
 
     def _put_slice(self, record: SliceRecord) -> tuple[ServiceKey, ...]:
         key = (record.namespace, record.name)
@@ -307,7 +393,9 @@ class ClusterSource:
         slices = self._slices_of.get(key)
         if service is None and not slices:
             return None
-        return objects.merge(service, list(slices.values()) if slices else [])
+        return objects.merge(service, list(slices.values()) if slices else [],
+                             max_endpoints=self.limits.max_endpoints_per_service,
+                             skipped=self._store.skipped, cluster=self.name)
 
     def _refresh(self, key: ServiceKey) -> None:
         if not self._published or self._stopped:
@@ -343,7 +431,9 @@ class ClusterSource:
             return
         failing = bool(self._credentials_error) or any(
             not w.healthy and w.errors for w in self.watches)
-        all_listed = bool(self.watches) and all(w.listed for w in self.watches)
+        # Listed, and what the lists brought applied (a big object may still be queued).
+        all_listed = bool(self.watches) and all(w.listed for w in self.watches) \
+            and not self._queue
         if failing:
             new = ClusterState.STALE if self._published else ClusterState.FAILED
         elif all_listed:

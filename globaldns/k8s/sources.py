@@ -104,9 +104,14 @@ class KubernetesSources:
             if name not in self._static:
                 source = ClusterSource(cluster, self._store,
                                        load_credentials=credentials_loader(cluster),
-                                       timing=self._timing, on_change=self._changed)
+                                       timing=self._timing, limits=config.limits,
+                                       on_change=self._changed)
                 self._static[name] = source
                 source.start()
+        for source in self.clusters():
+            source.limits = config.limits
+            for watch in source.watches:
+                watch.limits = config.limits
         stopping.extend(self._apply_discovery(config))
         await asyncio.gather(*stopping)
         self._notify()
@@ -265,7 +270,9 @@ class _Discovery:
         self.watch = Watch(self._api, SECRETS, self, cluster=self.host.name,
                            namespace=self.settings.namespace,
                            label_selector=self.settings.label,
-                           idle_timeout=self.host.watch_idle_timeout, timing=timing)
+                           idle_timeout=self.host.watch_idle_timeout, timing=timing,
+                           limits=self.owner._config.limits,
+                           skipped=self.owner._store.skipped)
         await self.watch.run()
 
     # The watch's sink.
@@ -294,7 +301,8 @@ class _Discovery:
     def _put(self, raw: dict[str, Any]) -> None:
         try:
             key = objects.object_key(raw)
-            self._secrets[key] = objects.remote_secret(raw)  # type: ignore[arg-type]
+            self._secrets[key] = objects.remote_secret(
+                raw, skipped=self.owner._store.skipped)  # type: ignore[arg-type]
         except (objects.ConversionError, KeyError, TypeError, AttributeError) as exc:
             log.warning("k8s remote_secrets: unusable Secret skipped: %r", exc)
 
@@ -351,8 +359,8 @@ class _Discovery:
                     credentials.from_kubeconfig_text, remote.kubeconfig,
                     origin=f"{origin} key {name}",
                     allow_insecure=self.settings.allow_insecure),
-                timing=self.owner._timing, origin=origin, on_change=self.owner._changed,
-                on_rejected=self.owner._rejected)
+                timing=self.owner._timing, origin=origin, limits=config.limits,
+                on_change=self.owner._changed, on_rejected=self.owner._rejected)
             self._running[name] = (remote, source)
             log.info("k8s remote_secrets: cluster %s from %s", name, origin)
             source.start()

@@ -21,13 +21,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from globaldns.config.model import DEFAULT_LIMITS, LimitsConfig
 from globaldns.k8s.api import (
+    ENDPOINTSLICES,
     ApiClient,
     ApiError,
     Forbidden,
@@ -38,8 +41,15 @@ from globaldns.k8s.api import (
     Unauthorized,
 )
 from globaldns.k8s.objects import EventType, resource_version
+from globaldns.registry.store import Skipped
 
 log = logging.getLogger("globaldns.k8s")
+
+# Where an oversized EndpointSlice line names itself: the API server writes `metadata`
+# with `name` first and `namespace` soon after; only the head of the line is searched.
+_HEAD = 4096
+_NAME = re.compile(rb'"metadata":\{"name":"([a-z0-9.-]{1,253})"')
+_NAMESPACE = re.compile(rb'"namespace":"([a-z0-9-]{1,63})"')
 
 # client-go's reflector backs off from 800 ms, doubling, to 30 s; so do we.
 BACKOFF_BASE = 0.8
@@ -87,8 +97,12 @@ class Watch:
 
     def __init__(self, api: ApiClient, resource: Resource, sink: Sink, *,
                  cluster: str, namespace: str = "", label_selector: str = "",
-                 idle_timeout: float, timing: Timing) -> None:
+                 idle_timeout: float, timing: Timing,
+                 limits: LimitsConfig = DEFAULT_LIMITS,
+                 skipped: Skipped | None = None) -> None:
         self.api = api
+        self.limits = limits
+        self.skipped = skipped if skipped is not None else Skipped()
         self.resource = resource
         self.cluster = cluster
         self.namespace = namespace
@@ -196,7 +210,9 @@ class Watch:
                                   label_selector=self.label_selector,
                                   resource_version=self.resource_version,
                                   idle_timeout=self.idle_timeout,
-                                  timeout_seconds=server_timeout) as events:
+                                  timeout_seconds=server_timeout,
+                                  max_event_bytes=self.limits.max_event_bytes,
+                                  screen=self._screen) as events:
             if not self.healthy:
                 self.healthy = True
                 self._sink.changed(self)
@@ -214,6 +230,34 @@ class Watch:
                 if delivered == 1:
                     self.attempt = self._gone_streak = 0
         return delivered
+
+
+    def _screen(self, line: bytes | None) -> bool:
+        """Bound before parsing: an event past `max_event_bytes` is skipped unread, and an
+        EndpointSlice with more addresses than `max_endpoints_per_service` is skipped
+        unparsed and forgotten, as a relist would. Each non-empty `"addresses":["` holds
+        at least one address: a count of them past the limit is proof enough; below it,
+        the conversion counts exactly."""
+        if line is None:
+            self.skipped.skip("event_too_large", f"k8s/{self.name} event",
+                              f"past {self.limits.max_event_bytes} bytes "
+                              "(limits.max_event_bytes)")
+            return False
+        if self.resource is not ENDPOINTSLICES:
+            return True
+        limit = self.limits.max_endpoints_per_service
+        if line.count(b'"addresses":["') <= limit:
+            return True
+        head = line[:_HEAD]
+        name, namespace = _NAME.search(head), _NAMESPACE.search(head)
+        what = "endpointslice " + (f"{namespace[1].decode()}/{name[1].decode()}"
+                                   if name and namespace else "(unnamed)")
+        self.skipped.skip("too_many_endpoints", f"k8s/{self.cluster} {what}",
+                          f"more than {limit} addresses (limits.max_endpoints_per_service)")
+        if name and namespace:
+            self._sink.event(self, "DELETED", {"metadata": {
+                "name": name[1].decode(), "namespace": namespace[1].decode()}})
+        return False
 
 
 def _error_kind(exc: Exception) -> str:

@@ -30,8 +30,13 @@ def tier(client: Locality, endpoint: Locality) -> int:
 def tiers(client: Locality, endpoints: Sequence[Endpoint]) -> list[list[Endpoint]]:
     """Endpoints grouped by tier, best first, empty tiers left out; stable within a tier."""
     groups: dict[int, list[Endpoint]] = {}
+    ranks: dict[Locality, list[Endpoint]] = {}  # a service has few localities: rank each once
     for endpoint in endpoints:
-        groups.setdefault(tier(client, endpoint.locality), []).append(endpoint)
+        group = ranks.get(endpoint.locality)
+        if group is None:
+            group = ranks[endpoint.locality] = groups.setdefault(
+                tier(client, endpoint.locality), [])
+        group.append(endpoint)
     return [groups[t] for t in sorted(groups)]
 
 

@@ -7,6 +7,7 @@ speaks in these frozen records; names are lowercased once, here, at the edge.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -78,6 +79,35 @@ class ServiceData:
     external_name: str = ""
     """A Kubernetes ExternalName service: answered with a CNAME to this name."""
     labels: tuple[tuple[str, str], ...] = field(default=())
+
+
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_CLUSTER = re.compile(r"[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?")
+
+
+def is_label(text: str) -> bool:
+    """A DNS-1123 label (what Kubernetes names a Service, namespace or hostname with):
+    lowercase letters, digits and inner '-', 1 to 63 bytes."""
+    return _LABEL.fullmatch(text) is not None
+
+
+def is_cluster_name(text: str) -> bool:
+    """A cluster name: one DNS label (as config's `clusters[].name`, '_' allowed)."""
+    return _CLUSTER.fullmatch(text) is not None
+
+
+def is_special(address: str) -> bool:
+    """Loopback, link-local, unspecified or multicast (IPv4-mapped IPv6 too): an
+    address that names no endpoint reachable from another host. `address` is canonical."""
+    if ":" not in address:  # canonical IPv4: the cheap test, run per endpoint
+        first, _, rest = address.partition(".")
+        n = int(first)
+        return (n == 127 or 224 <= n <= 239 or address == "0.0.0.0"
+                or (n == 169 and rest.startswith("254.")))
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast
 
 
 def canonical_ip(text: str) -> str:

@@ -2,14 +2,20 @@
 
 The registry calls `update(key)` when one service changes; only that service's names are
 rebuilt. Each name's answers are immutable objects replaced whole, and the update runs
-without yielding to the event loop, so a query never sees half a change.
+without yielding to the event loop, so a query never sees half a change. Both `update`
+and `rebuild` build first and swap after: a service that fails to build keeps its
+previous answers (counted as `build_failed`) and every other name stays exactly as it was;
+a name that cannot be one (past 255 bytes, a label past 63) is left out and counted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import itertools
+import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 
 from globaldns.config.model import AliasConfig, Config, RoutingRule, SubsetConfig, ZoneConfig
 from globaldns.dns import records as R
@@ -26,7 +32,9 @@ from globaldns.registry.policy import (
     plan,
     schedule,
 )
-from globaldns.registry.store import MergedService, Store
+from globaldns.registry.store import MergedService, Store, printable
+
+log = logging.getLogger("globaldns.registry")
 
 NODATA = 0
 """The key, in a name's table, of the answer for every type it has no records of."""
@@ -140,6 +148,36 @@ class Zone:
         return self._nodata
 
 
+STEP = 100
+"""Endpoints prepared between two yields to the loop when a big service changes (a few
+ms)."""
+ASIDE = 1000
+"""A service of more endpoints than this is prepared aside, in steps, then swapped in."""
+
+# What `rebuild` replaces, restored when it fails.
+_REBUILT = ("config", "locator", "rules", "subsets", "aliases", "zones", "names", "_owned",
+            "_namespaces", "_health")
+
+
+def fits(name: str) -> bool:
+    """`name` can be a DNS name: at most 253 characters of ASCII, labels of at most 63
+    (RFC 1035 §2.3.4, 255 bytes in wire form)."""
+    return len(name) <= 253 and name.isascii() and all(
+        0 < len(label) <= 63 for label in name.split("."))
+
+
+def _unique(order: Sequence[Endpoint]) -> list[Endpoint]:
+    """One record per address: the same address from two clusters is one record of the
+    RRset (RFC 2181 §5), kept where it first comes in the order."""
+    seen: set[str] = set()
+    out = []
+    for e in order:
+        if e.address not in seen:
+            seen.add(e.address)
+            out.append(e)
+    return out
+
+
 def _typed(endpoint: Endpoint, ttl: int) -> tuple[int, int, bytes]:
     rtype, rdata = R.address_rdata(endpoint.address)
     return rtype, ttl, rdata
@@ -162,11 +200,30 @@ class Snapshot:
         """Unreachable clusters whose last known endpoints are still answered → why."""
         self.listeners: list[Callable[[Iterable[bytes] | None], None]] = []
         """Told which names were replaced (None: all of them), e.g. the wire cache."""
+        self._pending: dict[ServiceKey, asyncio.Task[None]] = {}
+        """Big services being prepared in steps."""
+        self.yields = 0
+        """Times preparing a big service gave the loop back."""
         self.rebuild(config)
         store.subscribe(self.update)
 
     def rebuild(self, config: Config) -> None:
-        """Whole rebuild, for a new config (not for registry changes)."""
+        """Whole rebuild, for a new config (not for registry changes). If it fails, the
+        snapshot stays as it was, and the failure is raised (the reload is rejected)."""
+        kept = {attr: getattr(self, attr) for attr in _REBUILT if hasattr(self, attr)}
+        try:
+            self._rebuild(config)
+        except Exception:
+            for attr, value in kept.items():
+                setattr(self, attr, value)
+            raise
+        # Every service was just built whole from the store, with the new config.
+        for pending in self._pending.values():
+            pending.cancel()
+        self._pending.clear()
+        self._tell(None)
+
+    def _rebuild(self, config: Config) -> None:
         self.config = config
         self.locator = ClientLocator(config)
         self.rules = Rules(config)
@@ -186,9 +243,9 @@ class Snapshot:
         self.names = names
         self._owned = {}
         self._namespaces = {}
+        self._health = dict(self._health)
         for key in self.store.service_keys():
-            self.update(key)
-        self._tell(None)
+            self._update(key, self.store.get(key))
 
     def _tell(self, names: Iterable[bytes] | None) -> None:
         for listener in self.listeners:
@@ -252,16 +309,82 @@ class Snapshot:
         return out
 
     def update(self, key: ServiceKey) -> None:
-        """Re-prepare the names of one service, in every zone."""
+        """Re-prepare the names of one service, in every zone. A service of more than
+        `ASIDE` endpoints is prepared in steps that yield to the event loop, and swapped in
+        whole when done (queries meanwhile get its previous answers). One that has no
+        answers yet is prepared at once: a name that exists is never NXDOMAIN."""
+        pending = self._pending.pop(key, None)
+        if pending is not None:
+            pending.cancel()
         service = self.store.get(key)
+        if service is not None and len(service.endpoints) > ASIDE and key in self._owned:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a CLI tool): at once
+                pass
+            else:
+                self._pending[key] = loop.create_task(self._update_later(key, service),
+                                                      name=f"snapshot {'/'.join(key)}")
+                return
+        self._tell(self._update(key, service))
+
+    async def _update_later(self, key: ServiceKey, service: MergedService) -> None:
+        steps = self._build(key, service)
+        try:
+            while True:
+                next(steps)
+                self.yields += 1
+                await asyncio.sleep(0)
+        except StopIteration as done:
+            built: tuple[dict[bytes, NameTable], dict[str, bool]] | None = done.value
+        if self._pending.get(key) is asyncio.current_task():
+            del self._pending[key]
+        self._tell(self._swap(key, service, built))
+        # Its answers live until the service changes: out of the collector's full passes
+        # (as App.run does for the first snapshot), which would otherwise walk them on
+        # every later big change, for tens of ms. They hold no reference cycles
+        # (tests/test_registry.py), so refcounting frees them when they are replaced; a
+        # cycle among whatever else is young at this moment would be kept (big changes
+        # are rare, and bounded by limits.max_endpoints_per_service).
+        gc.freeze()
+
+    def _update(self, key: ServiceKey, service: MergedService | None) -> set[bytes]:
+        steps = self._build(key, service)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return self._swap(key, service, done.value)
+
+    def _build(self, key: ServiceKey, service: MergedService | None
+               ) -> Generator[None, None, tuple[dict[bytes, NameTable], dict[str, bool]] | None]:
+        """The service's names and cluster health, built aside; None if it failed."""
         new: dict[bytes, NameTable] = {}
-        if service is not None:
+        if service is None:
+            return new, {}
+        try:
             rule = self.rules.match(key[1], key[0])
             previous = self._health.get(key, {})
             health = cluster_health(rule[1] if rule else None, service.endpoints, previous)
-            self._health[key] = health
             for zone in self.zones.values():
-                new.update(self._service_names(zone, service, rule, health))
+                new.update((yield from self._service_names(zone, service, rule, health)))
+        except Exception:
+            # A source gave data we cannot answer from (a bug, or a check missed): this
+            # service keeps its previous answers, every other name is untouched.
+            what = "/".join(key)
+            log.exception("registry: answers for %s failed to build; the previous ones "
+                          "stay", printable(what))
+            self.store.skipped.skip("build_failed", what)
+            return None
+        return new, health
+
+    def _swap(self, key: ServiceKey, service: MergedService | None,
+              built: tuple[dict[bytes, NameTable], dict[str, bool]] | None) -> set[bytes]:
+        if built is None:
+            return set()
+        new, health = built
+        if service is not None:
+            self._health[key] = health
         else:
             self._health.pop(key, None)
         old = self._owned.pop(key, [])
@@ -287,7 +410,7 @@ class Snapshot:
         elif old:
             self._count_namespace(namespace_names, -1)
             changed.update(namespace_names)
-        self._tell(changed)
+        return changed
 
     def _count_namespace(self, wires: list[bytes], delta: int) -> None:
         """A namespace is an empty non-terminal while any service lives in it."""
@@ -317,11 +440,16 @@ class Snapshot:
 
     def _service_names(self, zone: Zone, service: MergedService,
                        rule: tuple[int, RoutingRule] | None,
-                       health: dict[str, bool]) -> dict[bytes, NameTable]:
+                       health: dict[str, bool]
+                       ) -> Generator[None, None, dict[bytes, NameTable]]:
         namespace, name = service.key
         base = f"{name}.{namespace}.{zone.name}"
         ttl = zone.config.ttl
         out: dict[bytes, NameTable] = {}
+        skipped = self.store.skipped
+        if not fits(base):
+            skipped.skip("name_too_long", base)
+            return out
 
         if service.external_name:
             out[text_to_wire(base)] = {NODATA: AnswerSet([Reply(R.body(base, answer=[
@@ -360,7 +488,7 @@ class Snapshot:
             def encode(order: list[Endpoint], _locality: Locality) -> Body:
                 if not order:
                     return zone.body(owner)
-                return R.joined([address_record(e) for e in order])
+                return R.joined([address_record(e) for e in _unique(order)])
             return encode
 
         subsets: tuple[SubsetConfig, ...] = self.subsets.get(service.key, ())
@@ -372,6 +500,10 @@ class Snapshot:
             owners.append((f"{subset.name}.{base}",
                            [e for e in service.endpoints if wanted <= set(e.labels)]))
         for owner, members in owners:
+            yield
+            if not fits(owner):
+                skipped.skip("name_too_long", owner)
+                continue
             table: NameTable = {NODATA: zone.nodata(owner),
                                 R.ANY: AnswerSet([Reply(R.body(owner, answer=[
                                     R.hinfo_rfc8482(owner, ttl)]))])}
@@ -385,17 +517,34 @@ class Snapshot:
                                                                   answers)
 
         by_cluster: dict[str, list[Endpoint]] = {}
-        for endpoint in service.endpoints:
+        unnamed: set[int] = set()
+        """ids of endpoints whose own name cannot be one: no name, and no SRV target."""
+        yield
+        for count, endpoint in enumerate(service.endpoints, 1):
+            if count % STEP == 0:
+                yield
             by_cluster.setdefault(endpoint.cluster, []).append(endpoint)
-            ename = self.endpoint_name(base, endpoint)
+            part = address_record(endpoint)  # an address that is none fails here, now
+            label = endpoint.label()
+            ename = f"{label}.{endpoint.cluster}.{base}"
+            # fits(ename), knowing base fits: the endpoint's label and cluster are checked.
+            if not (0 < len(label) <= 63 and len(ename) <= 253 and label.isascii()
+                    and "." not in label and 0 < len(endpoint.cluster) <= 63
+                    and endpoint.cluster.isascii() and "." not in endpoint.cluster):
+                skipped.skip("name_too_long", ename)
+                unnamed.add(id(endpoint))
+                continue
             out[text_to_wire(ename)] = {
-                R.A if endpoint.family == 4 else R.AAAA: AnswerSet([Reply(R.joined(
-                    [address_record(endpoint)]))]),
+                R.A if endpoint.family == 4 else R.AAAA: AnswerSet([Reply(R.joined([part]))]),
                 NODATA: zone.nodata(ename),
             }
         locality = self.config.resolver.locality
         for cluster, members in by_cluster.items():
+            yield
             cname = f"{cluster}.{base}"
+            if not fits(cname):
+                skipped.skip("name_too_long", cname)
+                continue
             ctable: NameTable = {NODATA: zone.nodata(cname)}
             ready = [e for e in members if e.ready] or (
                 members if zone.config.on_all_unhealthy == "all" else [])
@@ -412,10 +561,15 @@ class Snapshot:
             out.setdefault(text_to_wire(cname), ctable)
 
         for port in self.ports(service):
+            yield
             proto = f"_{port.protocol}.{base}"
             sname = f"_{port.name}.{proto}"
+            if not fits(sname):
+                skipped.skip("name_too_long", sname)
+                continue
             out.setdefault(text_to_wire(proto), {NODATA: zone.nodata(proto)})
-            targets = [e for e in service.endpoints if self.port_of(e, port)]
+            targets = [e for e in service.endpoints
+                       if self.port_of(e, port) and id(e) not in unnamed]
             table = {NODATA: zone.nodata(sname)}
             if targets:
                 table[R.SRV] = answers(targets, self._srv_encoder(zone, base, sname, port))
@@ -471,11 +625,11 @@ class Snapshot:
             if alias.mode == "cname":
                 def encode(order: list[Endpoint], _locality: Locality) -> Body:
                     return R.body(owner, answer=[R.cname(owner, ttl, target)] + [
-                        R.address(target, ttl, e.address) for e in order])
+                        R.address(target, ttl, e.address) for e in _unique(order)])
             else:
                 def encode(order: list[Endpoint], _locality: Locality) -> Body:
                     return R.body(owner, answer=[R.address(owner, ttl, e.address)
-                                                 for e in order])
+                                                 for e in _unique(order)])
             table[rtype] = answers(subset_, encode)
         if alias.mode == "cname":
             table[NODATA] = AnswerSet([Reply(R.body(owner, answer=[

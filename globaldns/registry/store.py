@@ -7,11 +7,61 @@ so a change costs O(that service), never O(registry).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 from globaldns.registry.model import Endpoint, Port, ServiceData, ServiceKey
 
+log = logging.getLogger("globaldns.registry")
+
 Listener = Callable[[ServiceKey], None]
+
+SKIP_REASONS = {
+    "bad_name": "a Service, namespace or service-name label that is no DNS label: the "
+                "object is skipped",
+    "bad_port": "a port whose name or protocol makes no `_name._proto` label: the port "
+                "is skipped",
+    "bad_hostname": "an endpoint hostname that is no DNS label: the endpoint is named by "
+                    "its address",
+    "bad_cluster_name": "a remote Secret key that is no DNS label: that cluster is not "
+                        "watched",
+    "bad_address": "an endpoint address that is no IP address: the address is skipped",
+    "special_address": "a loopback, link-local, unspecified or multicast address: skipped "
+                       "(unless the cluster sets allow_special_addresses)",
+    "name_too_long": "a name longer than 255 bytes in a zone: that name is not served",
+    "too_many_endpoints": "an EndpointSlice past limits.max_endpoints_per_service: skipped",
+    "event_too_large": "a watch event past limits.max_event_bytes: skipped unread",
+    "build_failed": "a service whose answers failed to build: its previous answers stay",
+}
+"""Why cluster data was skipped: the closed set of the `reason` label."""
+
+# Remembered (reason, object) pairs for logging each once; a flood of distinct bad
+# objects restarts the memory rather than growing it.
+_LOGGED_MAX = 4096
+
+
+class Skipped:
+    """Counts of data that could not become DNS records, by reason; each object's
+    first skip for a reason is logged."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = dict.fromkeys(SKIP_REASONS, 0)
+        self._logged: set[tuple[str, str]] = set()
+
+    def skip(self, reason: str, what: str, detail: str = "") -> None:
+        self.counts[reason] += 1
+        if (reason, what) in self._logged:
+            return
+        if len(self._logged) >= _LOGGED_MAX:
+            self._logged.clear()
+        self._logged.add((reason, what))
+        log.warning("registry: skipped (%s) %s%s", reason, printable(what),
+                    f": {printable(detail)}" if detail else "")
+
+
+def printable(text: str, limit: int = 300) -> str:
+    """`text` for a log line: control characters escaped, at most `limit` characters."""
+    return repr(text[:limit])[1:-1]
 
 
 class MergedService:
@@ -41,13 +91,20 @@ class Store:
         self._data: dict[ServiceKey, dict[str, ServiceData]] = {}
         self._by_source: dict[str, set[ServiceKey]] = {}
         self._listeners: list[Listener] = []
+        self.skipped = Skipped()
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
     def _changed(self, key: ServiceKey) -> None:
+        # A listener that fails on one service must not stop the others from hearing of
+        # it, nor the writes after it (a relist writes every service in turn).
         for listener in self._listeners:
-            listener(key)
+            try:
+                listener(key)
+            except Exception:
+                log.exception("registry: listener failed on %s", printable("/".join(key)))
+                self.skipped.skip("build_failed", "/".join(key))
 
     def set(self, source: str, key: ServiceKey, data: ServiceData) -> None:
         """Replace what `source` says about the service `key`."""

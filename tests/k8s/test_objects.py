@@ -27,12 +27,13 @@ def full_slice() -> dict[str, Any]:
     raw["addressType"] = "IPv4"
     raw["endpoints"][0]["addresses"] = ["10.1.2.3"]
     raw["metadata"]["labels"][objects.SERVICE_NAME_LABEL] = "Reviews"
+    raw["ports"][0]["protocol"] = "UDP"  # Kubernetes knows TCP, UDP and SCTP only
     return raw
 
 
 def test_every_field_of_the_fixture_slice_is_read(full_slice: dict[str, Any]) -> None:
     record = objects.endpoint_slice(full_slice, cluster="east", locality=REGION)
-    port = Port(name="namevalue", port=3, protocol="protocolvalue")
+    port = Port(name="namevalue", port=3, protocol="udp")
     assert record == objects.SliceRecord(
         namespace="namespacevalue", name="namevalue", service=("namespacevalue", "reviews"),
         endpoints=(Endpoint(address="10.1.2.3", cluster="east",
