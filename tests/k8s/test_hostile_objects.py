@@ -118,7 +118,7 @@ async def test_a_remote_secret_key_that_is_no_dns_label_names_no_cluster(
     hub.put(em.secret("istio-system", "remote", {"east": east.kubeconfig_text(),
                                                  "x" * 70: long.kubeconfig_text()},
                       labels={"istio/multiCluster": "true"}))
-    text = yaml_for([hub], tmp_path) + "remote_secrets: {cluster: hub}\n"
+    text = yaml_for([hub], tmp_path) + "remote_secrets: {cluster: hub, allow_insecure: true}\n"
     server = server_factory(text, k8s_timing=timing_for(fast))
     await eventually(lambda: server.app.kubernetes.synced and
                      len(server.app.kubernetes.clusters()) == 2)
