@@ -211,13 +211,23 @@ def labels(value: Any) -> tuple[tuple[str, str], ...]:
 
 def _dns(r: _Reader, raw: Any) -> DnsConfig:
     d = r.mapping(raw, "dns", {"listen", "tcp_idle_timeout", "tcp_max_connections",
-                               "max_inflight", "workers"})
+                               "tcp_message_timeout", "tcp_max_connections_per_client",
+                               "tcp_max_inflight_per_connection", "max_inflight",
+                               "workers"})
     base = DnsConfig()
     return DnsConfig(
         listen=r.get(d, "listen", "dns", listen_address, base.listen),
         tcp_idle_timeout=r.get(d, "tcp_idle_timeout", "dns", duration, base.tcp_idle_timeout),
         tcp_max_connections=r.get(d, "tcp_max_connections", "dns", integer(1, 1_000_000),
                                   base.tcp_max_connections),
+        tcp_message_timeout=r.get(d, "tcp_message_timeout", "dns", duration,
+                                  base.tcp_message_timeout),
+        tcp_max_connections_per_client=r.get(d, "tcp_max_connections_per_client", "dns",
+                                             integer(1, 1_000_000),
+                                             base.tcp_max_connections_per_client),
+        tcp_max_inflight_per_connection=r.get(d, "tcp_max_inflight_per_connection", "dns",
+                                              integer(1, 65_535),
+                                              base.tcp_max_inflight_per_connection),
         max_inflight=r.get(d, "max_inflight", "dns", integer(1, 1_000_000), base.max_inflight),
         workers=r.get(d, "workers", "dns", integer(1, 64), base.workers),
     )
