@@ -176,7 +176,8 @@ class App:
         served = tuple(z.name for z in config.zones)
         forward = old
         if old is None or old.configs != config.forward or old.served != served:
-            forward = Forward(config.forward, served=served) if config.forward else None
+            forward = Forward(config.forward, served=served,
+                              overloaded=self._overloaded) if config.forward else None
             cache = None
             if old is not None:
                 self._close_later(old)
@@ -185,6 +186,9 @@ class App:
                 else None
         self.forward, self.cache = forward, cache
         return forward, cache
+
+    def _overloaded(self) -> bool:
+        return self.server.overloaded()
 
     def _close_later(self, old: Forward) -> None:
         """A replaced forwarder: queries in flight on it finish (they have at most

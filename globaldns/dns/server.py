@@ -29,7 +29,7 @@ log = logging.getLogger("globaldns.dns")
 # RFC 8914 code 0 "Other": the cause is ours, and it is in the log.
 _SERVFAIL = Reply(rcode_body(SERVFAIL), ede=((0, "internal error (logged by the server)"),))
 # RFC 8914 code 0 "Other": too many queries already wait on upstreams.
-_OVERLOADED = Reply(rcode_body(REFUSED), ede=((0, "overloaded: too many queries in flight"),))
+OVERLOADED = Reply(rcode_body(REFUSED), ede=((0, "overloaded: too many queries in flight"),))
 
 
 class DnsServer:
@@ -77,7 +77,7 @@ class DnsServer:
             if self.inflight >= self.max_inflight:
                 stats.inflight_refused += 1
                 reply.close()  # type: ignore[union-attr]
-                reply = _OVERLOADED
+                reply = OVERLOADED
             else:
                 return self._later(q, reply)  # type: ignore[arg-type]
         wire = encode(q, reply, self.nsid)
@@ -91,6 +91,15 @@ class DnsServer:
                 and self.wire is not None:
             self.wire.remember(data, q, reply, self.nsid)
         return wire
+
+    def overloaded(self) -> bool:
+        """Whether `max_inflight` queries wait already (then counted as refused): a
+        handler about to start upstream work answers OVERLOADED instead, so a refused
+        query costs no upstream socket."""
+        if self.inflight < self.max_inflight:
+            return False
+        self.stats.inflight_refused += 1
+        return True
 
     def _failed(self, q: Query) -> Reply:
         log.exception("failed to answer %s type %d from %s", q.name, q.qtype, q.client[0])
@@ -108,7 +117,7 @@ class DnsServer:
             if self.inflight >= self.max_inflight:
                 self.stats.inflight_refused += 1
                 reply.close()  # type: ignore[union-attr]
-                reply = _OVERLOADED
+                reply = OVERLOADED
             else:
                 return self._later(q, reply, start)  # type: ignore[arg-type]
         wire = encode(q, reply, self.nsid)
