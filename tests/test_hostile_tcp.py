@@ -65,9 +65,9 @@ def read_replies(conn: socket.socket, count: int, *, timeout: float = 10.0) -> l
 
 def tcp_stats(server: Any, what: str) -> Any:
     tcp = server.app.tcp_connections
-    return server.call(lambda: {"open": len(tcp.open),
-                                "ports": sorted(c.peer[1] for c in tcp.open),
-                                "closed": dict(tcp.closed), "rejected": tcp.rejected}[what])
+    read = {"open": lambda: len(tcp.open), "ports": lambda: sorted(c.peer[1] for c in tcp.open),
+            "closed": lambda: dict(tcp.closed), "rejected": lambda: tcp.rejected}[what]
+    return server.call(read)
 
 
 def test_a_byte_now_and_then_does_not_keep_a_connection_past_tcp_message_timeout(
