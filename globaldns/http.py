@@ -6,24 +6,33 @@
     /health           liveness: 200 while the event loop keeps up (JSON with its lag)
     /ready            readiness: 200 once every cluster listed once or sync_timeout passed;
                       503 with a JSON reason before that and while shutting down
-    /debug/registry   the merged registry as JSON (?service=name.namespace, ?limit=N)
+    /debug/registry   the merged registry as JSON, one page of at most `limit` endpoints
+                      (?service=name.namespace, ?limit=N, ?continue=<token of the last page>)
     /debug/explain    ?name=&client=&ecs=: why a name answers what it does, as JSON
 
+Only `/metrics`, `/health` and `/ready` answer everyone; the status page and `/debug/*`
+show the whole multi-cluster topology and answer `acl.allow_debug` clients only (403).
+Every connection must send its request headers within `http.header_timeout` (of opening,
+or of its previous response); at `http.max_connections` the connection that has waited
+longest for its headers is closed to make room, and the new one is refused when none is.
+
 Everything runs on the DNS event loop and reads the same state the queries read; no page
-walks the registry per endpoint except /debug/registry, which is bounded by `limit`.
-Exceptions become a 500 JSON reply in one place (the middleware).
+walks the registry per endpoint except /debug/registry, whose pages are bounded.
+Exceptions become a 500 JSON reply in one place (the middleware), without their text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import html
+import ipaddress
 import json
 import logging
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -49,8 +58,12 @@ MAX_LAG: Final = 2.0
 # The text format every Prometheus version reads (names here are plain ASCII, so the
 # exposition is the same in the newer 1.0.0 format).
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-# /debug/registry: services per reply unless ?limit= says otherwise (0: all).
+# /debug/registry: endpoints per page unless ?limit= says fewer. A page of 1,000 costs a
+# few ms of loop time; the next one is asked for with the `continue` token.
 REGISTRY_LIMIT: Final = 1000
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Paths that answer every client: probes and scrapes carry no topology.
+PUBLIC_PATHS: Final = frozenset({"/metrics", "/health", "/ready"})
 # The status page lists at most this many services.
 STATUS_SERVICES: Final = 500
 
@@ -86,20 +99,91 @@ class LoopLag:
         return max((lag for _, lag in self.samples), default=0.0)
 
 
+class Guarded(asyncio.Protocol):
+    """One HTTP connection: aiohttp's protocol inside, our header deadline and connection
+    cap around it."""
+
+    def __init__(self, owner: HttpServer, inner: asyncio.Protocol) -> None:
+        self.owner = owner
+        self.inner = inner
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.waiting_since: float | None = None
+        """Loop time since when we wait for this connection's request headers."""
+        self.admitted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if not self.owner.admit(self):
+            transport.close()
+            return
+        self.admitted = True
+        self.owner.by_transport[transport] = self
+        self.inner.connection_made(transport)
+        self.wait_for_headers()
+
+    def wait_for_headers(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.waiting_since = loop.time()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = loop.call_later(self.owner.app.config.http.header_timeout, self.close,
+                                     "header_timeout")
+
+    def request_started(self) -> None:
+        self.waiting_since = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def close(self, reason: str) -> None:
+        self.owner.closed[reason] += 1
+        self.request_started()
+        self.owner.connections.discard(self)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.owner.connections.discard(self)
+        if self.admitted:
+            self.owner.by_transport.pop(self.transport, None)  # type: ignore[arg-type]
+            self.inner.connection_lost(exc)
+
+
 class HttpServer:
     def __init__(self, app: App) -> None:
         self.app = app
         self.runner: web.AppRunner | None = None
-        self.site: web.SockSite | None = None
+        self.server: asyncio.Server | None = None
         self.listen: ListenAddress | None = None
         self.port = 0
         self.lag = LoopLag()
         self.started = time.time()
+        self.connections: set[Guarded] = set()
+        self.by_transport: dict[asyncio.BaseTransport, Guarded] = {}
+        self.closed: Counter[str] = Counter()
+        """Connections closed by us: header_timeout, evicted, rejected (at the cap)."""
+        self.forbidden = 0
+        self._debug_nets: tuple[tuple[str, ...], list[IPNetwork]] = ((), [])
 
     # --- lifetime ---------------------------------------------------------------------
 
     def _web_app(self) -> web.Application:
-        webapp = web.Application(middlewares=[self._errors])
+        webapp = web.Application(middlewares=[self._errors, self._access])
         webapp.router.add_get("/", self.index)
         webapp.router.add_get("/metrics", self.metrics)
         webapp.router.add_get("/health", self.health)
@@ -114,20 +198,32 @@ class HttpServer:
         runner = web.AppRunner(self._web_app(), access_log=None, shutdown_timeout=1.0,
                                handle_signals=False)
         await runner.setup()
-        site = web.SockSite(runner, sock)
+        handlers = runner.server
+        assert handlers is not None
         try:
-            await site.start()
+            server = await asyncio.get_running_loop().create_server(
+                lambda: Guarded(self, handlers()), sock=sock, backlog=128)
         except BaseException:
             await runner.cleanup()
             raise
         if self.runner is None:
             self.lag.start()
-        old = self.runner
-        self.runner, self.site, self.listen = runner, site, listen
+        old = self.runner, self.server
+        self.runner, self.server, self.listen = runner, server, listen
         self.port = sock.getsockname()[1]
-        if old is not None:
-            await old.cleanup()
+        await _close(*old)
         log.info("http: listening on %s:%d", listen.host, self.port)
+
+    def admit(self, connection: Guarded) -> bool:
+        """Make room for a new connection, or say it cannot have one."""
+        if len(self.connections) >= self.app.config.http.max_connections:
+            waiting = [c for c in self.connections if c.waiting_since is not None]
+            if not waiting:
+                self.closed["rejected"] += 1
+                return False
+            min(waiting, key=lambda c: c.waiting_since).close("evicted")  # type: ignore[arg-type, return-value]
+        self.connections.add(connection)
+        return True
 
     async def move(self, listen: ListenAddress | None) -> None:
         """A reload changed `http.listen`: the new address first, then the old one goes."""
@@ -144,9 +240,8 @@ class HttpServer:
 
     async def stop(self) -> None:
         await self.lag.stop()
-        if self.runner is not None:
-            await self.runner.cleanup()
-        self.runner = self.site = self.listen = None
+        await _close(self.runner, self.server)
+        self.runner = self.server = self.listen = None
 
     # --- the one error boundary -------------------------------------------------------
 
@@ -154,13 +249,43 @@ class HttpServer:
     async def _errors(self, request: web.Request,
                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                       ) -> web.StreamResponse:
+        connection = self.by_transport.get(request.transport)  # type: ignore[arg-type]
+        if connection is not None:
+            connection.request_started()
         try:
             return await handler(request)
         except web.HTTPException:
             raise
-        except Exception as exc:
+        except Exception:
+            # The text stays in the log: an exception can quote what it failed on.
             log.exception("http: %s failed", request.path)
-            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=500)
+            return web.json_response({"error": "internal error (logged by the server)"},
+                                     status=500)
+        finally:
+            if connection is not None and connection.admitted:
+                connection.wait_for_headers()
+
+    @web.middleware
+    async def _access(self, request: web.Request,
+                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
+        if request.path in PUBLIC_PATHS or self._debug_allowed(request.remote):
+            return await handler(request)
+        self.forbidden += 1
+        return web.json_response({"error": "forbidden: only acl.allow_debug clients may "
+                                           "read this page"}, status=403)
+
+    def _debug_allowed(self, remote: str | None) -> bool:
+        allowed = self.app.config.acl.allow_debug
+        if self._debug_nets[0] != allowed:
+            self._debug_nets = (allowed, [ipaddress.ip_network(n) for n in allowed])
+        try:
+            address = ipaddress.ip_address((remote or "").split("%")[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in net for net in self._debug_nets[1])
 
     # --- probes and metrics -----------------------------------------------------------
 
@@ -187,8 +312,15 @@ class HttpServer:
             limit = int(request.query.get("limit", REGISTRY_LIMIT))
         except ValueError:
             raise web.HTTPBadRequest(text="limit must be a number") from None
-        return web.json_response(registry_json(self.app, wanted=wanted, limit=limit),
-                                 dumps=_dumps)
+        if not 1 <= limit <= REGISTRY_LIMIT:
+            raise web.HTTPBadRequest(text=f"limit must be 1..{REGISTRY_LIMIT}")
+        try:
+            after = _cursor(request.query.get("continue", ""))
+        except ValueError:
+            raise web.HTTPBadRequest(text="continue must be a token from a previous "
+                                          "page") from None
+        return web.json_response(registry_json(self.app, wanted=wanted, limit=limit,
+                                               after=after), dumps=json.dumps)
 
     async def explain(self, request: web.Request) -> web.Response:
         name = request.query.get("name", "")
@@ -222,30 +354,70 @@ def _bind(listen: ListenAddress) -> socket.socket:
     return sock
 
 
+async def _close(runner: web.AppRunner | None, server: asyncio.Server | None) -> None:
+    if server is not None:
+        server.close()
+    if runner is not None:
+        await runner.cleanup()
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, indent=1, default=str)
 
 
 # --- JSON of the registry -----------------------------------------------------------------
 
-def registry_json(app: App, *, wanted: str = "", limit: int = REGISTRY_LIMIT) -> dict[str, Any]:
+Cursor = tuple[tuple[str, str], int]
+"""Where a page of /debug/registry ends: a service key and how many of its endpoints
+were shown."""
+
+
+def _cursor(token: str) -> Cursor | None:
+    """The `continue` token, `namespace/name/offset`; ValueError when it is none."""
+    if not token:
+        return None
+    namespace, name, offset = token.split("/")
+    if not namespace or not name or int(offset) < 0:
+        raise ValueError(token)
+    return (namespace, name), int(offset)
+
+
+def registry_json(app: App, *, wanted: str = "", limit: int = REGISTRY_LIMIT,
+                  after: Cursor | None = None) -> dict[str, Any]:
+    """One page: services in (namespace, name) order from `after` on, with at most
+    `limit` endpoints in all. Its cost is bounded by `limit`, not by the registry: the
+    page's keys are picked without sorting every key."""
     store, snapshot = app.store, app.snapshot
-    checks: dict[tuple[tuple[str, str], str], Any] = {
-        (h.service, h.address): h for h in app.health.endpoints.values()}
-    keys = sorted(store.service_keys(), key=lambda k: (k[1], k[0]))
+    start, offset = after if after is not None else (("", ""), 0)
     if wanted:
-        keys = [k for k in keys if f"{k[1]}.{k[0]}" == wanted]
-    total = len(keys)
-    if limit > 0:
-        keys = keys[:limit]
-    services = []
-    for key in keys:
+        name, _, namespace = wanted.partition(".")
+        keys = [(namespace, name)] if store.raw((namespace, name)) else []
+        total, offset = len(keys), 0
+    else:
+        all_keys = store.service_keys()
+        total = len(all_keys)
+        keys = heapq.nsmallest(limit + 1, (k for k in all_keys if k >= start))
+    page = set(keys)
+    checks: dict[tuple[tuple[str, str], str], Any] = {
+        (h.service, h.address): h for h in app.health.endpoints.values() if h.service in page}
+    services: list[dict[str, Any]] = []
+    left = limit
+    cursor: Cursor | None = None
+    for key in keys[:limit]:
+        skip = offset if key == start else 0
+        if left == 0:
+            cursor = (key, skip)
+            break
         service = store.get(key)
         if service is None:
             continue
-        endpoints = []
+        endpoints: list[dict[str, Any]] = []
+        count = 0
         for source, data in sorted(store.raw(key).items()):
-            for e in data.endpoints:
+            before = count
+            count += len(data.endpoints)
+            begin = max(skip - before, 0)
+            for e in data.endpoints[begin : begin + left - len(endpoints)]:
                 check = checks.get((key, e.address)) if source == "static" else None
                 endpoints.append({
                     "address": e.address, "cluster": e.cluster, "locality": str(e.locality),
@@ -256,6 +428,8 @@ def registry_json(app: App, *, wanted: str = "", limit: int = REGISTRY_LIMIT) ->
                         "kind": check.kind, "port": check.port, "healthy": check.healthy,
                         "last_result": check.last_result, "last_error": check.last_error},
                 })
+        if skip and skip >= count:
+            continue  # the previous page ended with this service's last endpoint
         services.append({
             "name": key[1], "namespace": key[0],
             "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol}
@@ -263,10 +437,20 @@ def registry_json(app: App, *, wanted: str = "", limit: int = REGISTRY_LIMIT) ->
             "external_name": service.external_name or None,
             "sources": list(service.sources),
             "cluster_healthy": snapshot._health.get(key, {}),
+            "endpoints_total": count,
+            "endpoints_from": skip,
             "endpoints": endpoints,
         })
+        left -= len(endpoints)
+        if skip + len(endpoints) < count:
+            cursor = (key, skip + len(endpoints))
+            break
+    else:
+        if len(keys) > limit:  # `limit` services without endpoints fill a page too
+            cursor = (keys[limit], 0)
     return {"synced": snapshot.synced, "sources": store.sources(), "services_total": total,
-            "truncated": len(services) < total, "services": services}
+            "continue": None if cursor is None else f"{cursor[0][0]}/{cursor[0][1]}/{cursor[1]}",
+            "services": services}
 
 
 # --- the status page ------------------------------------------------------------------------
@@ -402,7 +586,7 @@ def status_page(app: App, *, started: float) -> str:
                         numeric={2}, empty="no services"))
     if len(keys) > STATUS_SERVICES:
         parts.append(f"<p class=muted>{len(keys) - STATUS_SERVICES} more services: see "
-                     "<a href='/debug/registry?limit=0'>/debug/registry</a></p>")
+                     "<a href='/debug/registry'>/debug/registry</a> (paged)</p>")
 
     parts.append("<h2>Upstreams</h2>")
     rows = []

@@ -246,6 +246,16 @@ class Metrics(Collector):
             for reason in CLOSE_REASONS:
                 closed.add_metric([reason], tcp.closed[reason])
             yield closed
+        http = app.http
+        yield CounterMetricFamily("globaldns_http_forbidden",
+                                  "HTTP requests refused (403): client not in acl.allow_debug",
+                                  value=http.forbidden)
+        http_closed = CounterMetricFamily("globaldns_http_closed",
+                                          "HTTP connections the server closed, by reason",
+                                          labels=["reason"])
+        for reason in ("header_timeout", "evicted", "rejected"):
+            http_closed.add_metric([reason], http.closed[reason])
+        yield http_closed
         wire = app.server.wire
         if wire is not None:
             yield GaugeMetricFamily("globaldns_dns_wire_cache_entries",

@@ -234,6 +234,12 @@ class HttpConfig:
     # CoreDNS's metrics port. Loopback: /debug/* shows the whole registry and routing.
     listen: ListenAddress | None = ListenAddress("127.0.0.1", 9153)
     """None (`listen: ""`): no HTTP endpoint at all."""
+    # Probes and scrapers send their request line and headers at once; a connection that
+    # has not within 5 s (half the default Prometheus scrape timeout) is holding a slot.
+    header_timeout: float = 5.0
+    # Kubelet probes, a few Prometheus replicas and a human need a handful; 100 leaves
+    # room and caps what 200 half-sent requests would hold.
+    max_connections: int = 100
 
 
 @dataclass(frozen=True, slots=True)

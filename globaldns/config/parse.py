@@ -523,11 +523,15 @@ def _acl(r: _Reader, raw: Any) -> AclConfig:
 
 
 def _http(r: _Reader, raw: Any, dns: DnsConfig) -> HttpConfig:
-    d = r.mapping(raw, "http", {"listen"})
+    d = r.mapping(raw, "http", {"listen", "header_timeout", "max_connections"})
     base = HttpConfig()
     if "listen" in d and d["listen"] in ("", None, False):
         return HttpConfig(listen=None)
-    http = HttpConfig(listen=r.get(d, "listen", "http", listen_address, base.listen))
+    http = HttpConfig(
+        listen=r.get(d, "listen", "http", listen_address, base.listen),
+        header_timeout=r.get(d, "header_timeout", "http", duration, base.header_timeout),
+        max_connections=r.get(d, "max_connections", "http", integer(1, 100_000),
+                              base.max_connections))
     if http.listen is not None and http.listen.port and http.listen == dns.listen:
         r.error("http.listen", f"{http.listen} is also dns.listen")
     return http
