@@ -24,10 +24,12 @@ Exceptions become a 500 JSON reply in one place (the middleware), without their 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import heapq
 import html
 import ipaddress
+import itertools
 import json
 import logging
 import socket
@@ -43,6 +45,8 @@ from globaldns import __version__
 from globaldns.config.model import ListenAddress
 from globaldns.explain import explain, lines
 from globaldns.metrics import dns_summary, pools, rcode_name
+from globaldns.registry.model import ServiceKey
+from globaldns.registry.store import Store
 
 if TYPE_CHECKING:
     from globaldns.app import App
@@ -58,9 +62,10 @@ MAX_LAG: Final = 2.0
 # The text format every Prometheus version reads (names here are plain ASCII, so the
 # exposition is the same in the newer 1.0.0 format).
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-# /debug/registry: endpoints per page unless ?limit= says fewer. A page of 1,000 costs a
-# few ms of loop time; the next one is asked for with the `continue` token.
-REGISTRY_LIMIT: Final = 1000
+# /debug/registry: endpoints per page unless ?limit= says fewer. A page of 500 costs a few
+# ms of loop time (bench/RESULTS-hostile-http.md); the next one is asked for with the
+# `continue` token.
+REGISTRY_LIMIT: Final = 500
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Paths that answer every client: probes and scrapes carry no topology.
 PUBLIC_PATHS: Final = frozenset({"/metrics", "/health", "/ready"})
@@ -164,9 +169,83 @@ class Guarded(asyncio.Protocol):
             self.inner.connection_lost(exc)
 
 
+class ServiceIndex:
+    """The registry's service keys in order, for /debug/registry's pages: a page starts
+    with a bisect, not a sort of every key.
+
+    The store tells us every change; only services that appear or go move the index, and
+    they are applied at the next request: a few by insertion, many (the first list of a
+    large cluster) by a rebuild that sorts in slices and yields to the loop between them."""
+
+    SLICE: Final = 2000
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.keys: list[ServiceKey] = []
+        self.members: set[ServiceKey] = set()
+        self.pending: set[ServiceKey] = set(store.service_keys())
+        self._rebuilding: asyncio.Future[None] | None = None
+        store.subscribe(self.changed)
+
+    def changed(self, key: ServiceKey) -> None:
+        if self._rebuilding is not None or (key in self.members) != bool(self.store.raw(key)):
+            self.pending.add(key)
+
+    async def current(self) -> list[ServiceKey]:
+        while self.pending:
+            if self._rebuilding is not None:
+                await asyncio.shield(self._rebuilding)
+            elif len(self.pending) > self.SLICE // 10:
+                self._rebuilding = asyncio.get_running_loop().create_future()
+                try:
+                    await self._rebuild()
+                finally:
+                    self._rebuilding.set_result(None)
+                    self._rebuilding = None
+            else:
+                self._apply()
+        return self.keys
+
+    def _apply(self) -> None:
+        keys, members = self.keys, self.members
+        for key in self.pending:
+            present = bool(self.store.raw(key))
+            if present and key not in members:
+                bisect.insort(keys, key)
+                members.add(key)
+            elif not present and key in members:
+                del keys[bisect.bisect_left(keys, key)]
+                members.discard(key)
+        self.pending = set()
+
+    async def _rebuild(self) -> None:
+        self.pending = set()
+        keys = self.store.service_keys()
+        runs = []
+        for i in range(0, len(keys), self.SLICE):
+            runs.append(sorted(keys[i : i + self.SLICE]))
+            await asyncio.sleep(0)
+        merged: list[ServiceKey] = []
+        ordered = heapq.merge(*runs)
+        while batch := list(itertools.islice(ordered, self.SLICE)):
+            merged.extend(batch)
+            await asyncio.sleep(0)
+        members: set[ServiceKey] = set()
+        for i in range(0, len(merged), self.SLICE):
+            members.update(merged[i : i + self.SLICE])
+            await asyncio.sleep(0)
+        # Every change while we sliced is in `pending` again, judged against the new index.
+        old, self.keys, self.members = self.keys, merged, members
+        self.pending = {k for k in self.pending if (k in members) != bool(self.store.raw(k))}
+        while old:  # the keys of services that went are freed in slices too
+            del old[-self.SLICE :]
+            await asyncio.sleep(0)
+
+
 class HttpServer:
     def __init__(self, app: App) -> None:
         self.app = app
+        self.services = ServiceIndex(app.store)
         self.runner: web.AppRunner | None = None
         self.server: asyncio.Server | None = None
         self.listen: ListenAddress | None = None
@@ -319,7 +398,8 @@ class HttpServer:
         except ValueError:
             raise web.HTTPBadRequest(text="continue must be a token from a previous "
                                           "page") from None
-        return web.json_response(registry_json(self.app, wanted=wanted, limit=limit,
+        index = [] if wanted else await self.services.current()
+        return web.json_response(registry_json(self.app, index, wanted=wanted, limit=limit,
                                                after=after), dumps=json.dumps)
 
     async def explain(self, request: web.Request) -> web.Response:
@@ -382,11 +462,11 @@ def _cursor(token: str) -> Cursor | None:
     return (namespace, name), int(offset)
 
 
-def registry_json(app: App, *, wanted: str = "", limit: int = REGISTRY_LIMIT,
-                  after: Cursor | None = None) -> dict[str, Any]:
-    """One page: services in (namespace, name) order from `after` on, with at most
-    `limit` endpoints in all. Its cost is bounded by `limit`, not by the registry: the
-    page's keys are picked without sorting every key."""
+def registry_json(app: App, index: list[ServiceKey], *, wanted: str = "",
+                  limit: int = REGISTRY_LIMIT, after: Cursor | None = None) -> dict[str, Any]:
+    """One page: services in (namespace, name) order (`index`, every key sorted) from
+    `after` on, with at most `limit` endpoints in all; its cost is bounded by `limit`,
+    not by the registry."""
     store, snapshot = app.store, app.snapshot
     start, offset = after if after is not None else (("", ""), 0)
     if wanted:
@@ -394,9 +474,9 @@ def registry_json(app: App, *, wanted: str = "", limit: int = REGISTRY_LIMIT,
         keys = [(namespace, name)] if store.raw((namespace, name)) else []
         total, offset = len(keys), 0
     else:
-        all_keys = store.service_keys()
-        total = len(all_keys)
-        keys = heapq.nsmallest(limit + 1, (k for k in all_keys if k >= start))
+        total = len(index)
+        i = bisect.bisect_left(index, start)
+        keys = index[i : i + limit + 1]
     page = set(keys)
     checks: dict[tuple[tuple[str, str], str], Any] = {
         (h.service, h.address): h for h in app.health.endpoints.values() if h.service in page}
@@ -408,12 +488,17 @@ def registry_json(app: App, *, wanted: str = "", limit: int = REGISTRY_LIMIT,
         if left == 0:
             cursor = (key, skip)
             break
-        service = store.get(key)
-        if service is None:
+        by_source = sorted(store.raw(key).items())
+        if not by_source:
             continue
         endpoints: list[dict[str, Any]] = []
         count = 0
-        for source, data in sorted(store.raw(key).items()):
+        ports: dict[tuple[str, str], Any] = {}
+        external_name = ""
+        for source, data in by_source:
+            for p in data.ports:
+                ports.setdefault((p.name, p.protocol), p)
+            external_name = external_name or data.external_name
             before = count
             count += len(data.endpoints)
             begin = max(skip - before, 0)
@@ -433,9 +518,9 @@ def registry_json(app: App, *, wanted: str = "", limit: int = REGISTRY_LIMIT,
         services.append({
             "name": key[1], "namespace": key[0],
             "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol}
-                      for p in service.ports],
-            "external_name": service.external_name or None,
-            "sources": list(service.sources),
+                      for p in ports.values()],
+            "external_name": external_name or None,
+            "sources": [source for source, _ in by_source],
             "cluster_healthy": snapshot._health.get(key, {}),
             "endpoints_total": count,
             "endpoints_from": skip,
