@@ -162,6 +162,10 @@ class TcpConnection(asyncio.Protocol):
         self.tasks.discard(task)
         if self.closing or task.cancelled():
             return
+        if task.exception() is not None:  # not a handler's (those are SERVFAIL): ours
+            log.error("TCP answer to %s failed", self.peer[0], exc_info=task.exception())
+            self.close()
+            return
         self._write(task.result())
         if self.paused or self.buffer:
             self._process()
