@@ -220,7 +220,7 @@ def _dns(r: _Reader, raw: Any) -> DnsConfig:
         tcp_idle_timeout=r.get(d, "tcp_idle_timeout", "dns", duration, base.tcp_idle_timeout),
         tcp_max_connections=r.get(d, "tcp_max_connections", "dns", integer(1, 1_000_000),
                                   base.tcp_max_connections),
-        tcp_message_timeout=r.get(d, "tcp_message_timeout", "dns", duration,
+        tcp_message_timeout=r.get(d, "tcp_message_timeout", "dns", positive_duration,
                                   base.tcp_message_timeout),
         tcp_max_connections_per_client=r.get(d, "tcp_max_connections_per_client", "dns",
                                              integer(1, 1_000_000),
@@ -529,7 +529,8 @@ def _http(r: _Reader, raw: Any, dns: DnsConfig) -> HttpConfig:
         return HttpConfig(listen=None)
     http = HttpConfig(
         listen=r.get(d, "listen", "http", listen_address, base.listen),
-        header_timeout=r.get(d, "header_timeout", "http", duration, base.header_timeout),
+        header_timeout=r.get(d, "header_timeout", "http", positive_duration,
+                             base.header_timeout),
         max_connections=r.get(d, "max_connections", "http", integer(1, 100_000),
                               base.max_connections))
     if http.listen is not None and http.listen.port and http.listen == dns.listen:
