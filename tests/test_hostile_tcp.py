@@ -12,10 +12,14 @@ from typing import Any
 
 import dnslib
 
+from tests.conftest import free_port
 from tests.dnsclient import make_query, tcp_raw
 from tests.upstreams import fake_upstreams, wait_until
 
-ZONE = "zones: [{name: global}]\n"
+
+def dns(options: str) -> str:
+    """A config with these `dns:` options, listening on a port free for UDP and TCP."""
+    return f"dns: {{listen: 127.0.0.1:{free_port()}, {options}}}\nzones: [{{name: global}}]\n"
 
 
 def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
@@ -72,8 +76,7 @@ def tcp_stats(server: Any, what: str) -> Any:
 
 def test_a_byte_now_and_then_does_not_keep_a_connection_past_tcp_message_timeout(
         server_factory: Any) -> None:
-    s = server_factory("dns: {listen: 127.0.0.1:0, tcp_idle_timeout: 60s,"
-                       " tcp_message_timeout: 200ms}\n" + ZONE)
+    s = server_factory(dns("tcp_idle_timeout: 60s, tcp_message_timeout: 200ms"))
     with connect(s.port) as loris:
         loris.sendall(b"\xff\xff")  # promises 65,535 bytes
         closed = False
@@ -92,8 +95,7 @@ def test_a_byte_now_and_then_does_not_keep_a_connection_past_tcp_message_timeout
 
 def test_slow_loris_connections_at_the_cap_do_not_keep_tcp_queries_out(
         server_factory: Any) -> None:
-    s = server_factory("dns: {listen: 127.0.0.1:0, tcp_max_connections: 20,"
-                       " tcp_message_timeout: 200ms}\n" + ZONE)
+    s = server_factory(dns("tcp_max_connections: 20, tcp_message_timeout: 200ms"))
     lorises = [connect(s.port, "127.0.0.2") for _ in range(20)]
     try:
         for loris in lorises:
@@ -120,7 +122,7 @@ def test_slow_loris_connections_at_the_cap_do_not_keep_tcp_queries_out(
 
 
 def test_at_the_cap_the_connection_idle_longest_makes_room(server_factory: Any) -> None:
-    s = server_factory("dns: {listen: 127.0.0.1:0, tcp_max_connections: 3}\n" + ZONE)
+    s = server_factory(dns("tcp_max_connections: 3"))
     held = []
     try:
         for n in range(1, 4):  # one at a time: their order is the order they went idle
@@ -142,8 +144,7 @@ def test_at_the_cap_the_connection_idle_longest_makes_room(server_factory: Any) 
 
 def test_one_client_cannot_hold_more_than_tcp_max_connections_per_client(
         server_factory: Any) -> None:
-    s = server_factory("dns: {listen: 127.0.0.1:0, tcp_max_connections_per_client: 2,"
-                       " tcp_message_timeout: 60s}\n" + ZONE)
+    s = server_factory(dns("tcp_max_connections_per_client: 2, tcp_message_timeout: 60s"))
     busy = [connect(s.port, "127.0.0.2") for _ in range(2)]
     try:
         for conn in busy:
@@ -159,8 +160,8 @@ def test_one_client_cannot_hold_more_than_tcp_max_connections_per_client(
             conn.close()
 
 
-def forwarding(upstream: Any, dns: str) -> str:
-    return (f"dns: {{listen: 127.0.0.1:0, {dns}}}\n" + ZONE
+def forwarding(upstream: Any, options: str) -> str:
+    return (dns(options)
             + f"forward: [{{zone: example.test, upstreams: ['{upstream}'], timeout: 20s,"
               " tries: 1}]\n")
 
