@@ -177,7 +177,8 @@ class App:
         served = tuple(z.name for z in config.zones)
         forward = old
         if old is None or old.configs != config.forward or old.served != served:
-            forward = Forward(config.forward, served=served) if config.forward else None
+            forward = Forward(config.forward, served=served,
+                              overloaded=self._overloaded) if config.forward else None
             cache = None
             if old is not None:
                 self._close_later(old)
@@ -186,6 +187,9 @@ class App:
                 else None
         self.forward, self.cache = forward, cache
         return forward, cache
+
+    def _overloaded(self) -> bool:
+        return self.server.overloaded()
 
     def _close_later(self, old: Forward) -> None:
         """A replaced forwarder: queries in flight on it finish (they have at most
@@ -248,9 +252,12 @@ class App:
         self.port = udp_sock.getsockname()[1]
         self.udp, _ = await loop.create_datagram_endpoint(lambda: UdpListener(self.server),
                                                           sock=udp_sock)
+        dns = self.config.dns
         self.tcp_connections = TcpConnections(
-            self.server, idle_timeout=self.config.dns.tcp_idle_timeout,
-            max_connections=self.config.dns.tcp_max_connections)
+            self.server, idle_timeout=dns.tcp_idle_timeout,
+            max_connections=dns.tcp_max_connections, message_timeout=dns.tcp_message_timeout,
+            max_connections_per_client=dns.tcp_max_connections_per_client,
+            max_inflight_per_connection=dns.tcp_max_inflight_per_connection)
         self.tcp = await loop.create_server(self.tcp_connections.factory, sock=tcp_sock,
                                             backlog=1024)
         http = self.config.http.listen
@@ -320,6 +327,11 @@ class App:
         if self.tcp_connections is not None:
             self.tcp_connections.idle_timeout = config.dns.tcp_idle_timeout
             self.tcp_connections.max_connections = config.dns.tcp_max_connections
+            self.tcp_connections.message_timeout = config.dns.tcp_message_timeout
+            self.tcp_connections.max_connections_per_client = \
+                config.dns.tcp_max_connections_per_client
+            self.tcp_connections.max_inflight_per_connection = \
+                config.dns.tcp_max_inflight_per_connection
         self._use_querylog(config)
         if self.server.wire is not None:
             self.server.wire.reset_classes()

@@ -6,24 +6,35 @@
     /health           liveness: 200 while the event loop keeps up (JSON with its lag)
     /ready            readiness: 200 once every cluster listed once or sync_timeout passed;
                       503 with a JSON reason before that and while shutting down
-    /debug/registry   the merged registry as JSON (?service=name.namespace, ?limit=N)
+    /debug/registry   the merged registry as JSON, one page of at most `limit` endpoints
+                      (?service=name.namespace, ?limit=N, ?continue=<token of the last page>)
     /debug/explain    ?name=&client=&ecs=: why a name answers what it does, as JSON
 
+Only `/metrics`, `/health` and `/ready` answer everyone; the status page and `/debug/*`
+show the whole multi-cluster topology and answer `acl.allow_debug` clients only (403).
+Every connection must send its request headers within `http.header_timeout` (of opening,
+or of its previous response); at `http.max_connections` the connection that has waited
+longest for its headers is closed to make room, and the new one is refused when none is.
+
 Everything runs on the DNS event loop and reads the same state the queries read; no page
-walks the registry per endpoint except /debug/registry, which is bounded by `limit`.
-Exceptions become a 500 JSON reply in one place (the middleware).
+walks the registry per endpoint except /debug/registry, whose pages are bounded.
+Exceptions become a 500 JSON reply in one place (the middleware), without their text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import heapq
 import html
+import ipaddress
+import itertools
 import json
 import logging
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -34,6 +45,8 @@ from globaldns import __version__
 from globaldns.config.model import ListenAddress
 from globaldns.explain import explain, lines
 from globaldns.metrics import dns_summary, pools, rcode_name
+from globaldns.registry.model import ServiceKey
+from globaldns.registry.store import Store
 
 if TYPE_CHECKING:
     from globaldns.app import App
@@ -49,8 +62,13 @@ MAX_LAG: Final = 2.0
 # The text format every Prometheus version reads (names here are plain ASCII, so the
 # exposition is the same in the newer 1.0.0 format).
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-# /debug/registry: services per reply unless ?limit= says otherwise (0: all).
-REGISTRY_LIMIT: Final = 1000
+# /debug/registry: endpoints per page unless ?limit= says fewer. A page of 500 costs a few
+# ms of loop time (bench/RESULTS-hostile-http.md); the next one is asked for with the
+# `continue` token.
+REGISTRY_LIMIT: Final = 500
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Paths that answer every client: probes and scrapes carry no topology.
+PUBLIC_PATHS: Final = frozenset({"/metrics", "/health", "/ready"})
 # The status page lists at most this many services.
 STATUS_SERVICES: Final = 500
 
@@ -86,20 +104,165 @@ class LoopLag:
         return max((lag for _, lag in self.samples), default=0.0)
 
 
+class Guarded(asyncio.Protocol):
+    """One HTTP connection: aiohttp's protocol inside, our header deadline and connection
+    cap around it."""
+
+    def __init__(self, owner: HttpServer, inner: asyncio.Protocol) -> None:
+        self.owner = owner
+        self.inner = inner
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.waiting_since: float | None = None
+        """Loop time since when we wait for this connection's request headers."""
+        self.admitted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if not self.owner.admit(self):
+            transport.close()
+            return
+        self.admitted = True
+        self.owner.by_transport[transport] = self
+        self.inner.connection_made(transport)
+        self.wait_for_headers()
+
+    def wait_for_headers(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.waiting_since = loop.time()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = loop.call_later(self.owner.app.config.http.header_timeout, self.close,
+                                     "header_timeout")
+
+    def request_started(self) -> None:
+        self.waiting_since = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def close(self, reason: str) -> None:
+        self.owner.closed[reason] += 1
+        self.request_started()
+        self.owner.connections.discard(self)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.owner.connections.discard(self)
+        if self.admitted:
+            self.owner.by_transport.pop(self.transport, None)  # type: ignore[arg-type]
+            self.inner.connection_lost(exc)
+
+
+class ServiceIndex:
+    """The registry's service keys in order, for /debug/registry's pages: a page starts
+    with a bisect, not a sort of every key.
+
+    The store tells us every change; only services that appear or go move the index, and
+    they are applied at the next request: a few by insertion, many (the first list of a
+    large cluster) by a rebuild that sorts in slices and yields to the loop between them."""
+
+    SLICE: Final = 2000
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.keys: list[ServiceKey] = []
+        self.members: set[ServiceKey] = set()
+        self.pending: set[ServiceKey] = set(store.service_keys())
+        self._rebuilding: asyncio.Future[None] | None = None
+        store.subscribe(self.changed)
+
+    def changed(self, key: ServiceKey) -> None:
+        if self._rebuilding is not None or (key in self.members) != bool(self.store.raw(key)):
+            self.pending.add(key)
+
+    async def current(self) -> list[ServiceKey]:
+        while self.pending:
+            if self._rebuilding is not None:
+                await asyncio.shield(self._rebuilding)
+            elif len(self.pending) > self.SLICE // 10:
+                self._rebuilding = asyncio.get_running_loop().create_future()
+                try:
+                    await self._rebuild()
+                finally:
+                    self._rebuilding.set_result(None)
+                    self._rebuilding = None
+            else:
+                self._apply()
+        return self.keys
+
+    def _apply(self) -> None:
+        keys, members = self.keys, self.members
+        for key in self.pending:
+            present = bool(self.store.raw(key))
+            if present and key not in members:
+                bisect.insort(keys, key)
+                members.add(key)
+            elif not present and key in members:
+                del keys[bisect.bisect_left(keys, key)]
+                members.discard(key)
+        self.pending = set()
+
+    async def _rebuild(self) -> None:
+        self.pending = set()
+        keys = self.store.service_keys()
+        runs = []
+        for i in range(0, len(keys), self.SLICE):
+            runs.append(sorted(keys[i : i + self.SLICE]))
+            await asyncio.sleep(0)
+        merged: list[ServiceKey] = []
+        ordered = heapq.merge(*runs)
+        while batch := list(itertools.islice(ordered, self.SLICE)):
+            merged.extend(batch)
+            await asyncio.sleep(0)
+        members: set[ServiceKey] = set()
+        for i in range(0, len(merged), self.SLICE):
+            members.update(merged[i : i + self.SLICE])
+            await asyncio.sleep(0)
+        # Every change while we sliced is in `pending` again, judged against the new index.
+        old, self.keys, self.members = self.keys, merged, members
+        self.pending = {k for k in self.pending if (k in members) != bool(self.store.raw(k))}
+        while old:  # the keys of services that went are freed in slices too
+            del old[-self.SLICE :]
+            await asyncio.sleep(0)
+
+
 class HttpServer:
     def __init__(self, app: App) -> None:
         self.app = app
+        self.services = ServiceIndex(app.store)
         self.runner: web.AppRunner | None = None
-        self.site: web.SockSite | None = None
+        self.server: asyncio.Server | None = None
         self.listen: ListenAddress | None = None
         self.port = 0
         self.lag = LoopLag()
         self.started = time.time()
+        self.connections: set[Guarded] = set()
+        self.by_transport: dict[asyncio.BaseTransport, Guarded] = {}
+        self.closed: Counter[str] = Counter()
+        """Connections closed by us: header_timeout, evicted, rejected (at the cap)."""
+        self.forbidden = 0
+        self._debug_nets: tuple[tuple[str, ...], list[IPNetwork]] = ((), [])
 
     # --- lifetime ---------------------------------------------------------------------
 
     def _web_app(self) -> web.Application:
-        webapp = web.Application(middlewares=[self._errors])
+        webapp = web.Application(middlewares=[self._errors, self._access])
         webapp.router.add_get("/", self.index)
         webapp.router.add_get("/metrics", self.metrics)
         webapp.router.add_get("/health", self.health)
@@ -114,20 +277,32 @@ class HttpServer:
         runner = web.AppRunner(self._web_app(), access_log=None, shutdown_timeout=1.0,
                                handle_signals=False)
         await runner.setup()
-        site = web.SockSite(runner, sock)
+        handlers = runner.server
+        assert handlers is not None
         try:
-            await site.start()
+            server = await asyncio.get_running_loop().create_server(
+                lambda: Guarded(self, handlers()), sock=sock, backlog=128)
         except BaseException:
             await runner.cleanup()
             raise
         if self.runner is None:
             self.lag.start()
-        old = self.runner
-        self.runner, self.site, self.listen = runner, site, listen
+        old = self.runner, self.server
+        self.runner, self.server, self.listen = runner, server, listen
         self.port = sock.getsockname()[1]
-        if old is not None:
-            await old.cleanup()
+        await _close(*old)
         log.info("http: listening on %s:%d", listen.host, self.port)
+
+    def admit(self, connection: Guarded) -> bool:
+        """Make room for a new connection, or say it cannot have one."""
+        if len(self.connections) >= self.app.config.http.max_connections:
+            waiting = [c for c in self.connections if c.waiting_since is not None]
+            if not waiting:
+                self.closed["rejected"] += 1
+                return False
+            min(waiting, key=lambda c: c.waiting_since).close("evicted")  # type: ignore[arg-type, return-value]
+        self.connections.add(connection)
+        return True
 
     async def move(self, listen: ListenAddress | None) -> None:
         """A reload changed `http.listen`: the new address first, then the old one goes."""
@@ -144,9 +319,8 @@ class HttpServer:
 
     async def stop(self) -> None:
         await self.lag.stop()
-        if self.runner is not None:
-            await self.runner.cleanup()
-        self.runner = self.site = self.listen = None
+        await _close(self.runner, self.server)
+        self.runner = self.server = self.listen = None
 
     # --- the one error boundary -------------------------------------------------------
 
@@ -154,13 +328,43 @@ class HttpServer:
     async def _errors(self, request: web.Request,
                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                       ) -> web.StreamResponse:
+        connection = self.by_transport.get(request.transport)  # type: ignore[arg-type]
+        if connection is not None:
+            connection.request_started()
         try:
             return await handler(request)
         except web.HTTPException:
             raise
-        except Exception as exc:
+        except Exception:
+            # The text stays in the log: an exception can quote what it failed on.
             log.exception("http: %s failed", request.path)
-            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=500)
+            return web.json_response({"error": "internal error (logged by the server)"},
+                                     status=500)
+        finally:
+            if connection is not None and connection.admitted:
+                connection.wait_for_headers()
+
+    @web.middleware
+    async def _access(self, request: web.Request,
+                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
+        if request.path in PUBLIC_PATHS or self._debug_allowed(request.remote):
+            return await handler(request)
+        self.forbidden += 1
+        return web.json_response({"error": "forbidden: only acl.allow_debug clients may "
+                                           "read this page"}, status=403)
+
+    def _debug_allowed(self, remote: str | None) -> bool:
+        allowed = self.app.config.acl.allow_debug
+        if self._debug_nets[0] != allowed:
+            self._debug_nets = (allowed, [ipaddress.ip_network(n) for n in allowed])
+        try:
+            address = ipaddress.ip_address((remote or "").split("%")[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in net for net in self._debug_nets[1])
 
     # --- probes and metrics -----------------------------------------------------------
 
@@ -187,8 +391,16 @@ class HttpServer:
             limit = int(request.query.get("limit", REGISTRY_LIMIT))
         except ValueError:
             raise web.HTTPBadRequest(text="limit must be a number") from None
-        return web.json_response(registry_json(self.app, wanted=wanted, limit=limit),
-                                 dumps=_dumps)
+        if not 1 <= limit <= REGISTRY_LIMIT:
+            raise web.HTTPBadRequest(text=f"limit must be 1..{REGISTRY_LIMIT}")
+        try:
+            after = _cursor(request.query.get("continue", ""))
+        except ValueError:
+            raise web.HTTPBadRequest(text="continue must be a token from a previous "
+                                          "page") from None
+        index = [] if wanted else await self.services.current()
+        return web.json_response(registry_json(self.app, index, wanted=wanted, limit=limit,
+                                               after=after), dumps=json.dumps)
 
     async def explain(self, request: web.Request) -> web.Response:
         name = request.query.get("name", "")
@@ -222,30 +434,75 @@ def _bind(listen: ListenAddress) -> socket.socket:
     return sock
 
 
+async def _close(runner: web.AppRunner | None, server: asyncio.Server | None) -> None:
+    if server is not None:
+        server.close()
+    if runner is not None:
+        await runner.cleanup()
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, indent=1, default=str)
 
 
 # --- JSON of the registry -----------------------------------------------------------------
 
-def registry_json(app: App, *, wanted: str = "", limit: int = REGISTRY_LIMIT) -> dict[str, Any]:
+Cursor = tuple[tuple[str, str], int]
+"""Where a page of /debug/registry ends: a service key and how many of its endpoints
+were shown."""
+
+
+def _cursor(token: str) -> Cursor | None:
+    """The `continue` token, `namespace/name/offset`; ValueError when it is none."""
+    if not token:
+        return None
+    namespace, name, offset = token.split("/")
+    if not namespace or not name or int(offset) < 0:
+        raise ValueError(token)
+    return (namespace, name), int(offset)
+
+
+def registry_json(app: App, index: list[ServiceKey], *, wanted: str = "",
+                  limit: int = REGISTRY_LIMIT, after: Cursor | None = None) -> dict[str, Any]:
+    """One page: services in (namespace, name) order (`index`, every key sorted) from
+    `after` on, with at most `limit` endpoints in all; its cost is bounded by `limit`,
+    not by the registry."""
     store, snapshot = app.store, app.snapshot
-    checks: dict[tuple[tuple[str, str], str], Any] = {
-        (h.service, h.address): h for h in app.health.endpoints.values()}
-    keys = sorted(store.service_keys(), key=lambda k: (k[1], k[0]))
+    start, offset = after if after is not None else (("", ""), 0)
     if wanted:
-        keys = [k for k in keys if f"{k[1]}.{k[0]}" == wanted]
-    total = len(keys)
-    if limit > 0:
-        keys = keys[:limit]
-    services = []
-    for key in keys:
-        service = store.get(key)
-        if service is None:
+        name, _, namespace = wanted.partition(".")
+        keys = [(namespace, name)] if store.raw((namespace, name)) else []
+        total, offset = len(keys), 0
+    else:
+        total = len(index)
+        i = bisect.bisect_left(index, start)
+        keys = index[i : i + limit + 1]
+    page = set(keys)
+    checks: dict[tuple[tuple[str, str], str], Any] = {
+        (h.service, h.address): h for h in app.health.endpoints.values() if h.service in page}
+    services: list[dict[str, Any]] = []
+    left = limit
+    cursor: Cursor | None = None
+    for key in keys[:limit]:
+        skip = offset if key == start else 0
+        if left == 0:
+            cursor = (key, skip)
+            break
+        by_source = sorted(store.raw(key).items())
+        if not by_source:
             continue
-        endpoints = []
-        for source, data in sorted(store.raw(key).items()):
-            for e in data.endpoints:
+        endpoints: list[dict[str, Any]] = []
+        count = 0
+        ports: dict[tuple[str, str], Any] = {}
+        external_name = ""
+        for source, data in by_source:
+            for p in data.ports:
+                ports.setdefault((p.name, p.protocol), p)
+            external_name = external_name or data.external_name
+            before = count
+            count += len(data.endpoints)
+            begin = max(skip - before, 0)
+            for e in data.endpoints[begin : begin + left - len(endpoints)]:
                 check = checks.get((key, e.address)) if source == "static" else None
                 endpoints.append({
                     "address": e.address, "cluster": e.cluster, "locality": str(e.locality),
@@ -256,17 +513,29 @@ def registry_json(app: App, *, wanted: str = "", limit: int = REGISTRY_LIMIT) ->
                         "kind": check.kind, "port": check.port, "healthy": check.healthy,
                         "last_result": check.last_result, "last_error": check.last_error},
                 })
+        if skip and skip >= count:
+            continue  # the previous page ended with this service's last endpoint
         services.append({
             "name": key[1], "namespace": key[0],
             "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol}
-                      for p in service.ports],
-            "external_name": service.external_name or None,
-            "sources": list(service.sources),
+                      for p in ports.values()],
+            "external_name": external_name or None,
+            "sources": [source for source, _ in by_source],
             "cluster_healthy": snapshot._health.get(key, {}),
+            "endpoints_total": count,
+            "endpoints_from": skip,
             "endpoints": endpoints,
         })
+        left -= len(endpoints)
+        if skip + len(endpoints) < count:
+            cursor = (key, skip + len(endpoints))
+            break
+    else:
+        if len(keys) > limit:  # `limit` services without endpoints fill a page too
+            cursor = (keys[limit], 0)
     return {"synced": snapshot.synced, "sources": store.sources(), "services_total": total,
-            "truncated": len(services) < total, "services": services}
+            "continue": None if cursor is None else f"{cursor[0][0]}/{cursor[0][1]}/{cursor[1]}",
+            "services": services}
 
 
 # --- the status page ------------------------------------------------------------------------
@@ -406,7 +675,7 @@ def status_page(app: App, *, started: float) -> str:
                         numeric={2}, empty="no services"))
     if len(keys) > STATUS_SERVICES:
         parts.append(f"<p class=muted>{len(keys) - STATUS_SERVICES} more services: see "
-                     "<a href='/debug/registry?limit=0'>/debug/registry</a></p>")
+                     "<a href='/debug/registry'>/debug/registry</a> (paged)</p>")
 
     parts.append("<h2>Upstreams</h2>")
     rows = []

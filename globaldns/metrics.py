@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from globaldns import __version__
 from globaldns.dns.message import text_to_wire
 from globaldns.dns.stats import DURATION_BOUNDS, SIZE_BOUNDS, combined
+from globaldns.dns.tcp import CLOSE_REASONS
 from globaldns.registry.model import ServiceKey
 from globaldns.registry.snapshot import Snapshot
 from globaldns.registry.store import Store
@@ -243,6 +244,22 @@ class Metrics(Collector):
             yield CounterMetricFamily("globaldns_dns_tcp_rejected",
                                       "TCP connections closed at once: dns.tcp_max_connections",
                                       value=tcp.rejected)
+            closed = CounterMetricFamily("globaldns_dns_tcp_closed",
+                                         "TCP connections the server closed, by reason",
+                                         labels=["reason"])
+            for reason in CLOSE_REASONS:
+                closed.add_metric([reason], tcp.closed[reason])
+            yield closed
+        http = app.http
+        yield CounterMetricFamily("globaldns_http_forbidden",
+                                  "HTTP requests refused (403): client not in acl.allow_debug",
+                                  value=http.forbidden)
+        http_closed = CounterMetricFamily("globaldns_http_closed",
+                                          "HTTP connections the server closed, by reason",
+                                          labels=["reason"])
+        for reason in ("header_timeout", "evicted", "rejected"):
+            http_closed.add_metric([reason], http.closed[reason])
+        yield http_closed
         wire = app.server.wire
         if wire is not None:
             yield GaugeMetricFamily("globaldns_dns_wire_cache_entries",

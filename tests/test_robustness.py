@@ -119,8 +119,11 @@ def test_an_idle_tcp_connection_is_closed(server_factory):
 
 
 def test_open_connections_are_capped_and_udp_still_answers(server_factory):
-    s = server_factory("dns: {listen: 127.0.0.1:0, tcp_max_connections: 3}\n")
+    s = server_factory("dns: {listen: 127.0.0.1:0, tcp_max_connections: 3,"
+                       " tcp_message_timeout: 60s}\n")
     held = [socket.create_connection(("127.0.0.1", s.port), timeout=2) for _ in range(3)]
+    for conn in held:
+        conn.sendall(b"\x00\x40\x12")  # a message under way: none of them is idle
     try:
         time.sleep(0.1)
         with socket.create_connection(("127.0.0.1", s.port), timeout=2) as extra:

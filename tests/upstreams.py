@@ -78,9 +78,10 @@ class FakeUpstream:
     answer | silent | servfail | refused | wrong_id | wrong_question | spoofed_first |
     truncate (TC over UDP, the whole answer over TCP) | one of `HOSTILE` | oversized (more
     than 1232 bytes over UDP, no TC) | meta_record (a TSIG next to the answer). `delay` (or
-    `delays` per name) holds answers back; `udp=False` makes it TCP-only (its UDP port is
-    closed). `poison` adds records of other names to every answer: (section, zone line),
-    section one of answer, authority, additional, in the order given."""
+    `delays` per name) holds answers back; `hold()` keeps every answer until `release()`,
+    and `waiting`/`peak` count the queries held at once; `udp=False` makes it TCP-only (its
+    UDP port is closed). `poison` adds records of other names to every answer: (section,
+    zone line), section one of answer, authority, additional, in the order given."""
 
     def __init__(self, background: Background, *, udp: bool = True, tcp: bool = True,
                  zone: str = "example.test", negative_ttl: int = 60,
@@ -96,6 +97,9 @@ class FakeUpstream:
         self.poison: list[tuple[str, str]] = []
         self.queries: list[Seen] = []
         self.tcp_connections = 0
+        self.waiting = 0
+        self.peak = 0
+        self._gate: asyncio.Event | None = None
         self.port = free_port() if host == "127.0.0.1" else _free_port6()
         self._udp_transport: asyncio.DatagramTransport | None = None
         self._tcp_server: asyncio.Server | None = None
@@ -124,7 +128,27 @@ class FakeUpstream:
     def stop(self) -> None:
         self.background.run(self._stop())
 
+    def hold(self) -> None:
+        self.background.loop.call_soon_threadsafe(self._gate.clear)  # type: ignore[union-attr]
+
+    def release(self) -> None:
+        self.background.loop.call_soon_threadsafe(self._gate.set)  # type: ignore[union-attr]
+
+    async def held(self) -> None:
+        """Wait while the answers are held (counted in `waiting` and `peak`)."""
+        assert self._gate is not None
+        if self._gate.is_set():
+            return
+        self.waiting += 1
+        self.peak = max(self.peak, self.waiting)
+        try:
+            await self._gate.wait()
+        finally:
+            self.waiting -= 1
+
     async def _start(self, udp: bool, tcp: bool) -> None:
+        self._gate = asyncio.Event()
+        self._gate.set()
         loop = asyncio.get_running_loop()
         if udp:
             self._udp_transport, _ = await loop.create_datagram_endpoint(
@@ -247,6 +271,7 @@ class FakeUpstream:
 
     async def _tcp_answer(self, writer: asyncio.StreamWriter,
                           replies: list[tuple[float, bytes]]) -> None:
+        await self.held()
         for delay, wire in replies:
             if delay:
                 await asyncio.sleep(delay)
@@ -340,6 +365,7 @@ class _UdpSide(asyncio.DatagramProtocol):
         asyncio.get_running_loop().create_task(self._send(replies, addr))
 
     async def _send(self, replies: list[tuple[float, bytes]], addr: tuple[str, int]) -> None:
+        await self.owner.held()
         for delay, wire in replies:
             if delay:
                 await asyncio.sleep(delay)

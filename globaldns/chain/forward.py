@@ -8,7 +8,7 @@ forwards `global` to us, and sending it back would loop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from globaldns.chain import Next, Result
@@ -23,6 +23,7 @@ from globaldns.dns.message import (
     text_to_wire,
 )
 from globaldns.dns.relay import FLAG_AD
+from globaldns.dns.server import OVERLOADED
 from globaldns.dns.upstream import Pool, Unreachable, query_message
 from globaldns.dns.wire import Reply, rcode_body
 
@@ -41,8 +42,11 @@ _SERVFAIL = rcode_body(SERVFAIL)
 
 
 class Forward:
-    def __init__(self, zones: Sequence[ForwardConfig], *, served: Iterable[str]) -> None:
+    def __init__(self, zones: Sequence[ForwardConfig], *, served: Iterable[str],
+                 overloaded: Callable[[], bool] = lambda: False) -> None:
         self.configs = tuple(zones)
+        self.overloaded = overloaded
+        """True when `dns.max_inflight` queries wait: no new upstream work then."""
         self.served = tuple(served)
         self.routes: dict[bytes, Pool | None] = {}
         for zc in zones:
@@ -82,6 +86,8 @@ class Forward:
             return _REFUSED_XFR
         if q.qname == b"\x00" and q.qtype == NS and q.edns < 0 and q.flags & FLAG_RD:
             return _PROBE_ANSWER
+        if self.overloaded():
+            return OVERLOADED
         return self._forward(q, pool)
 
     async def _forward(self, q: Query, pool: Pool) -> Reply:

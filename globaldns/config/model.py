@@ -23,6 +23,16 @@ class DnsConfig:
     # RFC 7766 6.2.3: servers close idle connections; 10 s matches common practice.
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
+    # A query is a few hundred bytes: a client that needs more than 2 s to send one is
+    # holding the slot (slow-loris), not asking.
+    tcp_message_timeout: float = 2.0
+    # A tenth of tcp_max_connections: one address (a pod, or a node-local cache speaking
+    # for many) cannot take more than a tenth of the slots, and forwarders pipeline over
+    # a few connections (RFC 7766 §6.2.1) rather than opening a hundred.
+    tcp_max_connections_per_client: int = 100
+    # One connection's queries waiting on upstreams; past it we stop reading from it, so
+    # one pipelining client cannot take all of max_inflight.
+    tcp_max_inflight_per_connection: int = 100
     # Queries waiting for the slow path (forwarding); beyond this we answer REFUSED.
     max_inflight: int = 1000
     workers: int = 1
@@ -248,6 +258,12 @@ class HttpConfig:
     # CoreDNS's metrics port. Loopback: /debug/* shows the whole registry and routing.
     listen: ListenAddress | None = ListenAddress("127.0.0.1", 9153)
     """None (`listen: ""`): no HTTP endpoint at all."""
+    # Probes and scrapers send their request line and headers at once; a connection that
+    # has not within 5 s (half the default Prometheus scrape timeout) is holding a slot.
+    header_timeout: float = 5.0
+    # Kubelet probes, a few Prometheus replicas and a human need a handful; 100 leaves
+    # room and caps what 200 half-sent requests would hold.
+    max_connections: int = 100
 
 
 @dataclass(frozen=True, slots=True)

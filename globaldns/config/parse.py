@@ -282,13 +282,23 @@ def labels(value: Any) -> tuple[tuple[str, str], ...]:
 
 def _dns(r: _Reader, raw: Any) -> DnsConfig:
     d = r.mapping(raw, "dns", {"listen", "tcp_idle_timeout", "tcp_max_connections",
-                               "max_inflight", "workers"})
+                               "tcp_message_timeout", "tcp_max_connections_per_client",
+                               "tcp_max_inflight_per_connection", "max_inflight",
+                               "workers"})
     base = DnsConfig()
     return DnsConfig(
         listen=r.get(d, "listen", "dns", listen_address, base.listen),
         tcp_idle_timeout=r.get(d, "tcp_idle_timeout", "dns", duration, base.tcp_idle_timeout),
         tcp_max_connections=r.get(d, "tcp_max_connections", "dns", integer(1, 1_000_000),
                                   base.tcp_max_connections),
+        tcp_message_timeout=r.get(d, "tcp_message_timeout", "dns", positive_duration,
+                                  base.tcp_message_timeout),
+        tcp_max_connections_per_client=r.get(d, "tcp_max_connections_per_client", "dns",
+                                             integer(1, 1_000_000),
+                                             base.tcp_max_connections_per_client),
+        tcp_max_inflight_per_connection=r.get(d, "tcp_max_inflight_per_connection", "dns",
+                                              integer(1, 65_535),
+                                              base.tcp_max_inflight_per_connection),
         max_inflight=r.get(d, "max_inflight", "dns", integer(1, 1_000_000), base.max_inflight),
         workers=r.get(d, "workers", "dns", integer(1, 64), base.workers),
     )
@@ -711,11 +721,16 @@ def _acl(r: _Reader, raw: Any) -> AclConfig:
 
 
 def _http(r: _Reader, raw: Any, dns: DnsConfig) -> HttpConfig:
-    d = r.mapping(raw, "http", {"listen"})
+    d = r.mapping(raw, "http", {"listen", "header_timeout", "max_connections"})
     base = HttpConfig()
     if "listen" in d and d["listen"] in ("", None, False):
         return HttpConfig(listen=None)
-    http = HttpConfig(listen=r.get(d, "listen", "http", listen_address, base.listen))
+    http = HttpConfig(
+        listen=r.get(d, "listen", "http", listen_address, base.listen),
+        header_timeout=r.get(d, "header_timeout", "http", positive_duration,
+                             base.header_timeout),
+        max_connections=r.get(d, "max_connections", "http", integer(1, 100_000),
+                              base.max_connections))
     if http.listen is not None and http.listen.port and http.listen == dns.listen:
         r.error("http.listen", f"{http.listen} is also dns.listen")
     return http

@@ -7,10 +7,11 @@ the shape gate are counted, a handler's failure becomes SERVFAIL plus a log line
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 
 from globaldns.dns.fastpath import WireCache
 from globaldns.dns.message import (
@@ -37,11 +38,15 @@ log = logging.getLogger("globaldns.dns")
 # RFC 8914 code 0 "Other": the cause is ours, and it is in the log.
 _SERVFAIL = Reply(rcode_body(SERVFAIL), ede=((0, "internal error (logged by the server)"),))
 # RFC 8914 code 0 "Other": too many queries already wait on upstreams.
-_OVERLOADED = Reply(rcode_body(REFUSED), ede=((0, "overloaded: too many queries in flight"),))
+OVERLOADED = Reply(rcode_body(REFUSED), ede=((0, "overloaded: too many queries in flight"),))
 
 
 class DnsServer:
-    """Turns query bytes into reply bytes, a coroutine making them, or None (send nothing)."""
+    """Turns query bytes into reply bytes, a task making them, or None (send nothing).
+
+    A query that waits (forwarding) counts in `inflight` from the moment its task is
+    created until the task is done, however it ends: a burst of pipelined queries handled
+    in one callback cannot pass `max_inflight` before any of its tasks has started."""
 
     def __init__(self, chain: Callable[[Query], Reply | Awaitable[Reply]], *,
                  nsid: bytes = b"", max_inflight: int = 1000, stats: Stats | None = None) -> None:
@@ -57,7 +62,7 @@ class DnsServer:
         self.wire: WireCache | None = None
 
     def handle(self, data: bytes, client: tuple[str, int],
-               transport: int) -> bytes | Coroutine[None, None, bytes] | None:
+               transport: int) -> bytes | asyncio.Task[bytes] | None:
         stats = self.stats
         try:
             q = parse(data, client, transport)
@@ -83,9 +88,9 @@ class DnsServer:
             if self.inflight >= self.max_inflight:
                 stats.inflight_refused += 1
                 reply.close()  # type: ignore[union-attr]
-                reply = _OVERLOADED
+                reply = OVERLOADED
             else:
-                return self._finish_later(q, reply)  # type: ignore[arg-type]
+                return self._later(q, reply)  # type: ignore[arg-type]
         wire = encode(q, reply, self.nsid)
         key = transport << TRANSPORT_SHIFT | q.qtype << QTYPE_SHIFT \
             | reply.body.rcode << RCODE_SHIFT | len(wire)
@@ -98,13 +103,22 @@ class DnsServer:
             self.wire.remember(data, q, reply, self.nsid)
         return wire
 
+    def overloaded(self) -> bool:
+        """Whether `max_inflight` queries wait already (then counted as refused): a
+        handler about to start upstream work answers OVERLOADED instead, so a refused
+        query costs no upstream socket."""
+        if self.inflight < self.max_inflight:
+            return False
+        self.stats.inflight_refused += 1
+        return True
+
     def _failed(self, q: Query) -> Reply:
         log.exception("failed to answer %s type %d from %s", presentation(q.qname), q.qtype,
                       q.client[0])
         self.stats.errors += 1
         return _SERVFAIL
 
-    def _observed(self, q: Query) -> bytes | Coroutine[None, None, bytes]:
+    def _observed(self, q: Query) -> bytes | asyncio.Task[bytes]:
         """The same way through, timed, with the observers called after the reply."""
         start = time.perf_counter()
         try:
@@ -115,25 +129,34 @@ class DnsServer:
             if self.inflight >= self.max_inflight:
                 self.stats.inflight_refused += 1
                 reply.close()  # type: ignore[union-attr]
-                reply = _OVERLOADED
+                reply = OVERLOADED
             else:
-                return self._finish_later(q, reply, start)  # type: ignore[arg-type]
+                return self._later(q, reply, start)  # type: ignore[arg-type]
         wire = encode(q, reply, self.nsid)
         self.stats.count(q.transport, q.qtype, reply.body.rcode, len(wire))
         self._observe(q, reply, wire, time.perf_counter() - start, False)
         return wire
 
+    def _later(self, q: Query, pending: Awaitable[Reply],
+               start: float | None = None) -> asyncio.Task[bytes]:
+        # Counted now, released by the done callback: it runs even for a task cancelled
+        # before its first step (a coroutine's own `finally` would not).
+        self.inflight += 1
+        task = asyncio.get_running_loop().create_task(self._finish_later(q, pending, start))
+        task.add_done_callback(self._released)
+        return task
+
+    def _released(self, _task: asyncio.Task[bytes]) -> None:
+        self.inflight -= 1
+
     async def _finish_later(self, q: Query, pending: Awaitable[Reply],
-                            start: float | None = None) -> bytes:
+                            start: float | None) -> bytes:
         if start is None:
             start = time.perf_counter()
-        self.inflight += 1
         try:
             reply = await pending
         except Exception:
             reply = self._failed(q)
-        finally:
-            self.inflight -= 1
         wire = encode(q, reply, self.nsid)
         stats = self.stats
         stats.count(q.transport, q.qtype, reply.body.rcode, len(wire))
