@@ -32,3 +32,14 @@ def test_routing_doc_has_an_example_for_each_seed_case():
     for heading in ("Geo by client", "80/20 locality split", "70/30 between clusters",
                     "Primary / backup", "Premium users", "Alias"):
         assert f"### {heading}" in text
+
+
+def test_every_test_and_file_the_security_page_names_exists():
+    text = (ROOT / "docs" / "security.md").read_text()
+    defined = {m for path in (ROOT / "tests").rglob("test_*.py")
+               for m in re.findall(r"^(?:async )?def (test_\w+)", path.read_text(), re.M)}
+    named = set(re.findall(r"`(?:[\w/]+\.py::)?(test_\w+?)(?:\[|`|,)", text))
+    named |= set(re.findall(r", `?(test_\w+)`", text))
+    assert len(named) > 40 and named <= defined, sorted(named - defined)
+    for path in re.findall(r"`((?:fuzz|bench)/[\w.-]+)`", text):
+        assert (ROOT / path).exists(), path
