@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from globaldns.answers.snapshot import NODATA, PerClient, Snapshot
 from globaldns.chain import Next, Result
 from globaldns.dns.message import Query
 from globaldns.dns.records import ANY, IN
-from globaldns.registry.snapshot import NODATA, PerClient, Snapshot
 
 
 class GlobalZone:

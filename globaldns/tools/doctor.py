@@ -36,7 +36,7 @@ from globaldns.config import Config, ConfigError, load, load_default
 from globaldns.config.model import ListenAddress
 from globaldns.config.parse import _Invalid, listen_address
 from globaldns.dns.message import text_to_wire
-from globaldns.registry.policy import ClientLocator
+from globaldns.routing.policy import ClientLocator
 
 # CoreDNS's cache defaults (plugin/cache): MINTTL 5 s for success and denial.
 COREDNS_MIN_TTL = 5

@@ -27,11 +27,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from globaldns import __version__
+from globaldns.answers.snapshot import Snapshot
 from globaldns.dns.message import text_to_wire
 from globaldns.dns.stats import DURATION_BOUNDS, SIZE_BOUNDS, combined
 from globaldns.dns.tcp import CLOSE_REASONS
 from globaldns.registry.model import ServiceKey
-from globaldns.registry.snapshot import Snapshot
 from globaldns.registry.store import Store
 
 if TYPE_CHECKING:

@@ -21,9 +21,10 @@ from globaldns.config.model import AliasConfig, Config, RoutingRule, SubsetConfi
 from globaldns.dns import records as R
 from globaldns.dns.message import NXDOMAIN, SERVFAIL, Query, text_to_wire, wire_to_text
 from globaldns.dns.wire import Body, Reply
-from globaldns.registry.locality import Rotations, tier, tiers
 from globaldns.registry.model import Endpoint, Locality, Port, ServiceKey
-from globaldns.registry.policy import (
+from globaldns.registry.store import MergedService, Store, printable
+from globaldns.routing.locality import Rotations, tier, tiers
+from globaldns.routing.policy import (
     ClientLocator,
     Plan,
     Profile,
@@ -32,7 +33,6 @@ from globaldns.registry.policy import (
     plan,
     schedule,
 )
-from globaldns.registry.store import MergedService, Store, printable
 
 log = logging.getLogger("globaldns.registry")
 

@@ -34,7 +34,7 @@ from typing import IO, Any, Final
 from globaldns.config.model import LogConfig
 from globaldns.dns.message import FLAG_AA, REFUSED, SERVFAIL, Query, presentation
 from globaldns.dns.wire import Reply
-from globaldns.metrics import QTYPES, RCODES
+from globaldns.ops.metrics import QTYPES, RCODES
 
 log = logging.getLogger("globaldns.log")
 
