@@ -124,8 +124,8 @@ class Probe:
 
 async def one_config(child: asyncio.subprocess.Process, kubeconfig: str, limit: int,
                      args: argparse.Namespace, first_run: int) -> None:
-    from globaldns.k8s.sources import KubernetesSources
-    from globaldns.registry.snapshot import Snapshot
+    from globaldns.answers.snapshot import Snapshot
+    from globaldns.sources.k8s.fleet import KubernetesSources
 
     assert child.stdin is not None and child.stdout is not None
     config = Config(clusters=(ClusterConfig("big", kubeconfig=kubeconfig,

@@ -176,10 +176,10 @@ def event_cost(args: argparse.Namespace) -> None:
     sys.path.append(str(REPO))  # tests/; globaldns comes first from PYTHONPATH (--rev)
     import gc
 
+    from globaldns.answers.snapshot import Snapshot
     from globaldns.config import load
-    from globaldns.k8s import objects
-    from globaldns.registry.snapshot import Snapshot
     from globaldns.registry.store import Store
+    from globaldns.sources.k8s import objects
     from tests.k8s import emulator as em
 
     config = load(args.config)

@@ -142,7 +142,7 @@ def event_cost(sources: Any, n: int, endpoints: int) -> float:
 
 async def synced_sources(kubeconfigs: list[str], selector: str = "") -> tuple[Any, Store,
                                                                                dict]:
-    from globaldns.k8s.sources import KubernetesSources
+    from globaldns.sources.k8s.fleet import KubernetesSources
 
     config = Config(clusters=cluster_configs(kubeconfigs, selector))
     store = Store()
@@ -160,8 +160,8 @@ async def synced_sources(kubeconfigs: list[str], selector: str = "") -> tuple[An
 
 
 async def main(args: argparse.Namespace) -> None:
-    import globaldns.k8s.sources  # noqa: F401  (import time is startup, not sync)
-    from globaldns.registry.snapshot import Snapshot
+    import globaldns.sources.k8s.fleet  # noqa: F401  (import time is startup, not sync)
+    from globaldns.answers.snapshot import Snapshot
 
     with tempfile.TemporaryDirectory() as directory:
         child = await asyncio.create_subprocess_exec(

@@ -25,14 +25,14 @@ import atheris
 with atheris.instrument_imports(include=["globaldns"]):
     import dnslib
 
+    from globaldns.answers.snapshot import Snapshot
     from globaldns.config.model import ClusterConfig, Config, LimitsConfig
     from globaldns.dns import wire
     from globaldns.dns.message import Query
-    from globaldns.k8s.cluster import ClusterSource
-    from globaldns.k8s.watch import Timing
     from globaldns.registry.model import Locality
-    from globaldns.registry.snapshot import Snapshot
     from globaldns.registry.store import Store
+    from globaldns.sources.k8s.cluster import ClusterSource
+    from globaldns.sources.k8s.watch import Timing
 
 NAMES = ["web", "prod", "a", "x" * 63, "y" * 64, "Web", "a.b", "-a", "a_b", "é", "", "_x"]
 ADDRESSES = ["10.0.0.1", "10.0.0.2", "127.0.0.1", "169.254.1.1", "0.0.0.0", "224.0.0.5",

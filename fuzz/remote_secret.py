@@ -15,8 +15,8 @@ import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["globaldns.k8s.credentials"]):
-    from globaldns.k8s.credentials import (
+with atheris.instrument_imports(include=["globaldns.sources.k8s.credentials"]):
+    from globaldns.sources.k8s.credentials import (
         Credentials,
         CredentialsError,
         Rejected,

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from globaldns.answers.explain import explain, lines
+from globaldns.answers.snapshot import Snapshot
 from globaldns.chain import Handler, build
 from globaldns.chain.acl import DENY, Acl
 from globaldns.chain.cache import Cache
@@ -25,17 +27,15 @@ from globaldns.dns.message import Query
 from globaldns.dns.server import DnsServer
 from globaldns.dns.tcp import TcpConnections
 from globaldns.dns.udp import UdpListener
-from globaldns.explain import explain, lines
-from globaldns.healthcheck import HealthChecker
-from globaldns.http import HttpServer
-from globaldns.k8s.cluster import ClusterState
-from globaldns.k8s.sources import KubernetesSources
-from globaldns.k8s.watch import Timing
-from globaldns.metrics import Metrics
-from globaldns.querylog import QueryLog
-from globaldns.registry.snapshot import Snapshot
+from globaldns.ops.http import HttpServer
+from globaldns.ops.metrics import Metrics
+from globaldns.ops.querylog import QueryLog
 from globaldns.registry.store import Store
 from globaldns.reload import Reloads
+from globaldns.sources.healthcheck import HealthChecker
+from globaldns.sources.k8s.cluster import ClusterState
+from globaldns.sources.k8s.fleet import KubernetesSources
+from globaldns.sources.k8s.watch import Timing
 from globaldns.workers import Workers, follow
 
 log = logging.getLogger("globaldns")

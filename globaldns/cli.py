@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="print JSON")
     doctor = commands.add_parser("doctor", help="check the CoreDNS (and NodeLocal "
                                  "DNSCache) setup in front of globaldns, and probe it")
-    from globaldns.doctor import add_arguments
+    from globaldns.tools.doctor import add_arguments
     add_arguments(doctor)
     return parser
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "explain":
         return explain(args)
     if args.command == "doctor":
-        from globaldns.doctor import main as doctor
+        from globaldns.tools.doctor import main as doctor
         return doctor(args)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -119,11 +119,11 @@ def explain(args: argparse.Namespace) -> int:
     """Explain from the config's static services (no watches are started)."""
     import json
 
-    from globaldns.explain import explain as run_explain
-    from globaldns.explain import lines
-    from globaldns.registry.snapshot import Snapshot
+    from globaldns.answers.explain import explain as run_explain
+    from globaldns.answers.explain import lines
+    from globaldns.answers.snapshot import Snapshot
     from globaldns.registry.store import Store
-    from globaldns.sources import apply_static
+    from globaldns.sources.static import apply_static
 
     try:
         config = _load(args.config)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from globaldns.cli import main
-from globaldns.doctor import parse_corefile
+from globaldns.tools.doctor import parse_corefile
 from tests.conftest import ROOT, Running, free_port
 
 CONFIG = """

@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from globaldns.config import parse_text
-from globaldns.healthcheck import RESULTS, HealthChecker
 from globaldns.registry.store import Store
-from globaldns.sources import STATIC, HealthKey
+from globaldns.sources.healthcheck import RESULTS, HealthChecker
+from globaldns.sources.static import STATIC, HealthKey
 from tests.dnsclient import addresses, ask
 
 INTERVAL = 0.2

@@ -11,7 +11,7 @@ import urllib.parse
 from typing import Any
 
 from globaldns.config.model import ListenAddress
-from globaldns.http import HttpServer
+from globaldns.ops.http import HttpServer
 from tests.scrape import get, scrape
 from tests.upstreams import wait_until
 

@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Protocol
 
-from globaldns.dns.message import REFUSED, Query
+from globaldns.dns.message import Query
+from globaldns.dns.names import Ede, Rcode
 from globaldns.dns.wire import Reply, rcode_body
 
 Result = Reply | Awaitable[Reply]
@@ -25,8 +26,9 @@ class Handler(Protocol):
 
 
 # RFC 8914 code 20 "Not Authoritative": not our zone, and no forward zone covers it.
-_REFUSED = Reply(rcode_body(REFUSED), ede=((20, "Not Authoritative: not a served zone, and "
-                                            "no forward zone covers this name"),))
+_REFUSED = Reply(rcode_body(Rcode.REFUSED), ede=((
+    Ede.NOT_AUTHORITATIVE,
+    "Not Authoritative: not a served zone, and no forward zone covers this name"),))
 
 
 def refuse(q: Query) -> Result:

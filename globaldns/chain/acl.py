@@ -22,10 +22,10 @@ from typing import Final
 from globaldns.chain import Next, Result
 from globaldns.chain.forward import Forward
 from globaldns.config.model import AclConfig
-from globaldns.dns.message import REFUSED, Query
+from globaldns.dns.message import Query
+from globaldns.dns.names import Ede, QClass, Rcode
 from globaldns.dns.wire import Reply, rcode_body
 
-EDE_PROHIBITED: Final = 18
 # Distinct client addresses remembered; past this the memory starts over (a flood of
 # spoofed sources costs a recomputation, never unbounded memory).
 MAX_CLIENTS: Final = 10_000
@@ -33,12 +33,11 @@ MAX_CLIENTS: Final = 10_000
 MAX_RA_COPIES: Final = 100_000
 
 DENY, QUERY, RECURSE = 0, 1, 2
-CH: Final = 3
 
-_NOT_ALLOWED = Reply(rcode_body(REFUSED), ede=((EDE_PROHIBITED, "Prohibited: queries from "
-                                                "this address are not allowed"),))
-_NO_RECURSION = Reply(rcode_body(REFUSED), ede=((EDE_PROHIBITED, "Prohibited: recursion is "
-                                                 "not offered to this address"),))
+_NOT_ALLOWED = Reply(rcode_body(Rcode.REFUSED), ede=((
+    Ede.PROHIBITED, "Prohibited: queries from this address are not allowed"),))
+_NO_RECURSION = Reply(rcode_body(Rcode.REFUSED), ede=((
+    Ede.PROHIBITED, "Prohibited: recursion is not offered to this address"),))
 
 
 class Acl:
@@ -105,7 +104,7 @@ class Acl:
             return copy
         if decision == QUERY:
             # CHAOS names (version.bind) are answered by chain/chaos.py, never forwarded.
-            if self.forward is not None and q.qclass != CH \
+            if self.forward is not None and q.qclass != QClass.CH \
                     and self.forward.route(q.qname) is not None:
                 self.refused_recursion += 1
                 return _NO_RECURSION

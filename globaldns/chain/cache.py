@@ -25,7 +25,8 @@ from typing import Final
 
 from globaldns.chain import Next, Result
 from globaldns.config.model import CacheConfig
-from globaldns.dns.message import FLAG_AA, SERVFAIL, Query
+from globaldns.dns.message import FLAG_AA, Query
+from globaldns.dns.names import Ede, Rcode
 from globaldns.dns.relay import Relayed
 from globaldns.dns.wire import Body, Reply
 
@@ -35,7 +36,6 @@ log = logging.getLogger("globaldns.cache")
 # is served for 30 s without asking the upstreams again (the "failure recheck timer").
 STALE_TTL: Final = 30
 STALE_RETRY: Final = 30.0
-EDE_STALE_ANSWER: Final = 3
 # Prefetch an entry that was hit at least this often once less than 10 % of its
 # lifetime is left (CoreDNS's cache plugin: 2 hits, 10 %).
 PREFETCH_HITS: Final = 2
@@ -82,7 +82,7 @@ class Entry:
 
     def stale(self) -> Reply:
         body = _patched(self.body, self.offsets, [STALE_TTL] * len(self.ttls))
-        return Reply(body, ede=(*self.ede, (EDE_STALE_ANSWER, "Stale Answer")), ra=True)
+        return Reply(body, ede=(*self.ede, (Ede.STALE_ANSWER, "Stale Answer")), ra=True)
 
 
 def _patched(template: Body, offsets: tuple[int, ...], ttls: list[int] | tuple[int, ...]
@@ -197,7 +197,7 @@ class Cache:
 
     async def _wait(self, task: asyncio.Task[Reply], stale: Entry | None) -> Reply:
         reply = await asyncio.shield(task)
-        if reply.body.rcode == SERVFAIL and stale is not None:
+        if reply.body.rcode == Rcode.SERVFAIL and stale is not None:
             now = self.clock()
             if now < stale.stale_until:
                 stale.retry_after = now + STALE_RETRY

@@ -21,21 +21,20 @@ from typing import Final
 from globaldns import __version__
 from globaldns.chain import Next, Result
 from globaldns.dns import records as R
-from globaldns.dns.message import REFUSED, Query
+from globaldns.dns.message import Query
+from globaldns.dns.names import Ede, QClass, QType, Rcode
 from globaldns.dns.wire import Reply, rcode_body
 
-EDE_PROHIBITED: Final = 18
-EDE_NOT_SUPPORTED: Final = 21
 TTL: Final = 0  # an explanation is about this query, at this moment: never cached
 
 VERSION_NAMES = frozenset({"version.bind", "version.server"})
 ID_NAMES = frozenset({"id.server", "hostname.bind"})
 
-_PROHIBITED = Reply(rcode_body(REFUSED), ede=((EDE_PROHIBITED, "Prohibited: explanations are "
-                                               "only given to acl.allow_debug clients"),))
-_UNSUPPORTED = Reply(rcode_body(REFUSED), ede=((EDE_NOT_SUPPORTED, "Not Supported: CHAOS class "
-                                                "answers version.bind, id.server and names "
-                                                "of the served zones"),))
+_PROHIBITED = Reply(rcode_body(Rcode.REFUSED), ede=((
+    Ede.PROHIBITED, "Prohibited: explanations are only given to acl.allow_debug clients"),))
+_UNSUPPORTED = Reply(rcode_body(Rcode.REFUSED), ede=((
+    Ede.NOT_SUPPORTED,
+    "Not Supported: CHAOS class answers version.bind, id.server and names of the served zones"),))
 
 Explainer = Callable[[Query], list[str] | None]
 """Lines explaining the answer to `q` (None: the name is in no served zone)."""
@@ -62,7 +61,7 @@ class Chaos:
         return any(address in net for net in self.nets)
 
     def serve(self, q: Query, next: Next) -> Result:
-        if q.qclass != R.CH:
+        if q.qclass != QClass.CH:
             return next(q)
         name = q.name
         if name in VERSION_NAMES:
@@ -82,12 +81,12 @@ class Chaos:
 
     @staticmethod
     def _txt(q: Query, lines: list[str]) -> Reply:
-        if q.qtype not in (R.TXT, R.ANY):
+        if q.qtype not in (QType.TXT, QType.ANY):
             return Reply(R.body(q.name, aa=True))  # NODATA
         # One record per line, so that `dig` prints one line per line; a line longer than a
         # character-string (255 bytes) continues in the next string of its record.
         return Reply(R.body(q.name, aa=True, answer=[
-            R.txt(q.name, TTL, _strings(line), rclass=R.CH) for line in lines]))
+            R.txt(q.name, TTL, _strings(line), rclass=QClass.CH) for line in lines]))
 
 
 def _strings(line: str) -> list[str]:

@@ -16,12 +16,11 @@ from globaldns.config.model import ForwardConfig
 from globaldns.dns.message import (
     FLAG_CD,
     FLAG_RD,
-    REFUSED,
-    SERVFAIL,
     Query,
     presentation,
     text_to_wire,
 )
+from globaldns.dns.names import Ede, QType, Rcode
 from globaldns.dns.relay import FLAG_AD
 from globaldns.dns.server import OVERLOADED
 from globaldns.dns.upstream import Pool, Unreachable, query_message
@@ -29,16 +28,16 @@ from globaldns.dns.wire import Reply, rcode_body
 
 log = logging.getLogger("globaldns.forward")
 
-NS, IXFR, AXFR = 2, 251, 252
 EDE_TEXT_MAX: Final = 200
 
 # Zone transfers are not ours to relay (a transfer spans many messages).
-_REFUSED_XFR = Reply(rcode_body(REFUSED), ede=((21, "Not Supported: zone transfers"),))
+_REFUSED_XFR = Reply(rcode_body(Rcode.REFUSED),
+                     ede=((Ede.NOT_SUPPORTED, "Not Supported: zone transfers"),))
 # The health probe of CoreDNS's forward plugin (`. IN NS`, RD, no EDNS) must get a prompt
 # answer that does not depend on our upstreams: any rcode counts as healthy to CoreDNS,
 # and REFUSED is the honest one.
-_PROBE_ANSWER = Reply(rcode_body(REFUSED))
-_SERVFAIL = rcode_body(SERVFAIL)
+_PROBE_ANSWER = Reply(rcode_body(Rcode.REFUSED))
+_SERVFAIL = rcode_body(Rcode.SERVFAIL)
 
 
 class Forward:
@@ -82,9 +81,9 @@ class Forward:
         pool = self.route(q.qname)
         if pool is None:
             return next(q)
-        if q.qtype == AXFR or q.qtype == IXFR:
+        if q.qtype == QType.AXFR or q.qtype == QType.IXFR:
             return _REFUSED_XFR
-        if q.qname == b"\x00" and q.qtype == NS and q.edns < 0 and q.flags & FLAG_RD:
+        if q.qname == b"\x00" and q.qtype == QType.NS and q.edns < 0 and q.flags & FLAG_RD:
             return _PROBE_ANSWER
         if self.overloaded():
             return OVERLOADED

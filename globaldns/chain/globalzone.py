@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from globaldns.answers.snapshot import NODATA, PerClient, Snapshot
 from globaldns.chain import Next, Result
 from globaldns.dns.message import Query
-from globaldns.dns.records import ANY, IN
-from globaldns.registry.snapshot import NODATA, PerClient, Snapshot
+from globaldns.dns.names import QClass
 
 
 class GlobalZone:
@@ -15,7 +15,7 @@ class GlobalZone:
     def serve(self, q: Query, next: Next) -> Result:
         table = self.snapshot.names.get(q.qname)
         if table is not None:
-            if q.qclass != IN and q.qclass != ANY:
+            if q.qclass != QClass.IN and q.qclass != QClass.ANY:
                 return next(q)
             answers = table.get(q.qtype)
             if answers is None:
@@ -25,7 +25,7 @@ class GlobalZone:
                     self.snapshot.locator.locate(q.client[0], q.ecs))
             q.answers = answers
             return answers.pick(q)
-        if q.qclass != IN and q.qclass != ANY:
+        if q.qclass != QClass.IN and q.qclass != QClass.ANY:
             return next(q)
         negative = self.snapshot.negative(q.qname)
         if negative is None:

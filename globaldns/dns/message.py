@@ -21,6 +21,8 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from globaldns.dns.names import QType, Rcode
+
 UDP: Final = 0
 TCP: Final = 1
 
@@ -31,13 +33,8 @@ FLAG_RD: Final = 0x0100
 FLAG_RA: Final = 0x0080
 FLAG_CD: Final = 0x0010
 
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
-NOTAUTH: Final = 9
-BADVERS: Final = 16
-BADKEY: Final = 17  # a TSIG error (RFC 8945 5.2.2), carried in the TSIG record
-
-OPT: Final = 41
-TSIG: Final = 250
+# Bound once: the parse compares plain names, not enum members (see dns/names.py).
+_OPT, _TSIG = QType.OPT, QType.TSIG
 
 OPT_NSID: Final = 3
 OPT_ECS: Final = 8
@@ -213,13 +210,14 @@ def parse(data: bytes, client: tuple[str, int], transport: int) -> Query | None:
     if ar == 0:
         if pos != size:
             if transport == UDP and size > MAX_PLAIN_UDP:
-                raise Malformed(FORMERR, b"", f"{size} bytes over UDP without EDNS", gate=True)
-            raise Malformed(FORMERR, q.question, "trailing bytes after the question")
+                raise Malformed(Rcode.FORMERR, b"", f"{size} bytes over UDP without EDNS",
+                                gate=True)
+            raise Malformed(Rcode.FORMERR, q.question, "trailing bytes after the question")
         return q
     if ar != 1 or pos + 11 > size or data[pos] != 0:
         return _read_unusual(data, client, transport, flags)
     rtype, payload, _ext, version, eflags, rdlen = _OPT_FIXED.unpack_from(data, pos + 1)
-    if rtype != OPT or pos + 11 + rdlen != size:
+    if rtype != _OPT or pos + 11 + rdlen != size:
         return _read_unusual(data, client, transport, flags)
     _edns(q, payload, version, eflags, data[pos + 11 :])
     return q
@@ -228,7 +226,7 @@ def parse(data: bytes, client: tuple[str, int], transport: int) -> Query | None:
 def _edns(q: Query, payload: int, version: int, eflags: int, rdata: bytes) -> None:
     q.edns = payload
     if version != 0:
-        raise Malformed(BADVERS, q.question, f"EDNS version {version}", edns=True)
+        raise Malformed(Rcode.BADVERS, q.question, f"EDNS version {version}", edns=True)
     q.do = bool(eflags & 0x8000)
     if not rdata:
         return
@@ -237,19 +235,19 @@ def _edns(q: Query, payload: int, version: int, eflags: int, rdata: bytes) -> No
     n = len(rdata)
     while i < n:
         if len(options) == MAX_OPTIONS:
-            raise Malformed(FORMERR, q.question, f"more than {MAX_OPTIONS} EDNS options")
+            raise Malformed(Rcode.FORMERR, q.question, f"more than {MAX_OPTIONS} EDNS options")
         if i + 4 > n:
-            raise Malformed(FORMERR, q.question, "truncated EDNS option")
+            raise Malformed(Rcode.FORMERR, q.question, "truncated EDNS option")
         code, length = _HH.unpack_from(rdata, i)
         value = rdata[i + 4 : i + 4 + length]
         if len(value) != length:
-            raise Malformed(FORMERR, q.question, "truncated EDNS option")
+            raise Malformed(Rcode.FORMERR, q.question, "truncated EDNS option")
         options.append((code, value))
         if code == OPT_NSID:
             q.nsid = True
         elif code == OPT_ECS:
             if q.ecs is not None:  # RFC 7871 7.1.1: more than one ECS option is FORMERR
-                raise Malformed(FORMERR, q.question, "two ECS options")
+                raise Malformed(Rcode.FORMERR, q.question, "two ECS options")
             q.ecs = _ecs(value, q.question)
         i += 4 + length
     q.edns_options = tuple(options)
@@ -259,15 +257,15 @@ def _ecs(value: bytes, question: bytes) -> tuple[int, int, bytes]:
     """RFC 7871 6: FAMILY, SOURCE PREFIX-LENGTH, SCOPE PREFIX-LENGTH, ADDRESS; ADDRESS is
     cut to the source prefix and its bits past it are zero (7.1.1: FORMERR otherwise)."""
     if len(value) < 4:
-        raise Malformed(FORMERR, question, "short ECS option")
+        raise Malformed(Rcode.FORMERR, question, "short ECS option")
     family = (value[0] << 8) | value[1]
     source, scope = value[2], value[3]
     address = value[4:]
     width = {1: 32, 2: 128}.get(family)
     if width is None or source > width or scope != 0 or len(address) != (source + 7) // 8:
-        raise Malformed(FORMERR, question, "invalid ECS option")
+        raise Malformed(Rcode.FORMERR, question, "invalid ECS option")
     if source % 8 and address[-1] & (0xFF >> (source % 8)):
-        raise Malformed(FORMERR, question, "ECS address bits beyond the source prefix")
+        raise Malformed(Rcode.FORMERR, question, "ECS address bits beyond the source prefix")
     return family, source, address
 
 
@@ -314,23 +312,23 @@ def _read_unusual(data: bytes, client: tuple[str, int], transport: int, flags: i
     opcode = (flags >> 11) & 0xF
     if opcode != 0:
         # RFC 6895 2: what the sections mean depends on the opcode; echo none of them.
-        raise Malformed(NOTIMP, b"", f"opcode {opcode}", gate=True)
+        raise Malformed(Rcode.NOTIMP, b"", f"opcode {opcode}", gate=True)
     qdcount, ancount, nscount, arcount = _COUNTS.unpack_from(data, 4)
     if qdcount != 1:
-        raise Malformed(FORMERR, b"", f"QDCOUNT {qdcount}", gate=True)
+        raise Malformed(Rcode.FORMERR, b"", f"QDCOUNT {qdcount}", gate=True)
     if ancount or nscount:
-        raise Malformed(FORMERR, b"", "records in the answer or authority section", gate=True)
+        raise Malformed(Rcode.FORMERR, b"", "records in the answer or authority section", gate=True)
     if arcount > MAX_ADDITIONAL:
-        raise Malformed(FORMERR, b"", f"{arcount} additional records", gate=True)
+        raise Malformed(Rcode.FORMERR, b"", f"{arcount} additional records", gate=True)
     if arcount == 0 and transport == UDP and size > MAX_PLAIN_UDP:
-        raise Malformed(FORMERR, b"", f"{size} bytes over UDP without EDNS", gate=True)
+        raise Malformed(Rcode.FORMERR, b"", f"{size} bytes over UDP without EDNS", gate=True)
     end = _question_end(data)
     if end < 0:
         # A pointer (there is nothing before the question to point at), a bad label, or
         # a name past 255 bytes: the question cannot be echoed.
-        raise Malformed(FORMERR, b"", "unreadable question name")
+        raise Malformed(Rcode.FORMERR, b"", "unreadable question name")
     if end + 4 > size:
-        raise Malformed(FORMERR, b"", "question cut short")
+        raise Malformed(Rcode.FORMERR, b"", "question cut short")
     question = data[12 : end + 4]
     qtype, qclass = _HH.unpack_from(data, end)
     q = Query(data[:2], flags, data[12:end].lower(), question, qtype, qclass, client,
@@ -340,32 +338,32 @@ def _read_unusual(data: bytes, client: tuple[str, int], transport: int, flags: i
     tsig: tuple[bytes, int, int] | None = None
     for _ in range(arcount):
         if tsig is not None:  # RFC 8945 5.1: the TSIG must be the last record
-            raise Malformed(FORMERR, question, "TSIG is not the last record")
+            raise Malformed(Rcode.FORMERR, question, "TSIG is not the last record")
         try:
             owner, pos = read_name(data, pos)
         except ValueError as exc:
-            raise Malformed(FORMERR, question, f"additional record: {exc}") from None
+            raise Malformed(Rcode.FORMERR, question, f"additional record: {exc}") from None
         if pos + 10 > size:
-            raise Malformed(FORMERR, question, "additional record cut short")
+            raise Malformed(Rcode.FORMERR, question, "additional record cut short")
         rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, pos)
         start = pos + 10
         pos = start + rdlen
         if pos > size:
-            raise Malformed(FORMERR, question, "additional record cut short")
-        if rtype == OPT:
+            raise Malformed(Rcode.FORMERR, question, "additional record cut short")
+        if rtype == _OPT:
             if opt is not None:  # RFC 6891 6.1.1
-                raise Malformed(FORMERR, question, "more than one OPT record")
+                raise Malformed(Rcode.FORMERR, question, "more than one OPT record")
             if owner != b"\0":
-                raise Malformed(FORMERR, question, "OPT owner is not the root")
+                raise Malformed(Rcode.FORMERR, question, "OPT owner is not the root")
             opt = (rclass, ttl, start, pos)
-        elif rtype == TSIG:
+        elif rtype == _TSIG:
             tsig = (owner, start, pos)
         # Any other record type in a query's additional section is ignored.
     if pos != size:
-        raise Malformed(FORMERR, question, "trailing bytes after the records")
+        raise Malformed(Rcode.FORMERR, question, "trailing bytes after the records")
     if opt is None:
         if transport == UDP and size > MAX_PLAIN_UDP:  # the gate's size rule, now known
-            raise Malformed(FORMERR, b"", f"{size} bytes over UDP without EDNS", gate=True)
+            raise Malformed(Rcode.FORMERR, b"", f"{size} bytes over UDP without EDNS", gate=True)
     else:
         rclass, ttl, start, stop = opt
         _edns(q, rclass, (ttl >> 16) & 0xFF, ttl & 0xFFFF, data[start:stop])
@@ -381,17 +379,17 @@ def _unknown_key(data: bytes, q: Query, key: bytes, start: int, stop: int) -> Ma
     try:
         algorithm, pos = read_name(data[:stop], start)
     except ValueError as exc:
-        return Malformed(FORMERR, q.question, f"TSIG algorithm: {exc}", edns=edns)
+        return Malformed(Rcode.FORMERR, q.question, f"TSIG algorithm: {exc}", edns=edns)
     if pos + 10 > stop:
-        return Malformed(FORMERR, q.question, "TSIG record cut short", edns=edns)
+        return Malformed(Rcode.FORMERR, q.question, "TSIG record cut short", edns=edns)
     time_fudge = data[pos : pos + 8]
     mac_size = (data[pos + 8] << 8) | data[pos + 9]
     pos += 10 + mac_size
     if pos + 6 > stop:
-        return Malformed(FORMERR, q.question, "TSIG record cut short", edns=edns)
+        return Malformed(Rcode.FORMERR, q.question, "TSIG record cut short", edns=edns)
     original_id = data[pos : pos + 2]
     other_len = (data[pos + 4] << 8) | data[pos + 5]
     if pos + 6 + other_len != stop:
-        return Malformed(FORMERR, q.question, "TSIG record length mismatch", edns=edns)
-    return Malformed(NOTAUTH, q.question, "TSIG key unknown", edns=edns,
+        return Malformed(Rcode.FORMERR, q.question, "TSIG record length mismatch", edns=edns)
+    return Malformed(Rcode.NOTAUTH, q.question, "TSIG key unknown", edns=edns,
                      tsig=Tsig(key, algorithm, time_fudge, original_id))

@@ -13,10 +13,8 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from globaldns.dns.names import QClass, QType
 from globaldns.dns.wire import Body
-
-A, NS, CNAME, SOA, HINFO, TXT, AAAA, SRV, OPT, ANY = 1, 2, 5, 6, 13, 16, 28, 33, 41, 255
-IN, CH = 1, 3
 
 _FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
 
@@ -90,7 +88,7 @@ class RR(NamedTuple):
     rtype: int
     ttl: int
     rdata: Rdata
-    rclass: int = IN
+    rclass: int = QClass.IN
 
     def pack(self, w: Writer) -> None:
         w.name(self.rname)
@@ -111,7 +109,7 @@ def address(name: str, ttl: int, ip: str) -> RR:
 
 def srv(name: str, ttl: int, *, priority: int, weight: int, port: int, target: str) -> RR:
     # RFC 2782: "name compression is not to be used for this field".
-    return RR(name, SRV, ttl, struct.pack("!HHH", priority, weight, port) + wire_name(target))
+    return RR(name, QType.SRV, ttl, struct.pack("!HHH", priority, weight, port) + wire_name(target))
 
 
 def _names(*names: str, tail: bytes = b"") -> Callable[[Writer], None]:
@@ -124,26 +122,26 @@ def _names(*names: str, tail: bytes = b"") -> Callable[[Writer], None]:
 
 def soa(zone: str, ttl: int, *, serial: int, minimum: int) -> RR:
     # refresh/retry/expire matter only to secondaries, which we do not have.
-    return RR(zone, SOA, ttl, _names(f"ns.{zone}", f"hostmaster.{zone}",
+    return RR(zone, QType.SOA, ttl, _names(f"ns.{zone}", f"hostmaster.{zone}",
                                      tail=struct.pack("!IIIII", serial, 60, 30, 3600, minimum)))
 
 
 def ns(zone: str, ttl: int, target: str) -> RR:
-    return RR(zone, NS, ttl, _names(target))
+    return RR(zone, QType.NS, ttl, _names(target))
 
 
 def cname(name: str, ttl: int, target: str) -> RR:
-    return RR(name, CNAME, ttl, _names(target))
+    return RR(name, QType.CNAME, ttl, _names(target))
 
 
-def txt(name: str, ttl: int, lines: list[str], rclass: int = IN) -> RR:
+def txt(name: str, ttl: int, lines: list[str], rclass: int = QClass.IN) -> RR:
     data = b"".join(bytes([len(raw)]) + raw for raw in (s.encode()[:255] for s in lines))
-    return RR(name, TXT, ttl, data, rclass)
+    return RR(name, QType.TXT, ttl, data, rclass)
 
 
 def hinfo_rfc8482(name: str, ttl: int) -> RR:
     """RFC 8482 4.2: answer ANY with one synthesized HINFO record."""
-    return RR(name, HINFO, ttl, b"\x07RFC8482\x00")
+    return RR(name, QType.HINFO, ttl, b"\x07RFC8482\x00")
 
 
 def body(qname: str | None, *, rcode: int = 0, aa: bool = True, answer: Sequence[RR] = (),
@@ -164,7 +162,7 @@ def record(owner: bytes, rtype: int, ttl: int, rdata: bytes) -> bytes:
     """One whole record with a fixed owner: `QUESTION` (a pointer to the question's name)
     or an uncompressed wire name. Such records stand alone, so an answer in any order is
     their concatenation: rotated variants cost a join, not an encoding."""
-    return owner + _FIXED.pack(rtype, IN, ttl, len(rdata)) + rdata
+    return owner + _FIXED.pack(rtype, QClass.IN, ttl, len(rdata)) + rdata
 
 
 QUESTION = b"\xc0\x0c"
@@ -172,8 +170,8 @@ QUESTION = b"\xc0\x0c"
 
 def address_rdata(ip: str) -> tuple[int, bytes]:
     if ":" in ip:
-        return AAAA, socket.inet_pton(socket.AF_INET6, ip)
-    return A, socket.inet_pton(socket.AF_INET, ip)
+        return QType.AAAA, socket.inet_pton(socket.AF_INET6, ip)
+    return QType.A, socket.inet_pton(socket.AF_INET, ip)
 
 
 def srv_rdata(*, priority: int, weight: int, port: int, target: str) -> bytes:

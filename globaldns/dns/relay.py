@@ -35,7 +35,8 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from globaldns.dns.message import FLAG_AA, FLAG_TC, NOERROR, NXDOMAIN
+from globaldns.dns.message import FLAG_AA, FLAG_TC
+from globaldns.dns.names import QClass, QType, Rcode
 from globaldns.dns.wire import OPT_EDE, Body
 
 FLAG_AD: Final = 0x0020
@@ -46,9 +47,11 @@ MAX_CHAIN: Final = 16
 
 _RRHEAD = struct.Struct("!HHIH")  # type, class, ttl, rdlength
 _HH = struct.Struct("!HH")
+# Bound once: the per-record loops compare plain names, not enum members (see dns/names.py).
 _A, _NS, _CNAME, _SOA, _MX, _AAAA, _SRV, _OPT, _DS, _RRSIG, _NSEC, _NSEC3, _DNAME = (
-    1, 2, 5, 6, 15, 28, 33, 41, 43, 46, 47, 50, 39)
-_IN, _ANY = 1, 255
+    QType.A, QType.NS, QType.CNAME, QType.SOA, QType.MX, QType.AAAA, QType.SRV, QType.OPT,
+    QType.DS, QType.RRSIG, QType.NSEC, QType.NSEC3, QType.DNAME)
+_IN, _ANY = QClass.IN, QClass.ANY
 
 # RDATA layouts: a number alone is the exact RDLENGTH; in a tuple, a number is that many
 # fixed bytes, "n" a name that may be compressed, "u" one that may not (RFC 3597 4,
@@ -412,7 +415,7 @@ def _body(wire: bytes, qend: int, flags: int, rcode: int, records: list[_Record]
     body = Relayed(rcode, bool(flags & FLAG_AA), data, counts[0], counts[1], counts[2], cuts)
     body.flags |= flags & FLAG_AD
     ttls = [r[_TTL] for r in kept]
-    negative = rcode == NXDOMAIN or (rcode == NOERROR and counts[0] == 0)
+    negative = rcode == Rcode.NXDOMAIN or (rcode == Rcode.NOERROR and counts[0] == 0)
     soa = next((i for i, r in enumerate(kept) if r[_SECTION] == 1 and r[_TYPE] == _SOA), -1)
     if negative and soa >= 0:
         minimum = struct.unpack_from("!I", wire, kept[soa][_END] - 4)[0]
@@ -424,7 +427,7 @@ def _body(wire: bytes, qend: int, flags: int, rcode: int, records: list[_Record]
     body.truncated = bool(flags & FLAG_TC)
     body.stripped = stripped
     cacheable = not body.truncated and bool(ttls) and (
-        (rcode == NOERROR and counts[0] > 0) or (negative and soa >= 0))
+        (rcode == Rcode.NOERROR and counts[0] > 0) or (negative and soa >= 0))
     body.cache_ttl = min(ttls) if cacheable else -1
     return body
 

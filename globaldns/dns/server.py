@@ -15,14 +15,13 @@ from collections.abc import Awaitable, Callable
 
 from globaldns.dns.fastpath import WireCache
 from globaldns.dns.message import (
-    REFUSED,
-    SERVFAIL,
     UDP,
     Malformed,
     Query,
     parse,
     presentation,
 )
+from globaldns.dns.names import Ede, Rcode
 from globaldns.dns.stats import (
     DURATION_BOUNDS,
     MALFORMED_QTYPE,
@@ -36,9 +35,11 @@ from globaldns.dns.wire import Reply, encode, error_reply, rcode_body
 log = logging.getLogger("globaldns.dns")
 
 # RFC 8914 code 0 "Other": the cause is ours, and it is in the log.
-_SERVFAIL = Reply(rcode_body(SERVFAIL), ede=((0, "internal error (logged by the server)"),))
+_SERVFAIL = Reply(rcode_body(Rcode.SERVFAIL),
+                  ede=((Ede.OTHER, "internal error (logged by the server)"),))
 # RFC 8914 code 0 "Other": too many queries already wait on upstreams.
-OVERLOADED = Reply(rcode_body(REFUSED), ede=((0, "overloaded: too many queries in flight"),))
+OVERLOADED = Reply(rcode_body(Rcode.REFUSED),
+                   ede=((Ede.OTHER, "overloaded: too many queries in flight"),))
 
 
 class DnsServer:

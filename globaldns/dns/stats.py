@@ -1,5 +1,5 @@
 """Per-query counters: plain integers on the hot path, read by the metrics collector at
-scrape time (globaldns/metrics.py)."""
+scrape time (globaldns/ops/metrics.py)."""
 
 from __future__ import annotations
 

@@ -28,15 +28,13 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Final
 
-from globaldns.dns.message import REFUSED, SERVFAIL
+from globaldns.dns.names import Ede, QType, Rcode
 from globaldns.dns.relay import MalformedReply, Relayed, relayed
 from globaldns.dns.stats import DURATION_BOUNDS
 
 log = logging.getLogger("globaldns.forward")
 
 # RFC 8914 extended errors for "no upstream answered".
-EDE_NO_REACHABLE_AUTHORITY: Final = 22
-EDE_NETWORK_ERROR: Final = 23
 
 # The UDP size we advertise upstream (DNS flag day 2020: no fragmentation).
 UPSTREAM_UDP_SIZE: Final = 1232
@@ -45,7 +43,6 @@ TCP_IDLE: Final = 10.0
 # Queries waiting on one TCP connection; a slow upstream cannot make us queue without end.
 TCP_MAX_PENDING: Final = 1000
 
-_OPT: Final = 41
 
 _ids = random.SystemRandom()
 
@@ -67,7 +64,7 @@ def query_message(question: bytes, *, flags: int, do: bool) -> bytes:
     """An upstream query without its ID: header rest, question, and our OPT record. We
     always send EDNS (size 1232): the OPT record never reaches the client as ours, and
     fewer answers need TCP."""
-    opt = struct.pack("!BHHBBHH", 0, _OPT, UPSTREAM_UDP_SIZE, 0, 0, 0x8000 if do else 0, 0)
+    opt = struct.pack("!BHHBBHH", 0, QType.OPT, UPSTREAM_UDP_SIZE, 0, 0, 0x8000 if do else 0, 0)
     return struct.pack("!HHHHH", flags, 1, 0, 0, 1) + question + opt
 
 
@@ -408,7 +405,7 @@ class Pool:
             upstream.stripped += body.stripped
             upstream.succeeded()
             upstream.answered(body.rcode, took)
-            if body.rcode in (SERVFAIL, REFUSED) and attempt + 1 < self.tries \
+            if body.rcode in (Rcode.SERVFAIL, Rcode.REFUSED) and attempt + 1 < self.tries \
                     and len(order) > 1:
                 fallback = body
                 continue
@@ -435,5 +432,5 @@ class Unreachable(Exception):
                 seen.append(str(e))
         self.text = "; ".join(seen)
         super().__init__(self.text)
-        self.code = EDE_NETWORK_ERROR if all(e.network for e in errors) \
-            else EDE_NO_REACHABLE_AUTHORITY
+        self.code = Ede.NETWORK_ERROR if all(e.network for e in errors) \
+            else Ede.NO_REACHABLE_AUTHORITY

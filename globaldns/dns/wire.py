@@ -8,22 +8,20 @@ from bisect import bisect_right
 from typing import Final
 
 from globaldns.dns.message import (
-    BADKEY,
     FLAG_AA,
     FLAG_CD,
     FLAG_QR,
     FLAG_RA,
     FLAG_RD,
     FLAG_TC,
-    FORMERR,
     MAX_UDP,
     OPT_ECS,
     OPT_NSID,
-    TSIG,
     Malformed,
     Query,
     Tsig,
 )
+from globaldns.dns.names import QClass, QType, Rcode
 
 _COUNTS = struct.Struct("!HHHHH")  # flags, qd, an, ns, ar
 _OPT_HEAD = struct.Struct("!BHHBBHH")  # root name, type, size, ext-rcode, version, flags, rdlen
@@ -162,7 +160,7 @@ def error_reply(data: bytes, bad: Malformed) -> bytes:
         flags &= 0x7800
     question = bad.question
     opt = _OPT_HEAD.pack(0, 41, MAX_UDP, rcode >> 4, 0, 0, 0) \
-        if rcode > 15 or (bad.edns and rcode != FORMERR) else b""
+        if rcode > 15 or (bad.edns and rcode != Rcode.FORMERR) else b""
     tsig = b"" if bad.tsig is None else tsig_error(bad.tsig)
     if len(question) + len(opt) + len(tsig) + 12 > len(data):
         # The query compressed its TSIG names (pointers into its own options, say); spelled
@@ -179,5 +177,5 @@ _TSIG_TAIL = struct.Struct("!H2sHH")  # MAC size, original ID, error, other leng
 def tsig_error(t: Tsig) -> bytes:
     """An unsigned TSIG record (MAC size 0) with error BADKEY, for the key and algorithm the
     query named, its Time Signed and Fudge, and its original ID."""
-    rdata = t.algorithm + t.time_fudge + _TSIG_TAIL.pack(0, t.original_id, BADKEY, 0)
-    return t.key + _TSIG_HEAD.pack(TSIG, 255, 0, len(rdata)) + rdata
+    rdata = t.algorithm + t.time_fudge + _TSIG_TAIL.pack(0, t.original_id, Rcode.BADKEY, 0)
+    return t.key + _TSIG_HEAD.pack(QType.TSIG, QClass.ANY, 0, len(rdata)) + rdata

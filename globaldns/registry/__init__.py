@@ -1,1 +1,2 @@
-"""State only, no I/O: the merged model of every source, and the answer snapshot built from it."""
+"""State only, no I/O, no config, no DNS: the model of a service and the store that merges
+every source."""

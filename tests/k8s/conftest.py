@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from globaldns.config.model import ClusterConfig, Config
-from globaldns.k8s.watch import Timing
 from globaldns.registry.model import Locality
+from globaldns.sources.k8s.watch import Timing
 from tests.k8s.emulator import Emulator
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "k8s"

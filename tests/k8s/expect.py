@@ -1,6 +1,6 @@
 """What the store should hold, computed straight from an emulator's objects.
 
-Written independently of globaldns.k8s.objects, so comparing the two checks the watch
+Written independently of globaldns.sources.k8s.objects, so comparing the two checks the watch
 path end to end: (address, ready) per service, and which services exist.
 """
 

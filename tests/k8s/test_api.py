@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from globaldns.k8s import api, credentials
+from globaldns.sources.k8s import api, credentials
 from tests.k8s import emulator as em
 from tests.k8s.conftest import FIXTURES
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from globaldns.k8s import api, credentials
-from globaldns.k8s.credentials import CredentialsError
+from globaldns.sources.k8s import api, credentials
+from globaldns.sources.k8s.credentials import CredentialsError
 from tests.k8s import emulator as em
 
 

@@ -11,8 +11,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from globaldns.k8s.sources import KubernetesSources
-from globaldns.k8s.watch import Timing
+from globaldns.sources.k8s.fleet import KubernetesSources
+from globaldns.sources.k8s.watch import Timing
 from tests.conftest import Running
 from tests.dnsclient import addresses, ask, rcode
 from tests.k8s import emulator as em

@@ -22,10 +22,10 @@ import yaml
 from aiohttp import web
 
 from globaldns.config.model import ClusterConfig, Config, RemoteSecretsConfig
-from globaldns.k8s import api, credentials
-from globaldns.k8s.credentials import CredentialsError
-from globaldns.k8s.sources import KubernetesSources
 from globaldns.registry.store import Store
+from globaldns.sources.k8s import api, credentials
+from globaldns.sources.k8s.credentials import CredentialsError
+from globaldns.sources.k8s.fleet import KubernetesSources
 from tests.k8s import emulator as em
 from tests.k8s.conftest import FastTime, cluster_config, eventually
 from tests.k8s.test_api import serve

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from globaldns.k8s import jsonsteps
+from globaldns.sources.k8s import jsonsteps
 
 GOOD = ['{}', '[]', '0', '-1.5e3', '"s"', 'true', 'null', ' [ [ ] , { } ] ',
         '{"a":[1,2.5,-3e2,true,false,null,"x\\u00e9\\n\\"q"],"b":{"c":{}}}',

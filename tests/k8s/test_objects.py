@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from globaldns.k8s import objects
 from globaldns.registry.model import Endpoint, Locality, Port, ServiceData
+from globaldns.sources.k8s import objects
 from tests.k8s.conftest import FIXTURES
 
 REGION = Locality("us-central1")

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from globaldns.config.model import Config
-from globaldns.k8s.sources import KubernetesSources
 from globaldns.registry.store import Store
+from globaldns.sources.k8s.fleet import KubernetesSources
 from tests.k8s import emulator as em
 from tests.k8s.conftest import FastTime, cluster_config, eventually
 from tests.k8s.expect import held, published

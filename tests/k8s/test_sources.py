@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from globaldns.config.model import ClusterConfig, Config, RemoteSecretsConfig
-from globaldns.k8s.cluster import ClusterState
-from globaldns.k8s.sources import KubernetesSources
-from globaldns.k8s.watch import BACKOFF_CAP, Timing
 from globaldns.registry.model import Locality, Port
 from globaldns.registry.store import Store
+from globaldns.sources.k8s.cluster import ClusterState
+from globaldns.sources.k8s.fleet import KubernetesSources
+from globaldns.sources.k8s.watch import BACKOFF_CAP, Timing
 from tests.k8s import emulator as em
 from tests.k8s.conftest import FastTime, cluster_config, eventually
 from tests.k8s.expect import held, published

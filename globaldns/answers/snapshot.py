@@ -19,11 +19,13 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 
 from globaldns.config.model import AliasConfig, Config, RoutingRule, SubsetConfig, ZoneConfig
 from globaldns.dns import records as R
-from globaldns.dns.message import NXDOMAIN, SERVFAIL, Query, text_to_wire, wire_to_text
+from globaldns.dns.message import Query, text_to_wire, wire_to_text
+from globaldns.dns.names import Ede, QType, Rcode
 from globaldns.dns.wire import Body, Reply
-from globaldns.registry.locality import Rotations, tier, tiers
 from globaldns.registry.model import Endpoint, Locality, Port, ServiceKey
-from globaldns.registry.policy import (
+from globaldns.registry.store import MergedService, Store, printable
+from globaldns.routing.locality import Rotations, tier, tiers
+from globaldns.routing.policy import (
     ClientLocator,
     Plan,
     Profile,
@@ -32,16 +34,12 @@ from globaldns.registry.policy import (
     plan,
     schedule,
 )
-from globaldns.registry.store import MergedService, Store, printable
 
 log = logging.getLogger("globaldns.registry")
 
 NODATA = 0
 """The key, in a name's table, of the answer for every type it has no records of."""
 
-EDE_OTHER = 0
-EDE_STALE = 3  # RFC 8914 "Stale Answer": a cluster's last known endpoints, it is unreachable
-EDE_NOT_READY = 14  # RFC 8914 "Not Ready": we have not finished our first sync
 
 
 class AnswerSet:
@@ -129,12 +127,12 @@ class Zone:
         self.wire = text_to_wire(config.name)
         self.negative = [R.soa(config.name, config.negative_ttl, serial=serial,
                                minimum=config.negative_ttl)]
-        self.nxdomain = AnswerSet([Reply(R.body(None, rcode=NXDOMAIN,
+        self.nxdomain = AnswerSet([Reply(R.body(None, rcode=Rcode.NXDOMAIN,
                                                 authority=self.negative))])
         self._nodata = AnswerSet([Reply(R.body(None, authority=self.negative))])
         self.servfail_unsynced = AnswerSet([Reply(
-            R.body(None, rcode=SERVFAIL, aa=False),
-            ede=((EDE_NOT_READY, "not synced: a cluster has not finished its first list"),))])
+            R.body(None, rcode=Rcode.SERVFAIL, aa=False),
+            ede=((Ede.NOT_READY, "not synced: a cluster has not finished its first list"),))])
 
     def body(self, qname: str, *, answer: Sequence[R.RR] = (),
              additional: Sequence[R.RR] = ()) -> Body:
@@ -294,10 +292,10 @@ class Snapshot:
         glue = [] if listen in ("0.0.0.0", "::") else [R.address(f"ns.{name}", ttl, listen)]
         soa = R.soa(name, ttl, serial=self.serial, minimum=zone.config.negative_ttl)
         out: dict[bytes, NameTable] = {zone.wire: {
-            R.SOA: AnswerSet([Reply(R.body(name, answer=[soa]))]),
-            R.NS: AnswerSet([Reply(R.body(name, answer=[R.ns(name, ttl, f"ns.{name}")],
+            QType.SOA: AnswerSet([Reply(R.body(name, answer=[soa]))]),
+            QType.NS: AnswerSet([Reply(R.body(name, answer=[R.ns(name, ttl, f"ns.{name}")],
                                           additional=glue))]),
-            R.ANY: AnswerSet([Reply(R.body(name, answer=[R.hinfo_rfc8482(name, ttl)]))]),
+            QType.ANY: AnswerSet([Reply(R.body(name, answer=[R.hinfo_rfc8482(name, ttl)]))]),
             NODATA: zone.nodata(name),
         }}
         if glue:
@@ -462,12 +460,12 @@ class Snapshot:
                 p = plan(members, rule=rule[1] if rule and routed else None,
                          rule_index=rule[0] if rule else 0, rules=self.rules,
                          profile=profile, zone=zone.config, healthy_clusters=health)
-                ede: tuple[tuple[int, str], ...] = ((EDE_OTHER, p.ede),) if p.ede else ()
+                ede: tuple[tuple[int, str], ...] = ((Ede.OTHER, p.ede),) if p.ede else ()
                 if self.stale:
                     stale = sorted({e.cluster for _, orders in p.groups
                                     for group in orders.groups for e in group
                                     if e.cluster in self.stale})
-                    ede += tuple((EDE_STALE, f"cluster {c} {self.stale[c]}") for c in stale)
+                    ede += tuple((Ede.STALE_ANSWER, f"cluster {c} {self.stale[c]}") for c in stale)
                 locality, scope = profile.locality, profile.scope
                 return WeightedAnswers(
                     p.groups, lambda order: Reply(encode(order, locality), ede=ede,
@@ -505,9 +503,9 @@ class Snapshot:
                 skipped.skip("name_too_long", owner)
                 continue
             table: NameTable = {NODATA: zone.nodata(owner),
-                                R.ANY: AnswerSet([Reply(R.body(owner, answer=[
+                                QType.ANY: AnswerSet([Reply(R.body(owner, answer=[
                                     R.hinfo_rfc8482(owner, ttl)]))])}
-            for rtype, family in ((R.A, 4), (R.AAAA, 6)):
+            for rtype, family in ((QType.A, 4), (QType.AAAA, 6)):
                 subset_ = [e for e in members if e.family == family]
                 if subset_:
                     table[rtype] = answers(subset_, addresses(owner))
@@ -535,7 +533,8 @@ class Snapshot:
                 unnamed.add(id(endpoint))
                 continue
             out[text_to_wire(ename)] = {
-                R.A if endpoint.family == 4 else R.AAAA: AnswerSet([Reply(R.joined([part]))]),
+                QType.A if endpoint.family == 4 else QType.AAAA:
+                    AnswerSet([Reply(R.joined([part]))]),
                 NODATA: zone.nodata(ename),
             }
         locality = self.config.resolver.locality
@@ -548,9 +547,9 @@ class Snapshot:
             ctable: NameTable = {NODATA: zone.nodata(cname)}
             ready = [e for e in members if e.ready] or (
                 members if zone.config.on_all_unhealthy == "all" else [])
-            stale = ((EDE_STALE, f"cluster {cluster} {self.stale[cluster]}"),) \
+            stale = ((Ede.STALE_ANSWER, f"cluster {cluster} {self.stale[cluster]}"),) \
                 if cluster in self.stale else ()
-            for rtype, family in ((R.A, 4), (R.AAAA, 6)):
+            for rtype, family in ((QType.A, 4), (QType.AAAA, 6)):
                 subset_ = [e for e in ready if e.family == family]
                 if subset_:
                     encode = addresses(cname)
@@ -572,7 +571,7 @@ class Snapshot:
                        if self.port_of(e, port) and id(e) not in unnamed]
             table = {NODATA: zone.nodata(sname)}
             if targets:
-                table[R.SRV] = answers(targets, self._srv_encoder(zone, base, sname, port))
+                table[QType.SRV] = answers(targets, self._srv_encoder(zone, base, sname, port))
             out[text_to_wire(sname)] = table
         return out
 
@@ -596,7 +595,7 @@ class Snapshot:
                 part = answers.get((e.address, priority))
                 if part is None:
                     part = answers[(e.address, priority)] = R.record(
-                        R.QUESTION, R.SRV, ttl, R.srv_rdata(
+                        R.QUESTION, QType.SRV, ttl, R.srv_rdata(
                             priority=priority, weight=max(e.weight, 1),
                             port=self.port_of(e, port), target=self.endpoint_name(base, e)))
                     glue[e.address] = R.record(b"", *_typed(e, ttl))
@@ -618,7 +617,7 @@ class Snapshot:
         owner = alias.name
         target = alias.target
         table: NameTable = {}
-        for rtype, family in ((R.A, 4), (R.AAAA, 6)):
+        for rtype, family in ((QType.A, 4), (QType.AAAA, 6)):
             subset_ = [e for e in members if e.family == family]
             if not subset_:
                 continue

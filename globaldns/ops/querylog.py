@@ -32,35 +32,34 @@ from collections import deque
 from typing import IO, Any, Final
 
 from globaldns.config.model import LogConfig
-from globaldns.dns.message import FLAG_AA, REFUSED, SERVFAIL, Query, presentation
+from globaldns.dns.message import FLAG_AA, Query, presentation
+from globaldns.dns.names import Ede, QClass, Rcode
 from globaldns.dns.wire import Reply
-from globaldns.metrics import QTYPES, RCODES
+from globaldns.ops.metrics import QTYPES, RCODES
 
 log = logging.getLogger("globaldns.log")
 
 # Lines waiting for the writer; at 100k queries/s this is one second of them.
 MAX_BUFFERED: Final = 100_000
 FLUSH_EVERY: Final = 0.2
-CH: Final = 3
-EDE_STALE, EDE_NOT_READY = 3, 14
 PROTOS = ("udp", "tcp")
 
 
 def answered_by(q: Query, reply: Reply, waited: bool) -> str:
     """Which part of the chain answered, read from the reply itself."""
     codes = [code for code, _ in reply.ede]
-    if EDE_STALE in codes:
+    if Ede.STALE_ANSWER in codes:
         return "stale"
     if waited:
         return "forward"
-    if q.qclass == CH:
+    if q.qclass == QClass.CH:
         return "chaos"
     body = reply.body
-    if body.rcode == REFUSED:
+    if body.rcode == Rcode.REFUSED:
         return "refused"
-    if body.flags & FLAG_AA or EDE_NOT_READY in codes:
+    if body.flags & FLAG_AA or Ede.NOT_READY in codes:
         return "zone"
-    if body.rcode == SERVFAIL:
+    if body.rcode == Rcode.SERVFAIL:
         return "error"
     return "cache" if reply.ra else "zone"
 
@@ -137,8 +136,8 @@ class QueryLog:
             "name": presentation(qname),
             "type": QTYPES.get(qtype, f"TYPE{qtype}"),
         }
-        if qclass != 1:
-            record["class"] = "CH" if qclass == CH else f"CLASS{qclass}"
+        if qclass != QClass.IN:
+            record["class"] = "CH" if qclass == QClass.CH else f"CLASS{qclass}"
         record.update(rcode=RCODES.get(rcode, f"RCODE{rcode}"), answers=answers,
                       duration_ms=round(seconds * 1000, 3), answered_by=how)
         return json.dumps(record, separators=(", ", ": ")) + "\n"

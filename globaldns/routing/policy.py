@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from math import gcd
 
 from globaldns.config.model import Config, RoutingRule, ZoneConfig
-from globaldns.registry.locality import Rotations, tiers
 from globaldns.registry.model import Endpoint, Locality
+from globaldns.routing.locality import Rotations, tiers
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

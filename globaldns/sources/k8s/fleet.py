@@ -19,12 +19,12 @@ from collections.abc import Callable
 from typing import Any
 
 from globaldns.config.model import ClusterConfig, Config, RemoteSecretsConfig
-from globaldns.k8s import credentials, objects
-from globaldns.k8s.api import SECRETS, ApiClient, describe
-from globaldns.k8s.cluster import ClusterSource, ClusterState, CredentialsLoader
-from globaldns.k8s.objects import EventType, RemoteCluster
-from globaldns.k8s.watch import Timing, Watch
 from globaldns.registry.store import Store
+from globaldns.sources.k8s import credentials, objects
+from globaldns.sources.k8s.api import SECRETS, ApiClient, describe
+from globaldns.sources.k8s.cluster import ClusterSource, ClusterState, CredentialsLoader
+from globaldns.sources.k8s.objects import EventType, RemoteCluster
+from globaldns.sources.k8s.watch import Timing, Watch
 
 log = logging.getLogger("globaldns.k8s")
 

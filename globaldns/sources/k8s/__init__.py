@@ -2,5 +2,5 @@
 
 credentials (the only user of the `kubernetes` package) → api (aiohttp) → watch
 (list-then-watch, forever) → objects (API JSON → our records) → cluster (one cluster as a
-registry source) → sources (every cluster, remote Secrets, readiness).
+registry source) → fleet (every cluster, remote Secrets, readiness).
 """

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from globaldns.config.model import DEFAULT_LIMITS, LimitsConfig
-from globaldns.k8s.api import (
+from globaldns.registry.store import Skipped
+from globaldns.sources.k8s.api import (
     ENDPOINTSLICES,
     ApiClient,
     ApiError,
@@ -40,8 +41,7 @@ from globaldns.k8s.api import (
     Resource,
     Unauthorized,
 )
-from globaldns.k8s.objects import EventType, resource_version
-from globaldns.registry.store import Skipped
+from globaldns.sources.k8s.objects import EventType, resource_version
 
 log = logging.getLogger("globaldns.k8s")
 

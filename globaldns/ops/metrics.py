@@ -27,23 +27,24 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from globaldns import __version__
+from globaldns.answers.snapshot import Snapshot
 from globaldns.dns.message import text_to_wire
+from globaldns.dns.names import QType, Rcode
 from globaldns.dns.stats import DURATION_BOUNDS, SIZE_BOUNDS, combined
 from globaldns.dns.tcp import CLOSE_REASONS
 from globaldns.registry.model import ServiceKey
-from globaldns.registry.snapshot import Snapshot
 from globaldns.registry.store import Store
 
 if TYPE_CHECKING:
     from globaldns.app import App
 
 # The qtype label's closed set (as CoreDNS's `type` label); every other qtype is `other`.
-QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA",
-          33: "SRV", 35: "NAPTR", 43: "DS", 48: "DNSKEY", 64: "SVCB", 65: "HTTPS", 99: "SPF",
-          251: "IXFR", 252: "AXFR", 255: "ANY", 257: "CAA"}
-RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
-          5: "REFUSED", 6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE",
-          16: "BADVERS"}
+QTYPES = {int(t): t.name for t in (
+    QType.A, QType.NS, QType.CNAME, QType.SOA, QType.PTR, QType.MX, QType.TXT, QType.AAAA,
+    QType.SRV, QType.NAPTR, QType.DS, QType.DNSKEY, QType.SVCB, QType.HTTPS, QType.SPF,
+    QType.IXFR, QType.AXFR, QType.ANY, QType.CAA)}
+# Every rcode a reply header can carry (BADKEY lives only in a TSIG record).
+RCODES = {int(r): r.name for r in Rcode if r is not Rcode.BADKEY}
 PROTOS = ("udp", "tcp")
 CLUSTER_STATES = ("syncing", "synced", "stale", "failed")
 

@@ -28,9 +28,9 @@ from typing import Any, cast
 
 import aiohttp
 
-from globaldns.k8s import jsonsteps
-from globaldns.k8s.credentials import Credentials, CredentialsError
-from globaldns.k8s.objects import Status, WatchEvent
+from globaldns.sources.k8s import jsonsteps
+from globaldns.sources.k8s.credentials import Credentials, CredentialsError
+from globaldns.sources.k8s.objects import Status, WatchEvent
 
 log = logging.getLogger("globaldns.k8s")
 

@@ -33,13 +33,13 @@ from collections.abc import Callable
 from typing import Any
 
 from globaldns.config.model import DEFAULT_LIMITS, ClusterConfig, LimitsConfig
-from globaldns.k8s import objects
-from globaldns.k8s.api import ENDPOINTSLICES, SERVICES, ApiClient, Unauthorized, describe
-from globaldns.k8s.credentials import Credentials, Rejected, Rejection
-from globaldns.k8s.objects import EventType, ServiceRecord, SliceRecord
-from globaldns.k8s.watch import Timing, Watch
 from globaldns.registry.model import ServiceData, ServiceKey
 from globaldns.registry.store import Store
+from globaldns.sources.k8s import objects
+from globaldns.sources.k8s.api import ENDPOINTSLICES, SERVICES, ApiClient, Unauthorized, describe
+from globaldns.sources.k8s.credentials import Credentials, Rejected, Rejection
+from globaldns.sources.k8s.objects import EventType, ServiceRecord, SliceRecord
+from globaldns.sources.k8s.watch import Timing, Watch
 
 log = logging.getLogger("globaldns.k8s")
 

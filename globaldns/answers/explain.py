@@ -6,11 +6,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from globaldns.answers.snapshot import Snapshot
 from globaldns.dns.message import text_to_wire
-from globaldns.registry.locality import TIER_NAMES, tier
-from globaldns.registry.policy import plan
-from globaldns.registry.snapshot import Snapshot
 from globaldns.registry.store import Store
+from globaldns.routing.locality import TIER_NAMES, tier
+from globaldns.routing.policy import plan
 
 
 def parse_ecs(subnet: str) -> tuple[int, int, bytes]:

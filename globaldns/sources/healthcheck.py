@@ -34,7 +34,7 @@ import aiohttp
 from globaldns.config.model import Config, StaticService
 from globaldns.registry.model import ServiceKey
 from globaldns.registry.store import Store
-from globaldns.sources import STATIC, HealthKey, apply_static, health_key, static_service
+from globaldns.sources.static import STATIC, HealthKey, apply_static, health_key, static_service
 
 log = logging.getLogger("globaldns.healthcheck")
 

@@ -36,11 +36,11 @@ from globaldns.config import Config, ConfigError, load, load_default
 from globaldns.config.model import ListenAddress
 from globaldns.config.parse import _Invalid, listen_address
 from globaldns.dns.message import text_to_wire
-from globaldns.registry.policy import ClientLocator
+from globaldns.dns.names import Rcode
+from globaldns.routing.policy import ClientLocator
 
 # CoreDNS's cache defaults (plugin/cache): MINTTL 5 s for success and denial.
 COREDNS_MIN_TTL = 5
-RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
 
 
 # --- the Corefile ---------------------------------------------------------------------------
@@ -360,7 +360,7 @@ def probe(report: Report, address: ListenAddress, name: str, qtype: int, *, what
     ms = (time.perf_counter() - started) * 1000
     flags = struct.unpack("!H", reply[2:4])[0]
     rcode = flags & 0xF
-    rcode_text = RCODES[rcode] if rcode < len(RCODES) else str(rcode)
+    rcode_text = Rcode(rcode).name if rcode <= Rcode.REFUSED else str(rcode)
     answers = struct.unpack("!H", reply[6:8])[0]
     detail = f"{rcode_text}, {answers} record(s){', AA' if flags & 0x0400 else ''}" \
         f"{', TC' if flags & 0x0200 else ''} in {ms:.1f} ms"

@@ -2,7 +2,7 @@
 
     /                 status page: clusters and their sync state, services with ready/total
                       endpoints per cluster, upstreams, health checks, config
-    /metrics          Prometheus text format (globaldns/metrics.py)
+    /metrics          Prometheus text format (globaldns/ops/metrics.py)
     /health           liveness: 200 while the event loop keeps up (JSON with its lag)
     /ready            readiness: 200 once every cluster listed once or sync_timeout passed;
                       503 with a JSON reason before that and while shutting down
@@ -42,9 +42,9 @@ from aiohttp import web
 from prometheus_client import generate_latest
 
 from globaldns import __version__
+from globaldns.answers.explain import explain, lines
 from globaldns.config.model import ListenAddress
-from globaldns.explain import explain, lines
-from globaldns.metrics import dns_summary, pools, rcode_name
+from globaldns.ops.metrics import dns_summary, pools, rcode_name
 from globaldns.registry.model import ServiceKey
 from globaldns.registry.store import Store
 

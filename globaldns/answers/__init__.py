@@ -1,0 +1,1 @@
+"""The query side's data: the answer snapshot built from the registry, and `explain`."""

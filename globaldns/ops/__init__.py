@@ -1,0 +1,1 @@
+"""Operations: the HTTP endpoint (probes, status page, debug pages), metrics, query log."""

@@ -1,0 +1,1 @@
+"""Routing: which endpoints a client gets (policy), ordered by locality tier (locality)."""

@@ -1,0 +1,1 @@
+"""The sources that fill the registry: static config, active health checks, Kubernetes."""
