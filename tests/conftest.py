@@ -4,6 +4,7 @@ from YAML text, queried over real sockets."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import socket
 import threading
@@ -15,6 +16,7 @@ import pytest
 
 from globaldns.app import App
 from globaldns.config import parse_text
+from globaldns.config.model import DnsConfig, ListenAddress
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
@@ -63,13 +65,15 @@ class Running:
 
 
 def start(yaml_text: str, *, source: str = "test.yaml", **kw: Any) -> Running:
-    if "listen:" not in yaml_text:
-        yaml_text = f"dns: {{listen: 127.0.0.1:{free_port()}}}\n" + yaml_text
     if not re.search(r"(?m)^http:", yaml_text):
         # Not the default 127.0.0.1:9153: tests run side by side with each other (and with
         # a globaldns someone runs on this machine).
         yaml_text = "http: {listen: 127.0.0.1:0}\n" + yaml_text
     config = parse_text(yaml_text, source)
+    if config.dns.listen == DnsConfig().listen:
+        # Nor the default DNS port, for the same reason.
+        config = dataclasses.replace(config, dns=dataclasses.replace(
+            config.dns, listen=ListenAddress("127.0.0.1", free_port())))
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     box: dict[str, Any] = {}
