@@ -405,4 +405,5 @@ def _snapshot_part(config: Config) -> tuple[Any, ...]:
     """What the prepared answers are built from: a reload that changes none of it (only
     forwarding, logging, the ACL...) keeps the snapshot instead of rebuilding every name."""
     return (config.zones, config.resolver, config.client_localities, config.routing,
-            config.services, config.aliases, config.clusters, config.dns.listen.host)
+            config.services, config.aliases, config.clusters, config.dns.listen.host,
+            config.serve_hosts)
