@@ -96,7 +96,7 @@ class App:
         # Watched clusters (and remote-secret ones) write into the same store.
         self.kubernetes = KubernetesSources(config, self.store,
                                             on_sync_change=self._sync_changed,
-                                            timing=k8s_timing)
+                                            timing=k8s_timing, health=self.health)
         # No negative answer before the first list: the listeners open before the
         # watches start, and resolvers would cache an early NXDOMAIN.
         if channel_fd is None and (config.remote_secrets is not None

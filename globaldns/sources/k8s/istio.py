@@ -1,0 +1,236 @@
+"""One cluster's Istio objects as a registry source, `istio/<cluster>` (docs/istio.md).
+
+With `istio: true` a cluster also watches `networking.istio.io` ServiceEntries,
+WorkloadEntries and WorkloadGroups, in the first version of v1, v1beta1, v1alpha3 that
+its API serves (the group's discovery document says which). Objects are converted by
+`registry/istio.py`; on every change the cluster's hosts are computed again and written
+(the store ignores what did not change). They reach the store only while the cluster's
+own data is published (after its first complete sync, until it is dropped), so a host is
+never answered from half a list.
+
+A WorkloadGroup's `probe` is run by the active health checker against each address of the
+WorkloadEntries the group owns; its verdict and the entry's own `Healthy` condition both
+decide readiness.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from globaldns.config.model import DEFAULT_LIMITS, HealthCheckConfig, LimitsConfig
+from globaldns.registry import istio
+from globaldns.registry.store import Store
+from globaldns.sources.k8s.api import ApiClient, ApiError, Resource, describe
+from globaldns.sources.k8s.objects import ConversionError, EventType, object_key
+from globaldns.sources.k8s.watch import Sink, Timing, Watch
+from globaldns.sources.static import HealthKey
+
+if TYPE_CHECKING:
+    from globaldns.sources.healthcheck import HealthChecker
+
+log = logging.getLogger("globaldns.k8s")
+
+GROUP = "networking.istio.io"
+VERSIONS = ("v1", "v1beta1", "v1alpha3")
+"""Preferred first: v1 since Istio 1.22, v1beta1 since 1.9 (v1alpha3 before)."""
+SERVICE_ENTRIES, WORKLOAD_ENTRIES, WORKLOAD_GROUPS = (
+    "serviceentries", "workloadentries", "workloadgroups")
+PLURALS = (SERVICE_ENTRIES, WORKLOAD_ENTRIES, WORKLOAD_GROUPS)
+"""What the RBAC of deploy/kubernetes/overlays/istio grants list/watch on, and nothing else."""
+
+
+class NotServed(Exception):
+    """The API serves no version of networking.istio.io we read."""
+
+
+async def discover(api: ApiClient) -> str:
+    """The version to read: the first of VERSIONS in the group's discovery document."""
+    try:
+        body = await api.get(f"/apis/{GROUP}")
+    except ApiError as exc:
+        if exc.code == 404:
+            raise NotServed(f"{GROUP} is not served (Istio's CRDs are not installed)") from exc
+        raise
+    served = {str(v.get("version")) for v in body.get("versions") or ()
+              if isinstance(v, dict)}
+    for version in VERSIONS:
+        if version in served:
+            return version
+    raise NotServed(f"{GROUP} serves none of {', '.join(VERSIONS)} "
+                    f"(only {', '.join(sorted(served))[:200] or 'nothing'})")
+
+
+def resources(version: str) -> list[Resource]:
+    return [Resource(f"/apis/{GROUP}/{version}", plural) for plural in PLURALS]
+
+
+def health_check(probe: istio.Probe) -> HealthCheckConfig:
+    """A WorkloadGroup probe as the health checker's check (Kubernetes probes pass on
+    HTTP 200-399)."""
+    return HealthCheckConfig(kind=probe.kind, port=probe.port, path=probe.path,
+                             expect_status=(200, 399), interval=probe.interval,
+                             timeout=probe.timeout,
+                             healthy_threshold=probe.healthy_threshold,
+                             unhealthy_threshold=probe.unhealthy_threshold)
+
+
+Key = tuple[str, str]
+
+
+class IstioSource:
+    """The Istio objects of one cluster: a watch sink, and the source `istio/<cluster>`."""
+
+    def __init__(self, cluster: str, store: Store, *, owner: Sink,
+                 live: Callable[[], bool], limits: LimitsConfig = DEFAULT_LIMITS,
+                 allow_special: bool = False, health: HealthChecker | None = None) -> None:
+        self.cluster = cluster
+        self.source = f"istio/{cluster}"
+        self.limits = limits
+        self._store = store
+        self._owner = owner
+        self._live = live
+        self._allow_special = allow_special
+        self._health = health
+        self.version = ""
+        """The served version read (empty before discovery)."""
+        self.error = ""
+        """Why no Istio kind is watched (discovery failed), else empty."""
+        self.entries: dict[Key, istio.ServiceEntry] = {}
+        self.workloads: dict[Key, istio.WorkloadEntry] = {}
+        self.groups: dict[Key, istio.WorkloadGroup] = {}
+        self._checks: dict[HealthKey, None] = {}
+
+    async def discover(self, api: ApiClient, timing: Timing) -> list[Resource]:
+        """The resources to watch; retried with backoff while the API cannot be asked, none
+        (with `error` set and logged) when it does not serve the group."""
+        attempt = 0
+        while True:
+            try:
+                self.version = await discover(api)
+            except NotServed as exc:
+                self.error = str(exc)
+                log.error("k8s %s: istio: %s; watching no Istio kind", self.cluster, exc)
+                return []
+            except Exception as exc:  # connection, 5xx, 401/403: as a watch would retry
+                self.error = describe(exc)
+                delay = timing.backoff(attempt)
+                attempt += 1
+                log.warning("k8s %s: istio discovery: %s; retrying in %.1fs", self.cluster,
+                            self.error, delay)
+                await timing.sleep(delay)
+                continue
+            self.error = ""
+            log.info("k8s %s: istio: reading %s/%s", self.cluster, GROUP, self.version)
+            return resources(self.version)
+
+    # --- the watches' sink ----------------------------------------------------------
+
+    def listed(self, watch: Watch, items: list[dict[str, Any]]) -> None:
+        table = self._table(watch)
+        namespace = watch.namespace
+        for key in [k for k in table if not namespace or k[0] == namespace]:
+            del table[key]
+        for raw in items:
+            self._put(watch, raw)
+        self.refresh()
+
+    def event(self, watch: Watch, kind: EventType, obj: dict[str, Any]) -> None:
+        if kind == "DELETED":
+            try:
+                self._table(watch).pop(object_key(obj), None)
+            except ConversionError:
+                return
+        else:
+            self._put(watch, obj)
+        self.refresh()
+
+    def changed(self, watch: Watch) -> None:
+        self._owner.changed(watch)
+
+    async def failed(self, watch: Watch, error: Exception) -> None:
+        await self._owner.failed(watch, error)
+
+    def _table(self, watch: Watch) -> dict[Key, Any]:
+        plural = watch.resource.plural
+        if plural == SERVICE_ENTRIES:
+            return self.entries
+        if plural == WORKLOAD_ENTRIES:
+            return self.workloads
+        return self.groups
+
+    def _put(self, watch: Watch, raw: dict[str, Any]) -> None:
+        plural = watch.resource.plural
+        try:
+            key = object_key(raw)
+        except (ConversionError, TypeError, AttributeError):
+            self._store.skipped.skip("bad_object", f"{self.source} {plural} (no name)")
+            return
+        what = f"{self.source} {plural} {key[0]}/{key[1]}"
+        table = self._table(watch)
+        try:
+            record: Any
+            if plural == SERVICE_ENTRIES:
+                record = istio.service_entry(
+                    raw, cluster=self.cluster, allow_special=self._allow_special,
+                    max_endpoints=self.limits.max_endpoints_per_service,
+                    skip=lambda reason, detail: self._store.skipped.skip(reason, what, detail))
+            elif plural == WORKLOAD_ENTRIES:
+                record = istio.workload_entry(raw, allow_special=self._allow_special)
+            else:
+                record = istio.workload_group(raw)
+        except (istio.Invalid, TypeError, AttributeError, ValueError) as exc:
+            self._store.skipped.skip("bad_object", what, str(exc))
+            table.pop(key, None)
+            return
+        table[key] = record
+
+    # --- objects → store ------------------------------------------------------------
+
+    def _probe_key(self, workload: istio.WorkloadEntry) -> HealthKey | None:
+        group = self.groups.get((workload.namespace, workload.group)) \
+            if workload.group else None
+        if group is None or group.probe is None or not workload.endpoint.is_ip:
+            return None
+        return HealthKey((workload.namespace, group.name), workload.endpoint.address,
+                         health_check(group.probe))
+
+    def _probed(self, workload: istio.WorkloadEntry) -> bool:
+        key = self._probe_key(workload)
+        if key is None or self._health is None:
+            return True
+        return self._health.health.get(key, True)
+
+    def services(self) -> dict[tuple[str, str], Any]:
+        return istio.services(
+            self.entries.values(), self.workloads.values(), probed=self._probed,
+            max_endpoints=self.limits.max_endpoints_per_service,
+            skip=lambda reason, detail: self._store.skipped.skip(reason, self.source, detail))
+
+    def refresh(self) -> None:
+        """Write the cluster's hosts again (when published) and keep the probes in step."""
+        if self._health is not None:
+            wanted = {key: None for w in self.workloads.values()
+                      if (key := self._probe_key(w)) is not None}
+            if wanted.keys() != self._checks.keys():
+                self._checks = wanted
+                self._health.track(self.source, set(wanted), self.refresh)
+        if self._live():
+            self.publish()
+
+    def publish(self) -> None:
+        self._store.replace_source(self.source, self.services())
+
+    def drop(self) -> None:
+        self._store.drop_source(self.source)
+
+    def stop_checks(self) -> None:
+        if self._health is not None and self._checks:
+            self._checks = {}
+            self._health.track(self.source, set(), self.refresh)
+
+    def status(self) -> dict[str, Any]:
+        return {"version": self.version, "error": self.error,
+                "serviceentries": len(self.entries), "workloadentries": len(self.workloads),
+                "workloadgroups": len(self.groups)}
