@@ -34,7 +34,7 @@ Skip = Callable[[str, str], None]
 """`skip(reason, detail)`: one part of an object could not be used."""
 
 # Istio's own validation caps nothing but what etcd holds; these bound what one object
-# can cost us (an entry of 1,000 hosts × 1,000 endpoints would be a million endpoints).
+# can cost us (an entry of 1,000 hosts times 1,000 endpoints would be a million endpoints).
 MAX_HOSTS = 64
 MAX_PORTS = 64
 MAX_LABELS = 64
@@ -49,7 +49,12 @@ says otherwise."""
 
 
 class Invalid(ValueError):
-    """The object as a whole cannot be used."""
+    """The object (or, inside an entry, one endpoint) cannot be used."""
+
+    def __init__(self, text: str, reason: str = "bad_object") -> None:
+        super().__init__(text)
+        self.reason = reason
+        """Its skipped reason, when it costs only a part of an object."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,20 +177,21 @@ def _endpoint(raw: Any, what: str, *, resolution: str, allow_special: bool) -> E
     d = _mapping(raw, what)
     address = d.get("address")
     if not isinstance(address, str) or not address:
-        raise Invalid(f"{what}.address is missing")
+        raise Invalid(f"{what}.address is missing", "bad_address")
     if address.startswith("unix://"):
-        raise Invalid(f"{what}.address {address[:80]!r}: unix sockets name no DNS answer")
+        raise Invalid(f"{what}.address {address[:80]!r}: unix sockets name no DNS answer",
+                      "bad_address")
     try:
         text = canonical_ip(address)
     except ValueError:
         if resolution not in ("DNS", "DNS_ROUND_ROBIN"):
             raise Invalid(f"{what}.address {address[:80]!r} is no IP address (a host name "
-                          "needs resolution DNS)") from None
+                          "needs resolution DNS)", "bad_address") from None
         text = host_name(address)
     else:
         if not allow_special and is_special(text):
             raise Invalid(f"{what}.address {text} is loopback, link-local, unspecified or "
-                          "multicast")
+                          "multicast", "special_address")
     ports = []
     for name, number in _mapping(d.get("ports"), f"{what}.ports").items():
         if not isinstance(number, int) or isinstance(number, bool) or not 0 < number < 65536:
@@ -254,7 +260,7 @@ def service_entry(raw: Any, *, namespace: str = "", cluster: str, skip: Skip,
             endpoints.append(_endpoint(ep, f"spec.endpoints[{i}]", resolution=resolution,
                                        allow_special=allow_special))
         except Invalid as exc:
-            skip("bad_address", str(exc))
+            skip(exc.reason if exc.reason != "bad_object" else "bad_address", str(exc))
     selector = None
     if spec.get("workloadSelector") is not None:
         selector = _labels(_mapping(spec["workloadSelector"], "spec.workloadSelector")
