@@ -82,7 +82,7 @@ Key = tuple[str, str]
 class IstioSource:
     """The Istio objects of one cluster: a watch sink, and the source `istio/<cluster>`."""
 
-    def __init__(self, cluster: str, store: Store, *, owner: Sink,
+    def __init__(self, cluster: str, store: Store, *, owner: Sink | None,
                  live: Callable[[], bool], limits: LimitsConfig = DEFAULT_LIMITS,
                  allow_special: bool = False, health: HealthChecker | None = None) -> None:
         self.cluster = cluster
@@ -128,47 +128,50 @@ class IstioSource:
     # --- the watches' sink ----------------------------------------------------------
 
     def listed(self, watch: Watch, items: list[dict[str, Any]]) -> None:
-        table = self._table(watch)
+        plural = watch.resource.plural
+        table = self._table(plural)
         namespace = watch.namespace
         for key in [k for k in table if not namespace or k[0] == namespace]:
             del table[key]
         for raw in items:
-            self._put(watch, raw)
+            self.put(plural, raw)
         self.refresh()
 
     def event(self, watch: Watch, kind: EventType, obj: dict[str, Any]) -> None:
         if kind == "DELETED":
             try:
-                self._table(watch).pop(object_key(obj), None)
-            except ConversionError:
+                self._table(watch.resource.plural).pop(object_key(obj), None)
+            except (ConversionError, TypeError, AttributeError):
                 return
         else:
-            self._put(watch, obj)
+            self.put(watch.resource.plural, obj)
         self.refresh()
 
     def changed(self, watch: Watch) -> None:
-        self._owner.changed(watch)
+        if self._owner is not None:
+            self._owner.changed(watch)
 
     async def failed(self, watch: Watch, error: Exception) -> None:
-        await self._owner.failed(watch, error)
+        if self._owner is not None:
+            await self._owner.failed(watch, error)
 
-    def _table(self, watch: Watch) -> dict[Key, Any]:
-        plural = watch.resource.plural
+    def _table(self, plural: str) -> dict[Key, Any]:
         if plural == SERVICE_ENTRIES:
             return self.entries
         if plural == WORKLOAD_ENTRIES:
             return self.workloads
         return self.groups
 
-    def _put(self, watch: Watch, raw: dict[str, Any]) -> None:
-        plural = watch.resource.plural
+    def put(self, plural: str, raw: dict[str, Any]) -> None:
+        """Take one object of `plural` (added or modified); a bad one is skipped, counted
+        and forgotten."""
         try:
             key = object_key(raw)
         except (ConversionError, TypeError, AttributeError):
             self._store.skipped.skip("bad_object", f"{self.source} {plural} (no name)")
             return
         what = f"{self.source} {plural} {key[0]}/{key[1]}"
-        table = self._table(watch)
+        table = self._table(plural)
         try:
             record: Any
             if plural == SERVICE_ENTRIES:
