@@ -95,3 +95,15 @@ def test_bad_serve_hosts_are_config_errors(value: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_text(f"serve_hosts: [{value}]\n", "t.yaml")
     assert "serve_hosts[0]" in str(caught.value)
+
+
+def test_serve_hosts_changed_by_a_reload_take_effect(server_factory: Any) -> None:
+    config, _ = documented()
+    config = config.replace("127.0.0.1:5353", f"127.0.0.1:{free_port()}")
+    without = config.replace("serve_hosts: [users.api.example.com]", "serve_hosts: []")
+    server = server_factory(without)
+    assert rcode(ask(server.port, "users.api.example.com")) == "REFUSED"
+    server.call(server.app.apply, parse_text(config, "reloaded.yaml"))
+    assert dig(server.port, "+short", "users.api.example.com").split() == ["203.0.113.10"]
+    server.call(server.app.apply, parse_text(without, "reloaded.yaml"))
+    assert rcode(ask(server.port, "users.api.example.com")) == "REFUSED"
