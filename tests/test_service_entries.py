@@ -107,3 +107,15 @@ def test_serve_hosts_changed_by_a_reload_take_effect(server_factory: Any) -> Non
     assert dig(server.port, "+short", "users.api.example.com").split() == ["203.0.113.10"]
     server.call(server.app.apply, parse_text(without, "reloaded.yaml"))
     assert rcode(ask(server.port, "users.api.example.com")) == "REFUSED"
+
+
+def test_a_numeric_looking_host_name_endpoint_is_a_cname_not_an_address(
+        server_factory: Any) -> None:
+    # Found by fuzz/istio_objects.py: `1.2.3` is no IP address but a host name, and was
+    # taken for an address when the answers were built.
+    server = server_factory(
+        f"dns: {{listen: 127.0.0.1:{free_port()}}}\nserve_hosts: [a.example.org]\n"
+        "service_entries:\n"
+        "  - {hosts: [a.example.org], resolution: DNS, endpoints: [{address: 1.2.3}]}\n")
+    assert dig(server.port, "+short", "a.example.org").split() == ["1.2.3."]
+    assert server.app.store.skipped.counts["build_failed"] == 0

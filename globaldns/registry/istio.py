@@ -80,10 +80,8 @@ class EntryEndpoint:
     locality: Locality = Locality()
     weight: int = 1
     network: str = ""
-
-    @property
-    def is_ip(self) -> bool:
-        return ":" in self.address or self.address.replace(".", "").isdigit()
+    is_ip: bool = True
+    """False: `address` is a host name (a CNAME target)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,13 +179,14 @@ def _endpoint(raw: Any, what: str, *, resolution: str, allow_special: bool) -> E
     if address.startswith("unix://"):
         raise Invalid(f"{what}.address {address[:80]!r}: unix sockets name no DNS answer",
                       "bad_address")
+    is_ip = True
     try:
         text = canonical_ip(address)
     except ValueError:
         if resolution not in ("DNS", "DNS_ROUND_ROBIN"):
             raise Invalid(f"{what}.address {address[:80]!r} is no IP address (a host name "
                           "needs resolution DNS)", "bad_address") from None
-        text = host_name(address)
+        text, is_ip = host_name(address), False
     else:
         if not allow_special and is_special(text):
             raise Invalid(f"{what}.address {text} is loopback, link-local, unspecified or "
@@ -212,7 +211,7 @@ def _endpoint(raw: Any, what: str, *, resolution: str, allow_special: bool) -> E
     return EntryEndpoint(address=text, ports=tuple(sorted(ports)),
                          labels=_labels(d.get("labels"), f"{what}.labels"),
                          locality=where, weight=_weight(d.get("weight"), what),
-                         network=network)
+                         network=network, is_ip=is_ip)
 
 
 def _ports(raws: Any, what: str, skip: Skip) -> tuple[Port, ...]:
