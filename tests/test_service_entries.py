@@ -52,6 +52,13 @@ def test_a_served_host_is_ours_and_an_outside_name_is_refused_as_before(
     reply = ask(server.port, "nope.users.api.example.com")
     assert rcode(reply) == "NXDOMAIN"
     assert [str(rr.rname) for rr in reply.auth] == ["users.api.example.com."]
+    # Above a host in a zone: an empty non-terminal (NODATA), not NXDOMAIN (RFC 8020);
+    # it goes with the last host under it.
+    reply = ask(server.port, "default.global")
+    assert rcode(reply) == "NOERROR" and not reply.rr
+    server.call(server.app.store.drop_source, "service_entries")
+    assert rcode(ask(server.port, "default.global")) == "NXDOMAIN"
+    assert rcode(ask(server.port, "nope.users.api.example.com")) == "NXDOMAIN"
     # vms.example.org matches no serve_hosts entry: not served, refused as before.
     assert rcode(ask(server.port, "vms.example.org")) == "REFUSED"
 

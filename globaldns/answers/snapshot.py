@@ -437,8 +437,15 @@ class Snapshot:
         changed.update(new)
         if not key[0]:
             self._swap_host(key, new, old)
+            ents = self._host_ents(key[1])
             if new:
                 self._owned[key] = list(new)
+                if not old:
+                    self._count_namespace(ents, +1)
+                    changed.update(ents)
+            elif old:
+                self._count_namespace(ents, -1)
+                changed.update(ents)
             return changed
         if service is None or service.external_name:
             for zone in self.zones.values():
@@ -462,7 +469,7 @@ class Snapshot:
         """A host's names, without those another service or zone already answers (the
         first one keeps a name; a Kubernetes service always wins over a host)."""
         mine = set(old)
-        taken = [w for w in new if w in self.names and w not in mine]
+        taken = [w for w in new if w in self.names and w not in mine and not self._is_ent(w)]
         for wire in taken:
             self.store.skipped.skip("bad_host", key[1],
                                     f"{wire_to_text(wire)} is already a name of another service")
@@ -506,7 +513,26 @@ class Snapshot:
                     self.names[wire] = {NODATA: zone.nodata(wire_to_text(wire))}
             else:
                 self._namespaces.pop(wire, None)
-                self.names.pop(wire, None)
+                if self._is_ent(wire):  # never a name a service or host has taken since
+                    self.names.pop(wire, None)
+
+    def _is_ent(self, wire: bytes) -> bool:
+        """`wire` is an empty non-terminal we made (a namespace, or a name above a host)."""
+        table = self.names.get(wire)
+        zone = self.zone_of(wire)
+        return (table is not None and zone is not None and table.keys() == {NODATA}
+                and table[NODATA] is zone.nodata(""))
+
+    def _host_ents(self, host: str) -> list[bytes]:
+        """The names between a host and the served zone holding it (`default.global` for
+        `vm-user-service.default.global`): empty non-terminals while the host is there
+        (RFC 8020: an NXDOMAIN there would deny the host too)."""
+        for zone in self.zones.values():
+            if host.endswith("." + zone.name):
+                labels = host[: -len(zone.name) - 1].split(".")
+                return [text_to_wire(".".join(labels[i:]) + "." + zone.name)
+                        for i in range(1, len(labels))]
+        return []
 
     def _aliases_of(self, zone: Zone, base: str) -> list[AliasConfig]:
         return self.aliases.get(f"{base}.{zone.name}", [])
