@@ -2,8 +2,8 @@
 
 It serves the REST paths and wire format globaldns uses, for EndpointSlices, Services and
 Secrets (and Istio's ServiceEntries, WorkloadEntries and WorkloadGroups in the versions
-asked, with the group's discovery document: the Istio block below): lists with `resourceVersion`, `limit`/`continue` (tokens that expire with a real
-410 `Expired` Status), label selectors, chunked watch streams of JSON lines from a
+asked, with the group's discovery document: the Istio block below): lists with
+`resourceVersion`, `limit`/`continue` (tokens that expire with a real 410 `Expired` Status), label selectors, chunked watch streams of JSON lines from a
 resourceVersion, BOOKMARK events, ERROR events carrying the real 410 Status for a
 compacted resourceVersion. Faults on demand: 401/403/500 answers, redirects (to itself:
 a loop, or elsewhere), dropped connections mid-stream, blackholed (silent) streams, slow

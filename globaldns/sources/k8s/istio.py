@@ -3,10 +3,11 @@
 With `istio: true` a cluster also watches `networking.istio.io` ServiceEntries,
 WorkloadEntries and WorkloadGroups, in the first version of v1, v1beta1, v1alpha3 that
 its API serves (the group's discovery document says which). Objects are converted by
-`registry/istio.py`; on every change the cluster's hosts are computed again and written
-(the store ignores what did not change). They reach the store only while the cluster's
-own data is published (after its first complete sync, until it is dropped), so a host is
-never answered from half a list.
+`registry/istio.py`; an event recomputes only the hosts it touches (a ServiceEntry's old
+and new hosts; for a WorkloadEntry or WorkloadGroup, the hosts of the ServiceEntries of its
+namespace that select it), so an event costs O(those hosts), not O(cluster). They reach
+the store only while the cluster's own data is published (after its first complete sync,
+until it is dropped), so a host is never answered from half a list.
 
 A WorkloadGroup's `probe` is run by the active health checker against each address of the
 WorkloadEntries the group owns; its verdict and the entry's own `Healthy` condition both
@@ -101,6 +102,14 @@ class IstioSource:
         self.workloads: dict[Key, istio.WorkloadEntry] = {}
         self.groups: dict[Key, istio.WorkloadGroup] = {}
         self._checks: dict[HealthKey, None] = {}
+        # Indexes for recomputing only what an event touches.
+        self._hosts: dict[str, set[Key]] = {}
+        """host → the ServiceEntries naming it."""
+        self._entries_in: dict[str, set[Key]] = {}
+        self._workloads_in: dict[str, set[Key]] = {}
+        self._dirty: set[str] = set()
+        """Hosts to write again at the next refresh."""
+        self._checks_stale = False
 
     async def discover(self, api: ApiClient, timing: Timing) -> list[Resource]:
         """The resources to watch; retried with backoff while the API cannot be asked, none
@@ -132,7 +141,7 @@ class IstioSource:
         table = self._table(plural)
         namespace = watch.namespace
         for key in [k for k in table if not namespace or k[0] == namespace]:
-            del table[key]
+            self._remove(plural, key)
         for raw in items:
             self.put(plural, raw)
         self.refresh()
@@ -140,7 +149,7 @@ class IstioSource:
     def event(self, watch: Watch, kind: EventType, obj: dict[str, Any]) -> None:
         if kind == "DELETED":
             try:
-                self._table(watch.resource.plural).pop(object_key(obj), None)
+                self._remove(watch.resource.plural, object_key(obj))
             except (ConversionError, TypeError, AttributeError):
                 return
         else:
@@ -185,9 +194,46 @@ class IstioSource:
                 record = istio.workload_group(raw)
         except (istio.Invalid, TypeError, AttributeError, ValueError) as exc:
             self._store.skipped.skip("bad_object", what, str(exc))
-            table.pop(key, None)
+            self._remove(plural, key)
             return
+        self._remove(plural, key)
         table[key] = record
+        self._index(plural, key, record, +1)
+
+    def _remove(self, plural: str, key: Key) -> None:
+        old = self._table(plural).pop(key, None)
+        if old is not None:
+            self._index(plural, key, old, -1)
+
+    def _index(self, plural: str, key: Key, record: Any, delta: int) -> None:
+        """Add (+1) or take out (-1) a record of the indexes; mark the hosts it touches."""
+        namespace = key[0]
+        if plural == SERVICE_ENTRIES:
+            entry: istio.ServiceEntry = record
+            _update(self._entries_in, namespace, key, delta)
+            for host in entry.hosts:
+                _update(self._hosts, host, key, delta)
+            self._dirty.update(entry.hosts)
+            return
+        self._checks_stale = True
+        if plural == WORKLOAD_ENTRIES:
+            _update(self._workloads_in, namespace, key, delta)
+            self._dirty.update(self._selecting(record))
+        else:
+            for wkey in self._workloads_in.get(namespace, ()):
+                workload = self.workloads[wkey]
+                if workload.group == key[1]:
+                    self._dirty.update(self._selecting(workload))
+
+    def _selecting(self, workload: istio.WorkloadEntry) -> set[str]:
+        """The hosts of the ServiceEntries of the workload's namespace that select it."""
+        labels = set(workload.endpoint.labels)
+        hosts: set[str] = set()
+        for key in self._entries_in.get(workload.namespace, ()):
+            entry = self.entries[key]
+            if entry.selector is not None and set(entry.selector) <= labels:
+                hosts.update(entry.hosts)
+        return hosts
 
     # --- objects → store ------------------------------------------------------------
 
@@ -205,24 +251,48 @@ class IstioSource:
             return True
         return self._health.health.get(key, True)
 
-    def services(self) -> dict[tuple[str, str], Any]:
+    def _compute(self, entries: list[istio.ServiceEntry]) -> dict[tuple[str, str], Any]:
+        workloads = [self.workloads[k] for ns in {e.namespace for e in entries}
+                     for k in self._workloads_in.get(ns, ())]
         return istio.services(
-            self.entries.values(), self.workloads.values(), probed=self._probed,
+            entries, workloads, probed=self._probed,
             max_endpoints=self.limits.max_endpoints_per_service,
             skip=lambda reason, detail: self._store.skipped.skip(reason, self.source, detail))
 
+    def services(self) -> dict[tuple[str, str], Any]:
+        """Every host of the cluster."""
+        return self._compute(list(self.entries.values()))
+
     def refresh(self) -> None:
-        """Write the cluster's hosts again (when published) and keep the probes in step."""
-        if self._health is not None:
+        """Write the hosts touched since the last refresh (when published) and keep the
+        probes in step."""
+        if self._health is not None and self._checks_stale:
+            self._checks_stale = False
             wanted = {key: None for w in self.workloads.values()
                       if (key := self._probe_key(w)) is not None}
             if wanted.keys() != self._checks.keys():
                 self._checks = wanted
-                self._health.track(self.source, set(wanted), self.refresh)
-        if self._live():
-            self.publish()
+                self._health.track(self.source, set(wanted), self._flipped)
+        if not self._live():
+            return
+        dirty, self._dirty = self._dirty, set()
+        for host in dirty:
+            entries = [self.entries[k] for k in self._hosts.get(host, ())]
+            data = self._compute(entries).get(("", host)) if entries else None
+            if data is None:
+                self._store.delete(self.source, ("", host))
+            else:
+                self._store.set(self.source, ("", host), data)
+
+    def _flipped(self) -> None:
+        """A probe flipped: the hosts selecting the workloads of probed groups."""
+        for workload in self.workloads.values():
+            if workload.group:
+                self._dirty.update(self._selecting(workload))
+        self.refresh()
 
     def publish(self) -> None:
+        self._dirty.clear()
         self._store.replace_source(self.source, self.services())
 
     def drop(self) -> None:
@@ -231,9 +301,20 @@ class IstioSource:
     def stop_checks(self) -> None:
         if self._health is not None and self._checks:
             self._checks = {}
-            self._health.track(self.source, set(), self.refresh)
+            self._health.track(self.source, set(), self._flipped)
 
     def status(self) -> dict[str, Any]:
         return {"version": self.version, "error": self.error,
                 "serviceentries": len(self.entries), "workloadentries": len(self.workloads),
                 "workloadgroups": len(self.groups)}
+
+
+def _update(index: dict[str, set[Key]], name: str, key: Key, delta: int) -> None:
+    if delta > 0:
+        index.setdefault(name, set()).add(key)
+        return
+    keys = index.get(name)
+    if keys is not None:
+        keys.discard(key)
+        if not keys:
+            del index[name]
