@@ -3,12 +3,13 @@
 It serves the REST paths and wire format globaldns uses, for EndpointSlices, Services and
 Secrets (and Istio's ServiceEntries, WorkloadEntries and WorkloadGroups in the versions
 asked, with the group's discovery document: the Istio block below): lists with
-`resourceVersion`, `limit`/`continue` (tokens that expire with a real 410 `Expired` Status), label selectors, chunked watch streams of JSON lines from a
-resourceVersion, BOOKMARK events, ERROR events carrying the real 410 Status for a
-compacted resourceVersion. Faults on demand: 401/403/500 answers, redirects (to itself:
-a loop, or elsewhere), dropped connections mid-stream, blackholed (silent) streams, slow
-responses, compaction, the whole server down and back on the same port. It records every
-request, with its Authorization header. One instance per simulated cluster, on 127.0.0.1.
+`resourceVersion`, `limit`/`continue` (tokens that expire with a real 410 `Expired`
+Status), label selectors, chunked watch streams of JSON lines from a resourceVersion,
+BOOKMARK events, ERROR events carrying the real 410 Status for a compacted
+resourceVersion. Faults on demand: 401/403/500 answers, redirects (to itself: a loop, or
+elsewhere), dropped connections mid-stream, blackholed (silent) streams, slow responses,
+compaction, the whole server down and back on the same port. It records every request,
+with its Authorization header. One instance per simulated cluster, on 127.0.0.1.
 """
 
 from __future__ import annotations
