@@ -179,6 +179,24 @@ def encode(q: Query, r: Reply, nsid: bytes = b"") -> bytes:
     return q.id + _COUNTS.pack(flags, 1, an, ns, ar + (1 if opt else 0)) + question + data + opt
 
 
+def framed(message: bytes) -> bytes:
+    """A message as sent over TCP: its length in two bytes first (RFC 1035 4.2.2)."""
+    return len(message).to_bytes(2, "big") + message
+
+
+def unframed(buffer: bytearray) -> bytes | None:
+    """The next whole message of a TCP stream, taken out of `buffer`; None until one is
+    complete."""
+    if len(buffer) < 2:
+        return None
+    end = 2 + ((buffer[0] << 8) | buffer[1])
+    if len(buffer) < end:
+        return None
+    message = bytes(buffer[2:end])
+    del buffer[:end]
+    return message
+
+
 def error_reply(data: bytes, bad: Malformed) -> bytes:
     """FORMERR / NOTIMP / BADVERS / NOTAUTH for a packet we could not take as a Query: the
     header's ID and opcode; RD and CD only for opcode QUERY (RFC 6895 2: they mean nothing
