@@ -49,7 +49,7 @@ MAX_PENDING: Final = 1000
 # What an entry costs beside its answer's bytes and its 12 bytes a record, measured with
 # tracemalloc (tests/test_memory.py): the entry, its key, its reply and body objects, the
 # table's node.
-ENTRY_OVERHEAD: Final = 700
+ENTRY_OVERHEAD: Final = 1400
 
 Key = tuple[bytes, int, int, int]
 _TTL = struct.Struct("!I")

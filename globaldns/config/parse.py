@@ -708,8 +708,8 @@ def _cache(r: _Reader, raw: Any) -> CacheConfig:
     base = CacheConfig()
     cache = CacheConfig(
         capacity=r.get(d, "capacity", "cache", integer(0, 10_000_000), base.capacity),
-        max_bytes=r.get(d, "max_bytes", "cache", byte_size(1 << 20, 1 << 40), base.max_bytes),
-        wire_max_bytes=r.get(d, "wire_max_bytes", "cache", byte_size(1 << 20, 1 << 40),
+        max_bytes=r.get(d, "max_bytes", "cache", byte_size(1 << 16, 1 << 40), base.max_bytes),
+        wire_max_bytes=r.get(d, "wire_max_bytes", "cache", byte_size(1 << 16, 1 << 40),
                              base.wire_max_bytes),
         min_ttl=r.get(d, "min_ttl", "cache", whole_seconds, base.min_ttl),
         max_ttl=r.get(d, "max_ttl", "cache", whole_seconds, base.max_ttl),

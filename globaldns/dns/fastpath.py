@@ -39,7 +39,7 @@ MAX_VARIANTS: Final = 64
 # What an entry and one encoded variant cost beside their bytes, measured with
 # tracemalloc (tests/test_memory.py): the entry and its query, the table and name-index
 # slots; a variant's dict slot and bytes object.
-ENTRY_OVERHEAD: Final = 900
+ENTRY_OVERHEAD: Final = 1000
 VARIANT_OVERHEAD: Final = 120
 
 
