@@ -39,12 +39,13 @@ MAX_VARIANTS: Final = 64
 # What an entry and one encoded variant cost beside their bytes, measured with
 # tracemalloc (tests/test_memory.py): the entry and its query, the table and name-index
 # slots; a variant's dict slot and bytes object.
-ENTRY_OVERHEAD: Final = 1000
+ENTRY_OVERHEAD: Final = 1100
 VARIANT_OVERHEAD: Final = 120
 
 
 class Entry:
-    __slots__ = ("keep", "key", "memo", "nsid", "qend", "query", "size", "stat", "variants")
+    __slots__ = ("head", "keep", "memo", "nsid", "qend", "query", "size", "stat", "tail",
+                 "variants")
 
     def __init__(self, keep: Picker, query: Query, nsid: bytes, key: bytes,
                  rcode: int) -> None:
@@ -52,9 +53,12 @@ class Entry:
         self.query = query
         """The first query, its question lowercased: replies are encoded for it."""
         self.nsid = nsid
-        self.key = key
         self.qend = 12 + len(query.qname)
         """Where the name ends in a query (the same in every casing)."""
+        self.head = key[:10]
+        self.tail = key[self.qend - 2 :]
+        """The key's bytes before and after the name: a query in another casing must
+        have exactly these."""
         self.stat = reply_key(query.transport, query.qtype, rcode, 0)
         """The stats key of its replies, but for the size (added per reply)."""
         self.memo: dict[Reply, bytes] = {}
@@ -93,30 +97,29 @@ class WireCache:
         if cls is None:
             return None
         table = self.tables[cls]
-        entry = table.get(data[2:])
-        cased = False
+        rest = data[2:]
+        entry = table.get(rest)
+        cased = entry is None
         if entry is None:
-            entry = table.get(data[2:].lower())
-            if entry is None:
-                return None
+            entry = table.get(rest.lower())
             # Lowercasing touched the bytes outside the name too: they must be the key's.
-            qend = entry.qend
-            key = entry.key
-            if data[qend:] != key[qend - 2 :] or data[2:12] != key[:10]:
+            if entry is None or data[entry.qend :] != entry.tail or rest[:10] != entry.head:
                 return None
-            cased = True
         reply = entry.keep.pick()
         if reply is None:
             return None
         out = entry.memo.get(reply)
         if out is None:
             out = self._encoded(entry, reply)
-        if cased:
-            out = out[:10] + data[12 : entry.qend] + out[entry.qend - 2 :]
+        if cased:  # the reply's question in the query's own casing
+            qend = entry.qend
+            out = data[:2] + out[:10] + data[12:qend] + out[qend - 2 :]
+        else:
+            out = data[:2] + out
         replies = self.stats.replies
-        stat = entry.stat | (len(out) + 2)
+        stat = entry.stat | len(out)
         replies[stat] = replies.get(stat, 0) + 1
-        return data[:2] + out
+        return out
 
     def _encoded(self, entry: Entry, reply: Reply) -> bytes:
         """The reply's bytes after the ID; each variant is encoded once."""
