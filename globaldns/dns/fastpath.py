@@ -37,8 +37,9 @@ MAX_CLIENTS: Final = 65_536
 # Encoded variants kept per entry at most (a rotation of more answers starts over).
 MAX_VARIANTS: Final = 64
 # What an entry and one encoded variant cost beside their bytes, measured with
-# tracemalloc (tests/test_memory.py): the entry and its query, the table and name-index
-# slots; a variant's dict slot and bytes object.
+# tracemalloc over 2,000 entries: the entry and its query, the table and name-index slots;
+# a variant's dict slot and bytes object (tests/test_memory.py checks the budget against a
+# process's resident memory).
 ENTRY_OVERHEAD: Final = 1100
 VARIANT_OVERHEAD: Final = 120
 
