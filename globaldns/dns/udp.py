@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from globaldns.dns.message import UDP
+from globaldns.dns.rate_limit import SLIP, slip_reply
 from globaldns.dns.server import DnsServer
 
 log = logging.getLogger("globaldns.dns")
@@ -29,6 +30,13 @@ class UdpListener(asyncio.DatagramProtocol):
                 entry = wire.tables[cls].get(data[2:])
                 reply = entry.answers.pick(None) if entry is not None else None
                 if reply is not None:
+                    limit = self.server.rate_limit
+                    if limit is not None and (verdict := limit.verdict(
+                            addr[0], entry.query, reply.body)):  # type: ignore[union-attr]
+                        if verdict == SLIP:
+                            slip = slip_reply(entry.query, reply.body, ra=entry.ra)  # type: ignore[union-attr]
+                            self.transport.sendto(data[:2] + slip[2:], addr)  # type: ignore[union-attr]
+                        return
                     out = entry.memo.get(reply)  # type: ignore[union-attr]
                     if out is None:
                         out = entry.encoded(reply)  # type: ignore[union-attr]
@@ -49,7 +57,7 @@ class UdpListener(asyncio.DatagramProtocol):
 
     async def _send_later(self, pending, addr: tuple[str, int]) -> None:  # type: ignore[no-untyped-def]
         wire = await pending
-        if self.transport is not None and not self.transport.is_closing():
+        if wire and self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(wire, addr)
 
     def error_received(self, exc: Exception) -> None:

@@ -1,0 +1,188 @@
+"""Response rate limiting over UDP, as BIND's RRL: a client (its /24 or /56) that gets the
+same answer too often gets most of its copies dropped and every `slip`-th one as an empty
+TC reply, so a real client retries over TCP (never limited) and a spoofed victim is sent
+little.
+
+Accounting is per client prefix and per answer: a positive answer or NODATA by (qname,
+qtype), an NXDOMAIN by its zone (the owner of its SOA, else the qname), any other rcode
+(errors) by qclass. Each account holds a balance of credits: it gains `rate` a second up to
+`rate`, each reply spends one; below zero the reply is limited, and the debt is capped at
+`window` seconds of credit, so a client that floods must stay quiet for up to `window`
+seconds before it is answered again (BIND's rrl.c does the same).
+
+The accounts live in a table of at most `table_size` entries, the least recently used
+evicted first (BIND's max-table-size). A query with a valid server cookie (RFC 7873) and
+clients in `exempt` are never limited.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable
+from typing import Final
+
+from globaldns.dns.message import FLAG_AA, FLAG_TC, Query, presentation
+from globaldns.dns.names import Rcode
+from globaldns.dns.stats import Stats
+from globaldns.dns.wire import Body, Reply, encode, rcode_body
+
+PASS: Final = 0
+DROP: Final = 1
+SLIP: Final = 2
+
+# Client addresses whose prefix (or exemption) is remembered; past it, that memory starts
+# over.
+MAX_CLIENTS = 65_536
+
+_NOERROR, _NXDOMAIN = Rcode.NOERROR, Rcode.NXDOMAIN
+_BADCOOKIE = Reply(rcode_body(Rcode.BADCOOKIE))
+
+
+class RateLimit:
+    def __init__(self, *, responses: int, errors: int, nxdomains: int, slip: int,
+                 window: float, ipv4_prefix: int, ipv6_prefix: int, exempt: tuple[str, ...],
+                 table_size: int, stats: Stats,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rates = (responses, nxdomains, errors)
+        """Replies a second per account, by kind (answer, NXDOMAIN, error); 0: unlimited."""
+        self.slip = slip
+        self.window = window
+        self.ipv4_prefix = ipv4_prefix
+        self.ipv6_prefix = ipv6_prefix
+        self.exempt = tuple(ipaddress.ip_network(n) for n in exempt)
+        self.table_size = table_size
+        self.stats = stats
+        self.clock = clock
+        self.accounts: dict[tuple[bytes, int, object, int], list[float]] = {}
+        """(client prefix, kind, name or class, qtype) → [balance, last update, limited
+        replies]; in least-recently-used order (a use moves an account to the end)."""
+        self.clients: dict[str, bytes | None] = {}
+        """Client address → its prefix as packed bytes (None: exempt)."""
+
+    def prefix(self, ip: str) -> bytes | None:
+        """The client's account prefix; None when it is exempt."""
+        try:
+            return self.clients[ip]
+        except KeyError:
+            pass
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+        if any(address in net for net in self.exempt):
+            found = None
+        else:
+            bits = self.ipv4_prefix if address.version == 4 else self.ipv6_prefix
+            found = ipaddress.ip_network(f"{address}/{bits}", strict=False) \
+                .network_address.packed
+        if len(self.clients) >= MAX_CLIENTS:
+            self.clients.clear()
+        self.clients[ip] = found
+        return found
+
+    def verdict(self, ip: str, q: Query, body: Body) -> int:
+        """PASS, DROP or SLIP for this reply to q (asked by `ip`: the wire cache answers
+        with the Query of the first asker) over UDP; counts what it limits."""
+        if q.cookie_ok:
+            return PASS
+        prefix = self.prefix(ip)
+        if prefix is None:
+            return PASS
+        rcode = body.rcode
+        what: object
+        if rcode == _NOERROR:
+            kind, what, qtype = 0, q.qname, q.qtype
+        elif rcode == _NXDOMAIN:
+            kind, what, qtype = 1, zone_of(q.qname, body), 0
+        else:
+            kind, what, qtype = 2, q.qclass, 0
+        rate = self.rates[kind]
+        if not rate:
+            return PASS
+        key = (prefix, kind, what, qtype)
+        now = self.clock()
+        accounts = self.accounts
+        account = accounts.pop(key, None)
+        if account is None:
+            if len(accounts) >= self.table_size:
+                del accounts[next(iter(accounts))]
+            account = [float(rate), now, 0.0]
+        else:
+            elapsed = now - account[1]
+            if elapsed > 0:
+                account[0] = min(float(rate), account[0] + elapsed * rate)
+                account[1] = now
+        accounts[key] = account
+        account[0] -= 1
+        if account[0] >= 0:
+            return PASS
+        floor = -self.window * rate
+        if account[0] < floor:
+            account[0] = floor
+        account[2] += 1
+        if self.slip and account[2] % self.slip == 0:
+            self.stats.rate_limit_slipped += 1
+            return SLIP
+        self.stats.rate_limit_dropped += 1
+        return DROP
+
+    def limited(self, ip: str) -> list[str]:
+        """Explain: the accounts of this client's prefix that are limiting now."""
+        prefix = self.prefix(ip)
+        if prefix is None:
+            return []
+        now = self.clock()
+        out = []
+        for (owner, kind, what, qtype), (balance, last, _) in self.accounts.items():
+            if owner != prefix:
+                continue
+            rate = self.rates[kind]
+            if balance + (now - last) * rate < 0:
+                out.append(_describe(kind, what, qtype))
+        return out
+
+    def network(self, ip: str) -> str:
+        prefix = self.prefix(ip)
+        if prefix is None:
+            return f"{ip} (exempt)"
+        bits = self.ipv4_prefix if len(prefix) == 4 else self.ipv6_prefix
+        return f"{ipaddress.ip_address(prefix)}/{bits}"
+
+
+def slip_reply(q: Query, body: Body, *, ra: bool) -> bytes:
+    """An empty reply with TC set (RFC 1035 4.1.1: retry over TCP), or, to a client that
+    sent a client cookie, BADCOOKIE with a fresh server cookie (RFC 7873 5.4: it retries
+    over UDP with that cookie, and is then exempt)."""
+    if q.cookie_reply:
+        return encode(q, _BADCOOKIE)
+    wire = encode(q, Reply(Body(body.rcode, bool(body.flags & FLAG_AA), b"", 0, 0, 0), ra=ra))
+    return wire[:2] + bytes((wire[2] | FLAG_TC >> 8,)) + wire[3:]
+
+
+def zone_of(qname: bytes, body: Body) -> bytes:
+    """The owner of an NXDOMAIN's SOA (the first authority record): BIND's account for
+    NXDOMAINs, so random names under one zone share one. The body's first name is written
+    in full or points into the question (dns/wire.py Body); else the qname."""
+    data = body.data
+    if not body.ns or body.an or not data:
+        return qname
+    out = bytearray()
+    i = 0
+    while i < len(data) and len(out) <= 255:
+        length = data[i]
+        if length >= 0xC0:
+            if i + 1 >= len(data):
+                return qname
+            offset = ((length & 0x3F) << 8 | data[i + 1]) - 12
+            return bytes(out) + qname[offset:] if 0 <= offset < len(qname) else qname
+        out += data[i : i + length + 1]
+        if length == 0:
+            return bytes(out).lower()
+        i += length + 1
+    return qname
+
+
+def _describe(kind: int, what: object, qtype: int) -> str:
+    if kind == 0:
+        return f"answers for {presentation(what)} type {qtype}"  # type: ignore[arg-type]
+    if kind == 1:
+        return f"NXDOMAIN under {presentation(what)}"  # type: ignore[arg-type]
+    return f"errors in class {what}"
