@@ -10,7 +10,7 @@ qtype), an NXDOMAIN by its zone (the owner of its SOA, else the qname), any othe
 `window` seconds of credit, so a client that floods must stay quiet for up to `window`
 seconds before it is answered again (BIND's rrl.c does the same).
 
-The accounts live in a table of at most `table_size` entries, the least recently used
+The accounts live in a table of at most `table_size` entries, the least recently used (to a second)
 evicted first (BIND's max-table-size). A query with a valid server cookie (RFC 7873) and
 clients in `exempt` are never limited.
 """
@@ -35,7 +35,8 @@ SLIP: Final = 2
 # over.
 MAX_CLIENTS = 65_536
 
-_NOERROR, _NXDOMAIN = Rcode.NOERROR, Rcode.NXDOMAIN
+_NOERROR, _NXDOMAIN = int(Rcode.NOERROR), int(Rcode.NXDOMAIN)
+_UNKNOWN = b"?"
 _BADCOOKIE = Reply(rcode_body(Rcode.BADCOOKIE))
 
 
@@ -56,7 +57,7 @@ class RateLimit:
         self.clock = clock
         self.accounts: dict[tuple[bytes, int, object, int], list[float]] = {}
         """(client prefix, kind, name or class, qtype) → [balance, last update, limited
-        replies]; in least-recently-used order (a use moves an account to the end)."""
+        replies, last moved]; in least-recently-used order, to a second."""
         self.clients: dict[str, bytes | None] = {}
         """Client address → its prefix as packed bytes (None: exempt)."""
 
@@ -83,7 +84,9 @@ class RateLimit:
         with the Query of the first asker) over UDP; counts what it limits."""
         if q.cookie_ok:
             return PASS
-        prefix = self.prefix(ip)
+        prefix = self.clients.get(ip, _UNKNOWN)
+        if prefix is _UNKNOWN:
+            prefix = self.prefix(ip)
         if prefix is None:
             return PASS
         rcode = body.rcode
@@ -100,23 +103,28 @@ class RateLimit:
         key = (prefix, kind, what, qtype)
         now = self.clock()
         accounts = self.accounts
-        account = accounts.pop(key, None)
+        account = accounts.get(key)
         if account is None:
             if len(accounts) >= self.table_size:
                 del accounts[next(iter(accounts))]
-            account = [float(rate), now, 0.0]
-        else:
-            elapsed = now - account[1]
-            if elapsed > 0:
-                account[0] = min(float(rate), account[0] + elapsed * rate)
-                account[1] = now
-        accounts[key] = account
-        account[0] -= 1
-        if account[0] >= 0:
+            account = accounts[key] = [rate - 1.0, now, 0.0, now]
+            return PASS
+        balance = account[0] + (now - account[1]) * rate
+        if balance > rate:
+            balance = rate
+        account[1] = now
+        if now - account[3] >= 1.0:
+            # Least recently used first, to a second: moved to the end at most once a
+            # second, so a busy account costs no dict reshuffle per reply.
+            del accounts[key]
+            accounts[key] = account
+            account[3] = now
+        balance -= 1.0
+        if balance >= 0:
+            account[0] = balance
             return PASS
         floor = -self.window * rate
-        if account[0] < floor:
-            account[0] = floor
+        account[0] = floor if balance < floor else balance
         account[2] += 1
         if self.slip and account[2] % self.slip == 0:
             self.stats.rate_limit_slipped += 1
@@ -131,7 +139,7 @@ class RateLimit:
             return []
         now = self.clock()
         out = []
-        for (owner, kind, what, qtype), (balance, last, _) in self.accounts.items():
+        for (owner, kind, what, qtype), (balance, last, _, _) in self.accounts.items():
             if owner != prefix:
                 continue
             rate = self.rates[kind]
