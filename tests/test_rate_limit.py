@@ -14,6 +14,7 @@ import pytest
 from globaldns.config import parse_text
 from globaldns.config.parse import ConfigError
 from tests.dnsclient import ask, make_query, rcode, tcp_raw, udp_raw
+from tests.scrape import get_json, scrape, value
 
 CONFIG = """
 clusters: [{name: east, locality: us-east1}]
@@ -184,6 +185,21 @@ def test_explain_says_whether_the_asking_client_is_limited(server_factory):
     text = explained("127.0.0.2")
     assert "client 127.0.0.2/32 is being limited: answers for api.prod.global type 1" in text
     assert "127.0.0.9 (exempt), never limited" in explained("127.0.0.9")
+
+
+def test_debug_explain_and_metrics_show_the_limiting(server_factory):
+    s, _ = limited(server_factory)
+    burst(s.port, same("api.prod.global", 25), source="127.0.0.2")
+    status, report = get_json(s, "/debug/explain?name=api.prod.global&client=127.0.0.2")
+    assert status == 200
+    assert "note rate limit: client 127.0.0.2/32 is being limited: answers for api.prod.global " \
+        "type 1" in report["lines"]
+    status, report = get_json(s, "/debug/explain?name=api.prod.global&client=127.0.0.3")
+    assert "rate limit: client 127.0.0.3/32 is not limited" in report["notes"]
+    assert get_json(s, "/debug/explain?name=api.prod.global&client=nonsense")[0] == 400
+    samples = scrape(s)
+    assert value(samples, "globaldns_rate_limit_dropped_total") == 10
+    assert value(samples, "globaldns_rate_limit_slipped_total") == 10
 
 
 def test_the_accounts_are_bounded_by_table_size(server_factory):
