@@ -138,6 +138,8 @@ def first_message(channel_fd: int) -> tuple[Any, ...]:
         message: tuple[Any, ...] = pickle.loads(_read(sock, _LENGTH.unpack(head)[0]))
     finally:
         sock.detach()
+    if message[0] != "cookie_master":
+        raise ConnectionError(f"the main process sent {message[0]!r} first, not the cookie key")
     return message
 
 

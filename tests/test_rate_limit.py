@@ -212,6 +212,23 @@ def test_the_accounts_are_bounded_by_table_size(server_factory):
     assert {key[0][3] for key in accounts} == set(range(32, 40))
 
 
+@pytest.mark.parametrize(("client", "account"), [
+    ("10.8.1.7", "10.8.1.0/24"),
+    ("2001:db8:1:2ff:3::1", "2001:db8:1:200::/56"),
+    ("::1", "::1 (exempt)"),
+])
+def test_clients_are_accounted_per_prefix(client, account):
+    from globaldns.dns.rate_limit import RateLimit
+    from globaldns.dns.stats import Stats
+
+    base = parse_text("rate_limit: {}\n", "t.yaml").rate_limit
+    assert base is not None
+    limit = RateLimit(responses=1, errors=1, nxdomains=1, slip=2, window=15,
+                      ipv4_prefix=base.ipv4_prefix, ipv6_prefix=base.ipv6_prefix,
+                      exempt=base.exempt, table_size=base.table_size, stats=Stats())
+    assert limit.network(client) == account
+
+
 def test_without_the_key_nothing_is_limited(server_factory):
     s = server_factory(CONFIG.split("rate_limit:")[0])
     assert s.app.server.rate_limit is None
