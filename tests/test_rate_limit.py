@@ -7,6 +7,7 @@ import socket
 import struct
 
 import dns.edns
+import dns.flags
 import dns.message
 import dns.query
 import pytest
@@ -98,7 +99,22 @@ def test_wire_cache_hits_are_rate_limited_too(server_factory):
     udp_raw(s.port, query, source="127.0.0.4")
     assert s.app.server.wire.size == 1
     queries = [struct.pack("!H", i) + query[2:] for i in range(1, 26)]
-    assert counts(burst(s.port, queries, source="127.0.0.2")) == (5, 10)
+    replies = burst(s.port, queries, source="127.0.0.2")
+    assert counts(replies) == (5, 10)
+    for qid, raw in replies.items():  # whole messages: their ID, the question, TC or not
+        reply = dns.message.from_wire(raw)
+        assert reply.id == qid and str(reply.question[0].name) == "api.prod.global."
+
+
+def test_a_slip_from_the_wire_cache_to_an_edns_query_keeps_its_opt_record(server_factory):
+    s, _ = limited(server_factory)
+    queries = [bytes(make_query("api.prod.global", edns=1232, do=True, qid=i))
+               for i in range(1, 26)]
+    replies = burst(s.port, queries, source="127.0.0.2")
+    assert counts(replies) == (5, 10)
+    for raw in replies.values():
+        reply = dns.message.from_wire(raw)
+        assert reply.edns == 0 and reply.ednsflags & dns.flags.DO
 
 
 def test_time_brings_the_credit_back_after_the_window(server_factory):

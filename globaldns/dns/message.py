@@ -67,9 +67,9 @@ class Query:
     (the key of every table); `question` the raw question bytes, echoed in the reply so
     the client gets its own casing back (resolvers randomise case, draft-vixie-dnsext-0x20)."""
 
-    __slots__ = ("answers", "client", "cookie", "cookie_ok", "cookie_reply", "do", "ecs", "edns",
+    __slots__ = ("client", "cookie", "cookie_ok", "cookie_reply", "do", "ecs", "edns",
                  "edns_options", "flags", "id", "nsid", "qclass", "qname", "qtype", "question",
-                 "transport")
+                 "ra", "transport")
 
     def __init__(self, qid: bytes, flags: int, qname: bytes, question: bytes, qtype: int,
                  qclass: int, client: tuple[str, int], transport: int) -> None:
@@ -95,8 +95,8 @@ class Query:
         and its UDP reply may be as large as its EDNS size."""
         self.cookie_reply = b""
         """The COOKIE option value the reply carries (empty: none)."""
-        self.answers: object = None
-        """Set by the handler that answered from the snapshot: the wire cache may keep it."""
+        self.ra = False
+        """Recursion Available, decided once by the ACL (chain/acl.py) for this client."""
 
     @property
     def name(self) -> str:
@@ -178,11 +178,15 @@ def wire_to_text(name: bytes) -> str:
 
 
 def text_to_wire(name: str) -> bytes:
-    """`user-service.production.global` → wire format (lowercased)."""
+    """`user-service.production.global` → wire format (lowercased): the one encoder of a
+    name from text. Raises ValueError for a label past 63 bytes (its length byte would
+    read as a compression pointer) or a character past latin-1."""
     out = bytearray()
     for label in name.lower().strip(".").split("."):
         if label:
             raw = label.encode("latin-1")
+            if len(raw) > 63:
+                raise ValueError(f"label too long in {name!r}")
             out.append(len(raw))
             out += raw
     out.append(0)

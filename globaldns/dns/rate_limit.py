@@ -37,7 +37,10 @@ MAX_CLIENTS = 65_536
 
 _NOERROR, _NXDOMAIN = int(Rcode.NOERROR), int(Rcode.NXDOMAIN)
 _UNKNOWN = b"?"
-_BADCOOKIE = Reply(rcode_body(Rcode.BADCOOKIE))
+# Who made a slip (`Reply.by`); limited replies are not observed, so the query log never
+# shows it.
+BY: Final = "rate_limit"
+_BADCOOKIE = Reply(rcode_body(Rcode.BADCOOKIE), by=BY)
 
 
 class RateLimit:
@@ -80,8 +83,7 @@ class RateLimit:
         return found
 
     def verdict(self, ip: str, q: Query, body: Body) -> int:
-        """PASS, DROP or SLIP for this reply to q (asked by `ip`: the wire cache answers
-        with the Query of the first asker) over UDP; counts what it limits."""
+        """PASS, DROP or SLIP for this reply to q over UDP; counts what it limits."""
         if q.cookie_ok:
             return PASS
         prefix = self.clients.get(ip, _UNKNOWN)
@@ -90,13 +92,45 @@ class RateLimit:
         if prefix is None:
             return PASS
         rcode = body.rcode
-        what: object
         if rcode == _NOERROR:
-            kind, what, qtype = 0, q.qname, q.qtype
+            return self._spend(prefix, 0, q.qname, q.qtype)
+        if rcode == _NXDOMAIN:
+            return self._spend(prefix, 1, zone_of(q.qname, body.data, body.an, body.ns), 0)
+        return self._spend(prefix, 2, q.qclass, 0)
+
+    def cached(self, ip: str, out: bytes) -> bytes | None:
+        """For a whole reply from the wire cache (dns/fastpath.py, which holds only
+        queries without EDNS options, so no cookie): the reply itself, a slip, or None
+        (dropped). Its question is read back from its bytes."""
+        prefix = self.clients.get(ip, _UNKNOWN)
+        if prefix is _UNKNOWN:
+            prefix = self.prefix(ip)
+        if prefix is None:
+            return out
+        qend = out.index(0, 12) + 1  # the question's name, never compressed in a reply
+        qname = out[12:qend].lower()
+        rcode = out[3] & 0xF
+        if rcode == _NOERROR:
+            verdict = self._spend(prefix, 0, qname, (out[qend] << 8) | out[qend + 1])
         elif rcode == _NXDOMAIN:
-            kind, what, qtype = 1, zone_of(q.qname, body), 0
+            verdict = self._spend(prefix, 1, zone_of(qname, out[qend + 4 :],
+                                                     (out[6] << 8) | out[7],
+                                                     (out[8] << 8) | out[9]), 0)
         else:
-            kind, what, qtype = 2, q.qclass, 0
+            verdict = self._spend(prefix, 2, (out[qend + 2] << 8) | out[qend + 3], 0)
+        if verdict == PASS:
+            return out
+        if verdict == DROP:
+            return None
+        # The slip: header with TC, the question, and the OPT record when it is ours
+        # without options (the last 11 bytes).
+        opt = out[-11:] if out[10:12] != b"\0\0" and out[-11:-8] == b"\0\0\x29" \
+            and out[-2:] == b"\0\0" else b""
+        return out[:2] + bytes((out[2] | FLAG_TC >> 8, out[3])) + b"\0\x01\0\0\0\0" \
+            + (b"\0\x01" if opt else b"\0\0") + out[12 : qend + 4] + opt
+
+    def _spend(self, prefix: bytes, kind: int, what: object, qtype: int) -> int:
+        """One reply from the account (prefix, kind, what, qtype): PASS, DROP or SLIP."""
         rate = self.rates[kind]
         if not rate:
             return PASS
@@ -155,22 +189,23 @@ class RateLimit:
         return f"{ipaddress.ip_address(prefix)}/{bits}"
 
 
-def slip_reply(q: Query, body: Body, *, ra: bool) -> bytes:
+def slip_reply(q: Query, body: Body) -> bytes:
     """An empty reply with TC set (RFC 1035 4.1.1: retry over TCP), or, to a client that
     sent a client cookie, BADCOOKIE with a fresh server cookie (RFC 7873 5.4: it retries
     over UDP with that cookie, and is then exempt)."""
     if q.cookie_reply:
         return encode(q, _BADCOOKIE)
-    wire = encode(q, Reply(Body(body.rcode, bool(body.flags & FLAG_AA), b"", 0, 0, 0), ra=ra))
+    wire = encode(q, Reply(Body(body.rcode, bool(body.flags & FLAG_AA), b"", 0, 0, 0),
+                           by=BY))
     return wire[:2] + bytes((wire[2] | FLAG_TC >> 8,)) + wire[3:]
 
 
-def zone_of(qname: bytes, body: Body) -> bytes:
-    """The owner of an NXDOMAIN's SOA (the first authority record): BIND's account for
-    NXDOMAINs, so random names under one zone share one. The body's first name is written
-    in full or points into the question (dns/wire.py Body); else the qname."""
-    data = body.data
-    if not body.ns or body.an or not data:
+def zone_of(qname: bytes, data: bytes, an: int, ns: int) -> bytes:
+    """The owner of an NXDOMAIN's SOA (the first authority record, at the start of the
+    body `data`): BIND's account for NXDOMAINs, so random names under one zone share one.
+    That name is written in full or points into the question (dns/wire.py Body); else the
+    qname."""
+    if not ns or an or not data:
         return qname
     out = bytearray()
     i = 0
@@ -180,7 +215,8 @@ def zone_of(qname: bytes, body: Body) -> bytes:
             if i + 1 >= len(data):
                 return qname
             offset = ((length & 0x3F) << 8 | data[i + 1]) - 12
-            return bytes(out) + qname[offset:] if 0 <= offset < len(qname) else qname
+            return bytes(out).lower() + qname[offset:] if 0 <= offset < len(qname) \
+                else qname
         out += data[i : i + length + 1]
         if length == 0:
             return bytes(out).lower()

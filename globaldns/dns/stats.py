@@ -25,6 +25,8 @@ _PLAIN = ("rate_limit_dropped", "rate_limit_slipped", "cookies_new", "cookies_va
 
 
 def reply_key(transport: int, qtype: int, rcode: int, size: int) -> int:
+    """The one place a reply's counting key is built (the wire cache adds the size of
+    each reply to a key built with size 0)."""
     return transport << TRANSPORT_SHIFT | qtype << QTYPE_SHIFT | rcode << RCODE_SHIFT | size
 
 
@@ -62,7 +64,7 @@ class Stats:
         """Queries with a client cookie only, with a valid, with an invalid server cookie."""
 
     def count(self, transport: int, qtype: int, rcode: int, size: int) -> None:
-        key = transport << TRANSPORT_SHIFT | qtype << QTYPE_SHIFT | rcode << RCODE_SHIFT | size
+        key = reply_key(transport, qtype, rcode, size)
         replies = self.replies
         replies[key] = replies.get(key, 0) + 1
         if len(replies) > self.max_keys:
