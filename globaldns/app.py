@@ -224,8 +224,7 @@ class App:
         rl = config.rate_limit
         if rl is None:
             server.rate_limit = None
-        elif server.rate_limit is None or self.config.rate_limit != rl \
-                or server.rate_limit.table_size != rl.table_size:
+        elif server.rate_limit is None or self.config.rate_limit != rl:
             server.rate_limit = RateLimit(
                 responses=rl.responses_per_second, errors=rl.errors_per_second,
                 nxdomains=rl.nxdomains_per_second, slip=rl.slip, window=rl.window,
