@@ -29,7 +29,7 @@ from globaldns.dns.message import Query
 from globaldns.dns.rate_limit import RateLimit
 from globaldns.dns.server import DnsServer
 from globaldns.dns.tcp import TcpConnections
-from globaldns.dns.udp import UdpListener
+from globaldns.dns.udp import UdpEndpoint, listen_udp
 from globaldns.ops.http import HttpServer
 from globaldns.ops.metrics import Metrics
 from globaldns.ops.querylog import QueryLog
@@ -116,7 +116,7 @@ class App:
         self.cookie_master = os.urandom(32) if channel_fd is None \
             else first_message(channel_fd)[1]
         self._use_protection(config)
-        self.udp: asyncio.DatagramTransport | None = None
+        self.udp: UdpEndpoint | None = None
         self.tcp: asyncio.Server | None = None
         self.tcp_connections: TcpConnections | None = None
         self.port = 0
@@ -291,8 +291,7 @@ class App:
         except OSError as exc:
             raise StartupError(f"cannot listen on {listen}: {exc.strerror or exc}") from exc
         self.port = udp_sock.getsockname()[1]
-        self.udp, _ = await loop.create_datagram_endpoint(lambda: UdpListener(self.server),
-                                                          sock=udp_sock)
+        self.udp = await listen_udp(udp_sock, self.server)
         dns = self.config.dns
         self.tcp_connections = TcpConnections(
             self.server, idle_timeout=dns.tcp_idle_timeout,

@@ -1,0 +1,196 @@
+/* The batched UDP fast lane (issue 16): one recvmmsg drains up to BATCH datagrams from a
+ * non-blocking UDP socket, each is handed to a Python callable, and every reply it returns
+ * goes out with one sendmmsg to the address its query came from.
+ *
+ * It reads only fixed places: the datagram's length and the client's address. It never
+ * looks inside a datagram. Counts and sizes are bounded: at most BATCH datagrams of at most
+ * DATAGRAM bytes each per call (a longer one arrives cut, as recvfrom(65535) would cut it),
+ * replies longer than DATAGRAM are not sent (sendto would fail on them with EMSGSIZE).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define BATCH 64
+#define DATAGRAM 65535
+
+/* One receive buffer per slot, allocated on first use and kept: 4 MiB of address space,
+ * of which only the pages that datagrams touch become resident. */
+static char *buffers;
+static struct mmsghdr in_msgs[BATCH];
+static struct iovec in_iov[BATCH];
+static struct sockaddr_storage peers[BATCH];
+static struct mmsghdr out_msgs[BATCH];
+static struct iovec out_iov[BATCH];
+
+/* The client's address as the socket module gives it: (host, port) for IPv4 and
+ * (host, port, flowinfo, scope_id) for IPv6. */
+static PyObject *
+address(const struct sockaddr_storage *ss, socklen_t len)
+{
+    char host[NI_MAXHOST];
+    if (ss->ss_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof host) == NULL)
+            return NULL;
+        return Py_BuildValue("(si)", host, ntohs(a->sin_port));
+    }
+    if (ss->ss_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        if (a->sin6_scope_id == 0) {
+            if (inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host) == NULL)
+                return NULL;
+        } else if (getnameinfo((const struct sockaddr *)a, sizeof *a, host, sizeof host, NULL,
+                               0, NI_NUMERICHOST) != 0) {
+            return NULL;
+        }
+        return Py_BuildValue("(siII)", host, ntohs(a->sin6_port),
+                             (unsigned int)ntohl(a->sin6_flowinfo),
+                             (unsigned int)a->sin6_scope_id);
+    }
+    return NULL;
+}
+
+/* Send out_msgs[0..count): one sendmmsg, again after a message the kernel refused (that one
+ * is skipped, as a failed sendto would be), and no more once the socket buffer is full. */
+static void
+send_all(int fd, unsigned int count)
+{
+    unsigned int done = 0;
+    while (done < count) {
+        int sent = sendmmsg(fd, out_msgs + done, count - done, MSG_DONTWAIT);
+        if (sent > 0) {
+            done += (unsigned int)sent;
+            continue;
+        }
+        if (sent < 0 && errno == EINTR)
+            continue;
+        if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
+            return;
+        done += 1;
+    }
+}
+
+static PyObject *
+drain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "drain(fd, handler, limit)");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "bad file descriptor");
+        return NULL;
+    }
+    PyObject *handler = args[1];
+    long limit = PyLong_AsLong(args[2]);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    if (limit < 1 || limit > BATCH) {
+        PyErr_Format(PyExc_ValueError, "limit must be 1..%d", BATCH);
+        return NULL;
+    }
+    if (buffers == NULL) {
+        buffers = PyMem_RawMalloc((size_t)BATCH * DATAGRAM);
+        if (buffers == NULL)
+            return PyErr_NoMemory();
+    }
+    for (long i = 0; i < limit; i++) {
+        in_iov[i].iov_base = buffers + (size_t)i * DATAGRAM;
+        in_iov[i].iov_len = DATAGRAM;
+        memset(&in_msgs[i].msg_hdr, 0, sizeof in_msgs[i].msg_hdr);
+        in_msgs[i].msg_hdr.msg_iov = &in_iov[i];
+        in_msgs[i].msg_hdr.msg_iovlen = 1;
+        in_msgs[i].msg_hdr.msg_name = &peers[i];
+        in_msgs[i].msg_hdr.msg_namelen = sizeof peers[i];
+    }
+    /* The GIL stays held: both calls never block (MSG_DONTWAIT), and it keeps the static
+     * buffers to one caller. */
+    int got;
+    do {
+        got = recvmmsg((int)fd, in_msgs, (unsigned int)limit, MSG_DONTWAIT, NULL);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return PyLong_FromLong(0);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+
+    PyObject *replies[BATCH];
+    unsigned int out = 0;
+    int failed = 0;
+    for (int i = 0; i < got; i++) {
+        PyObject *addr = address(&peers[i], in_msgs[i].msg_hdr.msg_namelen);
+        if (addr == NULL) {
+            PyErr_Clear();  /* not an inet address: nothing to answer */
+            continue;
+        }
+        size_t len = in_msgs[i].msg_len > DATAGRAM ? DATAGRAM : in_msgs[i].msg_len;
+        PyObject *data = PyBytes_FromStringAndSize(in_iov[i].iov_base, (Py_ssize_t)len);
+        if (data == NULL) {
+            Py_DECREF(addr);
+            failed = 1;
+            break;
+        }
+        PyObject *call[2] = {data, addr};
+        PyObject *reply = PyObject_Vectorcall(handler, call, 2, NULL);
+        Py_DECREF(data);
+        Py_DECREF(addr);
+        if (reply == NULL) {
+            failed = 1;
+            break;
+        }
+        if (!PyBytes_CheckExact(reply) || PyBytes_GET_SIZE(reply) > DATAGRAM) {
+            Py_DECREF(reply);
+            continue;
+        }
+        out_iov[out].iov_base = PyBytes_AS_STRING(reply);
+        out_iov[out].iov_len = (size_t)PyBytes_GET_SIZE(reply);
+        memset(&out_msgs[out].msg_hdr, 0, sizeof out_msgs[out].msg_hdr);
+        out_msgs[out].msg_hdr.msg_iov = &out_iov[out];
+        out_msgs[out].msg_hdr.msg_iovlen = 1;
+        out_msgs[out].msg_hdr.msg_name = &peers[i];
+        out_msgs[out].msg_hdr.msg_namelen = in_msgs[i].msg_hdr.msg_namelen;
+        replies[out++] = reply;
+    }
+    if (out > 0)
+        send_all((int)fd, out);
+    for (unsigned int i = 0; i < out; i++)
+        Py_DECREF(replies[i]);
+    if (failed)
+        return NULL;  /* the handler's exception, after the replies before it went out */
+    return PyLong_FromLong(got);
+}
+
+static PyMethodDef methods[] = {
+    {"drain", (PyCFunction)(void (*)(void))drain, METH_FASTCALL,
+     "drain(fd, handler, limit) -> int: receive up to limit datagrams with one recvmmsg, "
+     "call handler(data, addr) for each and send the bytes it returns with one sendmmsg."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "globaldns.dns._fastlane",
+    "The batched UDP receive and send (recvmmsg/sendmmsg) of the fast lane.", -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__fastlane(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "BATCH", BATCH) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
