@@ -4,15 +4,23 @@
 # Two stages: the first builds globaldns's wheel and installs it with the pinned,
 # hash-checked dependencies of requirements.lock into a venv; the runtime stage gets that
 # venv only (no build tools, no pip cache, no source tree) and runs as a non-root user.
+# The build stage has gcc so the wheel carries the compiled UDP fast lane (setup.py,
+# globaldns/dns/_fastlane.c; without it the server would use the pure-Python path).
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
+# The compiler of the fast lane; the distribution's current build of each (the runtime
+# stage has neither).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/globaldns
 COPY requirements.lock ./
 RUN /opt/globaldns/bin/pip install --no-cache-dir --require-hashes -r requirements.lock
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY globaldns ./globaldns
 # --no-deps: every dependency came from the lock above, hash-checked.
 RUN /opt/globaldns/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \

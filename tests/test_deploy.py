@@ -287,6 +287,9 @@ def test_the_image_is_multi_stage_pinned_and_non_root() -> None:
     runs = " ".join(args for word, args in build if word == "RUN")
     assert "--require-hashes -r requirements.lock" in runs
     assert "pip install --no-cache-dir --no-deps /wheels/globaldns-" in runs
+    # The wheel is built with gcc present, so it carries the compiled UDP fast lane.
+    assert "apt-get install -y --no-install-recommends gcc libc6-dev" in runs
+    assert "setup.py" in " ".join(args for word, args in build if word == "COPY")
     # The runtime stage takes the venv only, and never runs pip.
     copies = [args for word, args in runtime if word == "COPY"]
     assert copies == ["--from=build /opt/globaldns /opt/globaldns"]
@@ -320,8 +323,8 @@ def test_the_lock_pins_every_dependency_with_hashes() -> None:
     ignored = [line for line in (ROOT / ".dockerignore").read_text().splitlines()
                if line and not line.startswith("#")]
     assert ignored[0] == "*"
-    assert set(ignored[1:]) >= {"!requirements.lock", "!pyproject.toml", "!README.md",
-                                "!globaldns/"}
+    assert set(ignored[1:]) >= {"!requirements.lock", "!pyproject.toml", "!setup.py",
+                                "!README.md", "!globaldns/", "**/*.so"}
 
 
 # --- the docs say what the manifests do ---------------------------------------------------

@@ -176,3 +176,13 @@ def test_drain_bounds_its_batch_and_reads_nothing_on_an_empty_socket():
         assert client.recv(100) == b"x\x00\x00"
         with pytest.raises(ValueError):
             udp.FASTLANE.drain(server.fileno(), echo, udp.FASTLANE.BATCH + 1)
+
+
+@pytest.mark.skipif(udp.FASTLANE is None, reason="the fast lane is not built")
+def test_the_fast_lane_fuzz_harness_passes_a_short_fixed_seed_run():
+    # fuzz/fastlane.py: batches of random datagrams over real sockets through `drain`.
+    done = subprocess.run([sys.executable, str(ROOT / "fuzz" / "fastlane.py"), "-runs=5000",
+                           "-seed=1", "-max_len=262144"], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, errors="replace")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Done 5000 runs" in done.stderr
