@@ -23,9 +23,10 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 with atheris.instrument_imports(include=["globaldns.dns.message", "globaldns.dns.wire"]):
+    from packets import reply_to
+
     from globaldns.dns import _fastlane  # type: ignore[attr-defined]
     from globaldns.dns.message import UDP
-    from packets import reply_to
 
 import dns.message
 
