@@ -33,9 +33,11 @@ use_project_venv()
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-SCENARIOS = ("global", "global-edns", "latency", "forward", "workers")
+SCENARIOS = ("global", "global-edns", "cpu", "cpu-edns", "latency", "forward", "workers")
+AUTHORITATIVE = ("global", "global-edns", "cpu", "cpu-edns", "latency")
 NETNS_ENV = "GLOBALDNS_BENCH_NETNS"
 INSTALL = "apt-get install -y dnsperf dnsmasq-base unbound bind9-dnsutils util-linux iproute2"
+NO_FASTLANE = "globaldns-nofastlane"  # --fastlane-off: globaldns with GLOBALDNS_FASTLANE=0
 REQUIRED = ("dnsperf", "dnsmasq", "unbound", "taskset", "dig")
 
 
@@ -246,6 +248,17 @@ class Bench:
             else:
                 servers.append(self.globaldns(cfg, ports["globaldns"], cpus=self.server_cpu,
                                               tag="global"))
+                if self.args.fastlane_off:
+                    # The same server with the batched UDP lane off (GLOBALDNS_FASTLANE=0).
+                    port = free_port()
+                    # Its own metrics port: both run at once.
+                    cfg = self.write("globaldns.global-py.yaml",
+                                     gen.globaldns_config(ds, port)
+                                     + f"http: {{listen: '127.0.0.1:{free_port()}'}}\n")
+                    off = self.globaldns(cfg, port, cpus=self.server_cpu, tag="global")
+                    off.name = NO_FASTLANE
+                    off.env = {**(off.env or {}), "GLOBALDNS_FASTLANE": "0"}
+                    servers.append(off)
         else:
             self.skip_server("globaldns", scenarios, gd_why)
         dm = self.write("dnsmasq.global.conf",
@@ -264,6 +277,8 @@ class Bench:
             # Rounds interleave the servers, so that a slow spell of the machine is shared.
             for scenario, kw in (
                 ("global", {}), ("global-edns", {"edns": True}),
+                ("cpu", {"max_qps": self.args.cpu_qps}),
+                ("cpu-edns", {"max_qps": self.args.cpu_qps, "edns": True}),
                 ("latency", {"max_qps": self.args.latency_qps, "verbose": True}),
             ):
                 if scenario in scenarios:
@@ -452,6 +467,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "the machine to stop (default 90)")
     p.add_argument("--latency-qps", type=int, default=20000,
                    help="fixed query rate of the latency scenario (default 20000)")
+    p.add_argument("--cpu-qps", type=int, default=40000,
+                   help="fixed query rate of the cpu scenarios: server CPU per answered query "
+                        "(default 40000)")
+    p.add_argument("--fastlane-off", action="store_true",
+                   help="also time globaldns with the batched UDP fast lane off "
+                        f"(GLOBALDNS_FASTLANE=0), as the server `{NO_FASTLANE}`")
     p.add_argument("--peers-only", action="store_true", help="do not run globaldns")
     p.add_argument("--globaldns", default="",
                    help="command that runs globaldns (default: this python -m globaldns, "
@@ -520,7 +541,7 @@ def main(argv: list[str]) -> int:
         started=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         argv=shlex.join(["python3", "bench/run.py", *argv]), duration=args.duration,
         repo=REPO, out=out, netns=netns, pinning=pinning, rounds=args.rounds,
-        latency_qps=args.latency_qps, max_other_load=args.max_other_load,
+        latency_qps=args.latency_qps, max_other_load=args.max_other_load, cpu_qps=args.cpu_qps,
     )
     bench = Bench(args, run, out)
 
@@ -536,9 +557,8 @@ def main(argv: list[str]) -> int:
         if gd_why and not args.peers_only:
             log(f"globaldns cannot run: {gd_why}")
             run.notes.append(f"globaldns not timed: {gd_why}")
-        if {"global", "global-edns", "latency"} & set(scenarios):
-            bench.phase_authoritative(
-                [s for s in scenarios if s in ("global", "global-edns", "latency")], gd_why)
+        if set(AUTHORITATIVE) & set(scenarios):
+            bench.phase_authoritative([s for s in scenarios if s in AUTHORITATIVE], gd_why)
         if "forward" in scenarios:
             bench.phase_forward(gd_why)
         if "workers" in scenarios:
