@@ -37,10 +37,36 @@ address(const struct sockaddr_storage *ss, socklen_t len)
 {
     char host[NI_MAXHOST];
     if (ss->ss_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+        /* Dotted quad by hand: inet_ntop formats IPv4 with sprintf, a visible cost here. */
         const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-        if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof host) == NULL)
+        const unsigned char *b = (const unsigned char *)&a->sin_addr;
+        char *p = host;
+        for (int i = 0; i < 4; i++) {
+            unsigned int v = b[i];
+            if (v >= 100)
+                *p++ = (char)('0' + v / 100);
+            if (v >= 10)
+                *p++ = (char)('0' + v / 10 % 10);
+            *p++ = (char)('0' + v % 10);
+            *p++ = '.';
+        }
+        PyObject *ip = PyUnicode_FromStringAndSize(host, p - host - 1);
+        if (ip == NULL)
             return NULL;
-        return Py_BuildValue("(si)", host, ntohs(a->sin_port));
+        PyObject *port = PyLong_FromLong(ntohs(a->sin_port));
+        if (port == NULL) {
+            Py_DECREF(ip);
+            return NULL;
+        }
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(ip);
+            Py_DECREF(port);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 0, ip);
+        PyTuple_SET_ITEM(pair, 1, port);
+        return pair;
     }
     if (ss->ss_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
