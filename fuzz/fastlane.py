@@ -2,8 +2,9 @@
 
 Each input is cut into up to 64 datagrams (0..65507 bytes, the largest IPv4 UDP payload),
 sent from up to four client sockets on random loopback addresses over real sockets, and
-drained with `drain`, whose handler builds the reply the server's packet reader would
-(fuzz/packets.py's `reply_to`). Pass, for every input:
+drained with `drain`, whose callables build the reply the server's packet reader would
+(fuzz/packets.py's `reply_to`): `hit` (as the wire cache) for datagrams with an odd first
+byte, then `rate` (as the rate limit), `miss` (as the full path) for the rest. Pass, for every input:
 - every datagram reaches the handler whole and in order per client, with its sender's
   address; none is read twice, none is left behind;
 - every reply goes back, by the one sendmmsg, to the client that sent the query, carries
@@ -66,10 +67,20 @@ def TestOneInput(data: bytes) -> None:
             expected.setdefault(who, []).append(datagram[:2])
         return reply
 
+    def hit(datagram: bytes, ip: str) -> bytes | None:  # the wire cache answers odd first bytes
+        if not datagram or datagram[0] % 2 == 0:
+            return None
+        return handler(datagram, next(a for a in names if a[0] == ip))
+
+    def rate(ip: str, reply: bytes) -> bytes:
+        if ip not in {a[0] for a in names}:
+            raise AssertionError(f"rate limit asked about {ip}")
+        return reply
+
     while len(seen) < len(sent):
-        if _fastlane.drain(SERVER.fileno(), handler, _fastlane.BATCH) == 0:
+        if _fastlane.drain(SERVER.fileno(), hit, rate, handler, _fastlane.BATCH) == 0:
             raise AssertionError(f"{len(sent) - len(seen)} datagrams never arrived")
-    if _fastlane.drain(SERVER.fileno(), handler, _fastlane.BATCH) != 0:
+    if _fastlane.drain(SERVER.fileno(), hit, rate, handler, _fastlane.BATCH) != 0:
         raise AssertionError("more datagrams than were sent")
     for who in range(len(CLIENTS)):
         if [d for w, d in seen if w == who] != [d for w, d in sent if w == who]:

@@ -152,30 +152,54 @@ def test_random_datagrams_never_stop_the_answers_and_every_reply_parses(server_f
 
 
 @pytest.mark.skipif(udp.FASTLANE is None, reason="the fast lane is not built")
-def test_drain_bounds_its_batch_and_reads_nothing_on_an_empty_socket():
-    assert udp.FASTLANE is not None
+def test_drain_bounds_its_batch_and_asks_the_full_path_only_for_what_the_cache_misses():
+    lane = udp.FASTLANE
+    assert lane is not None
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
         server.bind(("127.0.0.1", 0))
         server.setblocking(False)
-        seen: list[tuple[bytes, tuple[str, int]]] = []
+        client.bind(("127.0.0.1", 0))
+        calls: list[tuple[str, bytes, object]] = []
 
-        def echo(data: bytes, addr: tuple[str, int]) -> bytes:
-            seen.append((data, addr))
-            return data[::-1]
+        def hit(data: bytes, ip: str) -> bytes | None:  # the wire cache: even numbers
+            calls.append(("hit", data, ip))
+            return b"hit" + data if data[1] % 2 == 0 else None
 
-        assert udp.FASTLANE.drain(server.fileno(), echo, 8) == 0
-        for i in range(udp.FASTLANE.BATCH + 5):
-            client.sendto(i.to_bytes(2, "big") + b"x", server.getsockname())
-        assert udp.FASTLANE.drain(server.fileno(), echo, udp.FASTLANE.BATCH) == udp.FASTLANE.BATCH
-        assert udp.FASTLANE.drain(server.fileno(), echo, udp.FASTLANE.BATCH) == 5
-        assert [d for d, _ in seen] == [i.to_bytes(2, "big") + b"x"
-                                        for i in range(udp.FASTLANE.BATCH + 5)]
-        assert {a for _, a in seen} == {("127.0.0.1", client.getsockname()[1])}
+        def rate(ip: str, out: bytes) -> bytes | None:  # the rate limit: drops every 4th
+            calls.append(("rate", out, ip))
+            return None if out[4] % 4 == 0 else out
+
+        def miss(data: bytes, addr: tuple[str, int]) -> bytes:
+            calls.append(("miss", data, addr))
+            return b"miss" + data
+
+        assert lane.drain(server.fileno(), hit, rate, miss, 8) == 0
+        for i in range(lane.BATCH + 5):
+            client.sendto(i.to_bytes(2, "big"), server.getsockname())
+        assert lane.drain(server.fileno(), hit, rate, miss, lane.BATCH) == lane.BATCH
+        assert lane.drain(server.fileno(), None, None, miss, lane.BATCH) == 5
+        ip, addr = "127.0.0.1", client.getsockname()
+        want: list[tuple[str, bytes, object]] = []
+        replies = []
+        for i in range(lane.BATCH):
+            data = i.to_bytes(2, "big")
+            want.append(("hit", data, ip))
+            if i % 2 == 0:
+                want.append(("rate", b"hit" + data, ip))
+                if i % 4:
+                    replies.append(b"hit" + data)
+            else:
+                want.append(("miss", data, addr))
+                replies.append(b"miss" + data)
+        for i in range(lane.BATCH, lane.BATCH + 5):
+            want.append(("miss", i.to_bytes(2, "big"), addr))
+            replies.append(b"miss" + i.to_bytes(2, "big"))
+        assert calls == want
         client.settimeout(5)
-        assert client.recv(100) == b"x\x00\x00"
+        assert [client.recv(100) for _ in replies] == replies
         with pytest.raises(ValueError):
-            udp.FASTLANE.drain(server.fileno(), echo, udp.FASTLANE.BATCH + 1)
+            lane.drain(server.fileno(), None, None, miss, lane.BATCH + 1)
 
 
 @pytest.mark.skipif(udp.FASTLANE is None, reason="the fast lane is not built")

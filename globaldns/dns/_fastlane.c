@@ -1,6 +1,8 @@
 /* The batched UDP fast lane (issue 16): one recvmmsg drains up to BATCH datagrams from a
- * non-blocking UDP socket, each is handed to a Python callable, and every reply it returns
- * goes out with one sendmmsg to the address its query came from.
+ * non-blocking UDP socket, each is handed to Python, and every reply goes out with one
+ * sendmmsg to the address its query came from. Per datagram: hit(data, ip) (the wire
+ * cache) and, when it answers, rate(ip, reply) (the rate limit, which may drop it); when
+ * the wire cache has no answer, miss(data, addr) (the full path). None from any: no reply.
  *
  * It reads only fixed places: the datagram's length and the client's address. It never
  * looks inside a datagram. Counts and sizes are bounded: at most BATCH datagrams of at most
@@ -107,8 +109,8 @@ send_all(int fd, unsigned int count)
 static PyObject *
 drain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "drain(fd, handler, limit)");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "drain(fd, hit, rate, miss, limit)");
         return NULL;
     }
     long fd = PyLong_AsLong(args[0]);
@@ -118,8 +120,10 @@ drain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "bad file descriptor");
         return NULL;
     }
-    PyObject *handler = args[1];
-    long limit = PyLong_AsLong(args[2]);
+    PyObject *hit = args[1] == Py_None ? NULL : args[1];
+    PyObject *rate = args[2] == Py_None ? NULL : args[2];
+    PyObject *miss = args[3];
+    long limit = PyLong_AsLong(args[4]);
     if (limit == -1 && PyErr_Occurred())
         return NULL;
     if (limit < 1 || limit > BATCH) {
@@ -168,8 +172,36 @@ drain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
             failed = 1;
             break;
         }
-        PyObject *call[2] = {data, addr};
-        PyObject *reply = PyObject_Vectorcall(handler, call, 2, NULL);
+        PyObject *reply = NULL;
+        PyObject *ip = PyTuple_GET_ITEM(addr, 0);
+        if (hit != NULL) {
+            PyObject *call[2] = {data, ip};
+            reply = PyObject_Vectorcall(hit, call, 2, NULL);
+            if (reply == Py_None) {
+                Py_DECREF(reply);
+                reply = NULL;
+            } else if (reply != NULL && rate != NULL) {
+                PyObject *limited[2] = {ip, reply};
+                PyObject *kept = PyObject_Vectorcall(rate, limited, 2, NULL);
+                Py_DECREF(reply);
+                if (kept == NULL) {
+                    Py_DECREF(data);
+                    Py_DECREF(addr);
+                    failed = 1;
+                    break;
+                }
+                reply = kept;  /* None: dropped by the rate limit, not sent below */
+            } else if (reply == NULL) {
+                Py_DECREF(data);
+                Py_DECREF(addr);
+                failed = 1;
+                break;
+            }
+        }
+        if (reply == NULL) {
+            PyObject *call[2] = {data, addr};
+            reply = PyObject_Vectorcall(miss, call, 2, NULL);
+        }
         Py_DECREF(data);
         Py_DECREF(addr);
         if (reply == NULL) {
@@ -200,8 +232,9 @@ drain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef methods[] = {
     {"drain", (PyCFunction)(void (*)(void))drain, METH_FASTCALL,
-     "drain(fd, handler, limit) -> int: receive up to limit datagrams with one recvmmsg, "
-     "call handler(data, addr) for each and send the bytes it returns with one sendmmsg."},
+     "drain(fd, hit, rate, miss, limit) -> int: receive up to limit datagrams with one "
+     "recvmmsg; for each, reply = hit(data, ip), then rate(ip, reply) if hit answered, "
+     "else miss(data, addr) (hit and rate may be None); send the replies with one sendmmsg."},
     {NULL, NULL, 0, NULL},
 };
 
