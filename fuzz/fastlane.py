@@ -3,8 +3,8 @@
 Each input is cut into up to 64 datagrams (0..65507 bytes, the largest IPv4 UDP payload),
 sent from up to four client sockets on random loopback addresses over real sockets, and
 drained with `drain`, whose callables build the reply the server's packet reader would
-(fuzz/packets.py's `reply_to`): `hit` (as the wire cache) for datagrams with an odd first
-byte, then `rate` (as the rate limit), `miss` (as the full path) for the rest. Pass, for every input:
+(fuzz/packets.py's `reply_to`): `hit` (as the wire cache) for some, then `rate` (as the
+rate limit), `miss` (as the full path) for the rest. Pass, for every input:
 - every datagram reaches the handler whole and in order per client, with its sender's
   address; none is read twice, none is left behind;
 - every reply goes back, by the one sendmmsg, to the client that sent the query, carries
@@ -67,8 +67,10 @@ def TestOneInput(data: bytes) -> None:
             expected.setdefault(who, []).append(datagram[:2])
         return reply
 
-    def hit(datagram: bytes, ip: str) -> bytes | None:  # the wire cache answers odd first bytes
-        if not datagram or datagram[0] % 2 == 0:
+    def hit(datagram: bytes, ip: str) -> bytes | None:
+        """As the wire cache: answers some datagrams (an odd first byte and a reply), and
+        nothing is seen of the others until `miss` has them."""
+        if not datagram or datagram[0] % 2 == 0 or reply_to(datagram, UDP) is None:
             return None
         return handler(datagram, next(a for a in names if a[0] == ip))
 
