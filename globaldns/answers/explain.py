@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from globaldns.answers import clusterset
 from globaldns.answers.snapshot import Snapshot
 from globaldns.dns.message import text_to_wire
 from globaldns.registry.store import Store
@@ -40,6 +41,8 @@ def explain(snapshot: Snapshot, store: Store, name: str, *, client: str = "127.0
         return out
     labels = name[: -len(zone.name) - 1].split(".") if name != zone.name else []
     out["zone"] = zone.name
+    if zone.name == clusterset.ZONE and labels[-1:] == ["svc"]:
+        labels = labels[:-1]  # <service>.<namespace>.svc.clusterset.local
     if len(labels) not in (2, 3):
         out["answer"] = "not a service name (<service>.<namespace>.<zone>)"
         return out
@@ -62,8 +65,7 @@ def explain(snapshot: Snapshot, store: Store, name: str, *, client: str = "127.0
             return out
         members = [e for e in members if set(subset.labels) <= set(e.labels)]
         out["subset"] = f"{subset.name} {dict(subset.labels)}"
-    matched = snapshot.rules.match(key[1], key[0])
-    out["rule"] = matched[1].match if matched else "(none: locality tiers and rotation)"
+    matched, out["rule"] = snapshot.rule_for(service)
     health = snapshot._health.get(key, {})
     p = plan(members, rule=matched[1] if matched else None,
              rule_index=matched[0] if matched else 0, rules=snapshot.rules, profile=profile,
