@@ -15,6 +15,7 @@ from globaldns.config.model import RoutingRule
 from globaldns.registry.model import ServicePolicy
 
 MatchedRule = tuple[int, RoutingRule]
+NO_RULE = "(none: locality tiers and rotation)"
 
 
 def _strategy(policy: ServicePolicy, clusters: Sequence[str]) -> dict[str, object]:
@@ -37,10 +38,7 @@ def _strategy(policy: ServicePolicy, clusters: Sequence[str]) -> dict[str, objec
 def annotated(matched: MatchedRule | None, policy: ServicePolicy | None,
               clusters: Sequence[str]) -> tuple[MatchedRule | None, str]:
     """The rule a service is routed by, and a line saying where it came from (explain)."""
-    if matched is not None:
-        described = matched[1].match
-    else:
-        described = "(none: locality tiers and rotation)"
+    described = matched[1].match if matched is not None else NO_RULE
     if policy is None or not policy.strategy:
         if policy is not None and policy.ttl is not None:
             described += f"; ttl {policy.ttl} from annotations of {policy.origin}"
