@@ -110,7 +110,7 @@ def test_the_configmap_passes_check_config(overlay: str, tmp_path: Path,
     assert any(c.in_cluster for c in config.clusters)
     assert (config.remote_secrets is not None) == (overlay != "remote")
     if overlay == "mcs":
-        assert {z.name for z in config.zones} == {"global", "svc.clusterset.local"}
+        assert {z.name for z in config.zones} == {"global", "clusterset.local"}
 
     # The ports, probes and Services agree with the config.
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
@@ -185,10 +185,13 @@ def test_the_pod_meets_the_restricted_pod_security_standard(overlay: str) -> Non
 def test_rbac_grants_only_what_the_code_reads(overlay: str) -> None:
     docs = render(overlay)
     rules = one(docs, "ClusterRole", "globaldns")["rules"]
+    read = [(("",), ("services",), ("list", "watch")),
+            (("discovery.k8s.io",), ("endpointslices",), ("list", "watch"))]
+    if overlay == "mcs":  # its own cluster: export: service_export, service_imports: true
+        read.append((("multicluster.x-k8s.io",), ("serviceexports", "serviceimports"),
+                     ("list", "watch")))
     assert sorted((tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"]))
-                  for r in rules) == [(("",), ("services",), ("list", "watch")),
-                                      (("discovery.k8s.io",), ("endpointslices",),
-                                       ("list", "watch"))]
+                  for r in rules) == sorted(read)
     roles = [d for d in docs if d["kind"] == "Role"]
     for doc in docs:
         assert doc["metadata"].get("namespace") != "istio-system", doc["metadata"]
