@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from globaldns.registry.store import Skipped
 from globaldns.sources.k8s.annotations import read
-from tests.conftest import Running
+from tests.conftest import ROOT, Running
 from tests.dnsclient import addresses, rcode
 from tests.k8s import emulator as em
 from tests.k8s.conftest import FastTime, eventually
@@ -349,3 +352,35 @@ async def test_invalid_annotations_are_ignored_counted_and_logged(
                     skipped=skipped).weights is None
         assert skipped.counts["bad_annotation"] == 1
         assert reason in caplog.text, reason
+
+
+# --- docs/mcs.md ------------------------------------------------------------------------
+
+
+async def test_the_mcs_doc_example_answers_as_written(
+        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime) -> None:
+    text = (ROOT / "docs" / "mcs.md").read_text()
+    blocks = re.findall(r"```(yaml|text)\n(.*?)```", text, re.S)
+    [config] = [b for kind, b in blocks if kind == "yaml" and "clusterset.local" in b]
+    objects = {b.split("\n", 1)[0].removeprefix("# cluster "): b for kind, b in blocks
+               if kind == "yaml" and b.startswith("# cluster ")}
+    [expected] = [b for kind, b in blocks if kind == "text" and "dns-version" in b]
+    east, west = await emulators("east", "west")
+    for e in (east, west):
+        for obj in yaml.safe_load_all(objects[e.name]):
+            e.put(obj)
+        config = config.replace(f"/etc/globaldns/{e.name}.kubeconfig",
+                                e.write_kubeconfig(tmp_path / f"{e.name}.kubeconfig"))
+    server = start(server_factory, config, fast)
+    await synced(server)
+    for line in expected.strip().splitlines():
+        name, qtype, *want = line.split()
+        reply = await query(server.port, name, qtype)
+        if want == ["NXDOMAIN"]:
+            assert rcode(reply) == "NXDOMAIN", line
+            continue
+        assert rcode(reply) == "NOERROR", line
+        got = " ".join(sorted(str(rr.rdata) for rr in reply.rr))
+        if qtype == "SRV":
+            want = [" ".join(want[i:i + 4]) for i in range(0, len(want), 4)]
+        assert got == " ".join(sorted(want)), line
