@@ -606,6 +606,8 @@ class Snapshot:
         config's rule (`routing/annotated.py`), else the rule, else none."""
         key = service.key
         matched = self.rules.match(key[1], key[0])
+        if service.policy is None:  # the usual service: no walk over its endpoints
+            return annotated(matched, None, ())
         return annotated(matched, service.policy, sorted({e.cluster
                                                           for e in service.endpoints}))
 

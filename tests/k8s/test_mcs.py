@@ -13,12 +13,14 @@ from typing import Any
 
 import yaml
 
-from globaldns.registry.store import Skipped
+from globaldns.config.model import ClusterConfig, Config, RemoteSecretsConfig
+from globaldns.registry.store import Skipped, Store
 from globaldns.sources.k8s.annotations import read
+from globaldns.sources.k8s.fleet import KubernetesSources
 from tests.conftest import ROOT, Running
 from tests.dnsclient import addresses, rcode
 from tests.k8s import emulator as em
-from tests.k8s.conftest import FastTime, eventually
+from tests.k8s.conftest import FastTime, cluster_config, eventually
 from tests.k8s.test_dns import answers, dns_eventually, query, timing_for
 from tests.scrape import get_json, scrape, value
 from tests.test_routing import first_records, share
@@ -261,6 +263,9 @@ async def test_weights_annotation_alone_means_weighted_and_overrides_the_config_
     _, report = get_json(server, "/debug/explain?name=pay.prod.global")
     assert report["rule"] == ("annotations of k8s/east Service prod/pay (strategy weighted, "
                               "weights east=0,west=1) over config rule pay.prod")
+    _, report = get_json(server, "/debug/explain?name=pay.prod.svc.clusterset.local")
+    assert report["rule"].startswith("annotations of k8s/east Service prod/pay")
+    assert set(await leads(server.port, "pay.prod.svc.clusterset.local", 50)) == {"10.2.0.1"}
 
 
 async def test_distribute_annotation_shares_evenly_between_clusters(
@@ -384,3 +389,49 @@ async def test_the_mcs_doc_example_answers_as_written(
         if qtype == "SRV":
             want = [" ".join(want[i:i + 4]) for i in range(0, len(want), 4)]
         assert got == " ".join(sorted(want)), line
+
+
+# --- remote-secret clusters, hostile ServiceImports ---------------------------------------
+
+
+async def test_a_remote_secret_cluster_takes_the_export_policy_of_its_clusters_entry(
+        emulators: Any, tmp_path: Path, fast: FastTime) -> None:
+    hub, east = await emulators("hub", "east")
+    deployed(east, "web", "10.1.0.1")
+    deployed(east, "api", "10.1.0.2")
+    east.put(em.service_export("prod", "api"))
+    hub.put(em.secret("istio-system", "remote", {"east": east.kubeconfig_text()},
+                      labels={"istio/multiCluster": "true"}))
+    config = Config(clusters=(cluster_config(hub, tmp_path, export="service_export"),
+                              ClusterConfig(name="east", export="service_export")),
+                    remote_secrets=RemoteSecretsConfig(cluster="hub", allow_insecure=True))
+    store = Store()
+    sources = KubernetesSources(config, store, timing=fast.timing)
+    await sources.start()
+    try:
+        await eventually(lambda: sources.synced and store.keys_of("k8s/east") != ())
+        assert list(store.keys_of("k8s/east")) == [("prod", "api")]
+        # hub exports nothing (no ServiceExport there): web and api of hub never appear.
+        assert list(store.keys_of("k8s/hub")) == []
+    finally:
+        await sources.stop()
+
+
+async def test_unreadable_service_imports_are_skipped_and_counted(
+        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime) -> None:
+    [home] = await emulators("home")
+    deployed(home, "web", "10.1.0.1")
+    bad_type = em.service_import("prod", "web", ips=["10.40.0.1"])
+    bad_type["spec"]["type"] = "LoadBalancer"
+    home.put(bad_type)
+    home.put(em.service_import("prod", "bad-ip", ips=["10.40.0.1", "not-an-ip"]))
+    home.put(em.service_import("prod", "many", ips=[f"10.40.0.{i}" for i in range(17)]))
+    server = start(server_factory, yaml_for([(home, {"service_imports": "true"})], tmp_path),
+                   fast)
+    await synced(server)
+    # web is answered from its endpoints, as if it had no ServiceImport.
+    assert await answers(server.port, "web.prod.svc.clusterset.local") == (
+        "NOERROR", ["10.1.0.1"])
+    assert await answers(server.port, "bad-ip.prod.svc.clusterset.local") == ("NXDOMAIN", [])
+    assert value(scrape(server), "globaldns_registry_skipped_total",
+                 reason="bad_service_import") == 3
