@@ -102,19 +102,29 @@ def names(snap: S.Snapshot, zone: S.Zone, service: MergedService,
     out[text_to_wire(base)] = table
 
     # One name per hostname and cluster: every ready address of it (§2.4.1).
-    named: dict[str, list[Endpoint]] = {}
-    for e in ready:
-        owner = S.Snapshot.endpoint_name(base, e)
-        if S.fits(owner):
-            named.setdefault(owner, []).append(e)
-        else:
+    named: dict[str, dict[int, list[bytes]]] = {}
+    unnamed: set[int] = set()
+    for count, e in enumerate(ready, 1):
+        if count % S.STEP == 0:
+            yield
+        label = e.label()
+        owner = f"{label}.{e.cluster}.{base}"
+        # fits(owner), knowing base fits: the endpoint's label and cluster are checked.
+        if not (0 < len(label) <= 63 and len(owner) <= 253 and label.isascii()
+                and "." not in label and 0 < len(e.cluster) <= 63 and e.cluster.isascii()
+                and "." not in e.cluster):
             skipped.skip("name_too_long", owner)
-    for owner, members in named.items():
+            unnamed.add(id(e))
+            continue
+        record = part(e)
+        of_type = named.setdefault(owner, {}).setdefault(
+            QType.A if e.family == 4 else QType.AAAA, [])
+        if record not in of_type:
+            of_type.append(record)
+    for owner, by_type in named.items():
         etable: S.NameTable = {S.NODATA: zone.nodata(owner)}
-        for rtype, family in ((QType.A, 4), (QType.AAAA, 6)):
-            same = [part(e) for e in S._unique([e for e in members if e.family == family])]
-            if same:
-                etable[rtype] = S.AnswerSet([Reply(R.joined(same))])
+        for kind, parts_ in by_type.items():
+            etable[kind] = S.AnswerSet([Reply(R.joined(parts_))])
         out[text_to_wire(owner)] = etable
     yield
     for port in ports:
@@ -124,8 +134,7 @@ def names(snap: S.Snapshot, zone: S.Zone, service: MergedService,
             skipped.skip("name_too_long", sname)
             continue
         out.setdefault(text_to_wire(proto), {S.NODATA: zone.nodata(proto)})
-        targets = [e for e in ready if S.Snapshot.port_of(e, port)
-                   and S.Snapshot.endpoint_name(base, e) in named]
+        targets = [e for e in ready if S.Snapshot.port_of(e, port) and id(e) not in unnamed]
         stable: S.NameTable = {S.NODATA: zone.nodata(sname)}
         if targets:
             stable[QType.SRV] = answers(targets, snap._srv_encoder(zone, base, sname, port,
