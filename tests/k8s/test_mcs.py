@@ -11,8 +11,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from globaldns.config import ConfigError, parse_text
 from globaldns.config.model import ClusterConfig, Config, RemoteSecretsConfig
 from globaldns.registry.store import Skipped, Store
 from globaldns.sources.k8s.annotations import read
@@ -435,3 +437,13 @@ async def test_unreadable_service_imports_are_skipped_and_counted(
     assert await answers(server.port, "bad-ip.prod.svc.clusterset.local") == ("NXDOMAIN", [])
     assert value(scrape(server), "globaldns_registry_skipped_total",
                  reason="bad_service_import") == 3
+
+
+def test_an_unknown_export_policy_is_a_config_error_naming_its_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_text("clusters: [{name: east, in_cluster: true, export: everything}]", "t.yaml")
+    assert any("clusters[0].export" in line and "service_export" in line
+               for line in caught.value.errors), caught.value.errors
+    config = parse_text("clusters: [{name: east, in_cluster: true, service_imports: true}]",
+                        "t.yaml")
+    assert (config.clusters[0].export, config.clusters[0].service_imports) == ("all", True)
