@@ -25,7 +25,7 @@ from globaldns.config.model import RoutingRule
 from globaldns.dns import records as R
 from globaldns.dns.message import text_to_wire
 from globaldns.dns.names import QType
-from globaldns.dns.wire import Body, Reply
+from globaldns.dns.wire import Body
 from globaldns.registry.model import Endpoint, Locality, Port
 from globaldns.registry.store import MergedService
 
@@ -47,10 +47,10 @@ def apex(zone: S.Zone) -> dict[bytes, S.NameTable]:
     svc = f"svc.{ZONE}"
     return {
         text_to_wire(version): {
-            QType.TXT: S.AnswerSet([Reply(R.body(version, answer=[
+            QType.TXT: S.AnswerSet([S._answer(R.body(version, answer=[
                 R.txt(version, VERSION_TTL, [SCHEMA_VERSION])]))]),
-            S.NODATA: zone.nodata(version)},
-        text_to_wire(svc): {S.NODATA: zone.nodata(svc)},
+            S.NODATA: zone.nodata},
+        text_to_wire(svc): {S.NODATA: zone.nodata},
     }
 
 
@@ -93,7 +93,7 @@ def names(snap: S.Snapshot, zone: S.Zone, service: MergedService,
     def encode(order: list[Endpoint], _locality: Locality) -> Body:
         return R.joined([part(e) for e in S._unique(order)])
 
-    table: S.NameTable = {S.NODATA: zone.nodata(base), QType.ANY: S.AnswerSet([Reply(
+    table: S.NameTable = {S.NODATA: zone.nodata, QType.ANY: S.AnswerSet([S._answer(
         R.body(base, answer=[R.hinfo_rfc8482(base, ttl)]))])}
     for rtype, family in ((QType.A, 4), (QType.AAAA, 6)):
         members = [e for e in ready if e.family == family]
@@ -122,9 +122,9 @@ def names(snap: S.Snapshot, zone: S.Zone, service: MergedService,
         if record not in of_type:
             of_type.append(record)
     for owner, by_type in named.items():
-        etable: S.NameTable = {S.NODATA: zone.nodata(owner)}
+        etable: S.NameTable = {S.NODATA: zone.nodata}
         for kind, parts_ in by_type.items():
-            etable[kind] = S.AnswerSet([Reply(R.joined(parts_))])
+            etable[kind] = S.AnswerSet([S._answer(R.joined(parts_))])
         out[text_to_wire(owner)] = etable
     yield
     for port in ports:
@@ -133,9 +133,9 @@ def names(snap: S.Snapshot, zone: S.Zone, service: MergedService,
         if not S.fits(sname):
             skipped.skip("name_too_long", sname)
             continue
-        out.setdefault(text_to_wire(proto), {S.NODATA: zone.nodata(proto)})
+        out.setdefault(text_to_wire(proto), {S.NODATA: zone.nodata})
         targets = [e for e in ready if S.Snapshot.port_of(e, port) and id(e) not in unnamed]
-        stable: S.NameTable = {S.NODATA: zone.nodata(sname)}
+        stable: S.NameTable = {S.NODATA: zone.nodata}
         if targets:
             stable[QType.SRV] = answers(targets, snap._srv_encoder(zone, base, sname, port,
                                                                    ttl=ttl))
@@ -148,22 +148,23 @@ def _clusterset_ip(zone: S.Zone, base: str, ips: tuple[str, ...], ports: list[Po
     """§2.3: the clusterset IPs, and SRV records naming the service itself."""
     out: dict[bytes, S.NameTable] = {}
     records = [R.address(base, ttl, ip) for ip in ips]
-    table: S.NameTable = {S.NODATA: zone.nodata(base), QType.ANY: S.AnswerSet([Reply(
+    table: S.NameTable = {S.NODATA: zone.nodata, QType.ANY: S.AnswerSet([S._answer(
         R.body(base, answer=[R.hinfo_rfc8482(base, ttl)]))])}
     for rtype in (QType.A, QType.AAAA):
         same = [r for r in records if r.rtype == rtype]
         if same:
-            table[rtype] = S.AnswerSet([Reply(R.body(base, answer=same))])
+            table[rtype] = S.AnswerSet([S._answer(R.body(base, answer=same))])
     out[text_to_wire(base)] = table
     for port in ports:
         proto = f"_{port.protocol}.{base}"
         sname = f"_{port.name}.{proto}"
         if not S.fits(sname):
             continue
-        out.setdefault(text_to_wire(proto), {S.NODATA: zone.nodata(proto)})
+        out.setdefault(text_to_wire(proto), {S.NODATA: zone.nodata})
+        srv = R.RR(sname, QType.SRV, ttl,
+                   R.srv_rdata(priority=0, weight=1, port=port.port, target=base))
         out[text_to_wire(sname)] = {
-            QType.SRV: S.AnswerSet([Reply(R.body(sname, answer=[
-                R.srv(sname, ttl, priority=0, weight=1, port=port.port, target=base)],
-                additional=records))]),
-            S.NODATA: zone.nodata(sname)}
+            QType.SRV: S.AnswerSet([S._answer(R.body(sname, answer=[srv],
+                                                     additional=records))]),
+            S.NODATA: zone.nodata}
     return out
