@@ -21,6 +21,7 @@ import yaml
 
 from globaldns.cli import main
 from globaldns.config import parse_text
+from globaldns.sources.k8s import istio, mcs
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -185,13 +186,23 @@ def test_the_pod_meets_the_restricted_pod_security_standard(overlay: str) -> Non
 def test_rbac_grants_only_what_the_code_reads(overlay: str) -> None:
     docs = render(overlay)
     rules = one(docs, "ClusterRole", "globaldns")["rules"]
-    read = [(("",), ("services",), ("list", "watch")),
-            (("discovery.k8s.io",), ("endpointslices",), ("list", "watch"))]
-    if overlay == "mcs":  # its own cluster: export: service_export, service_imports: true
-        read.append((("multicluster.x-k8s.io",), ("serviceexports", "serviceimports"),
-                     ("list", "watch")))
+    expected = [(("",), ("services",), ("list", "watch")),
+                (("discovery.k8s.io",), ("endpointslices",), ("list", "watch"))]
+    config_text = one(docs, "ConfigMap", "globaldns")["data"]["config.yaml"]
+    watches_istio = any(c.istio for c in parse_text(config_text, overlay).clusters)
+    assert watches_istio == (overlay == "istio")
+    if watches_istio:
+        # Exactly the kinds the Istio source watches (sources/k8s/istio.py).
+        expected.append((("networking.istio.io",), istio.PLURALS, ("list", "watch")))
+    config = parse_text(config_text, overlay)
+    if any(c.export == "service_export" or c.service_imports for c in config.clusters):
+        # Exactly the MCS kinds the cluster source watches (sources/k8s/mcs.py).
+        assert overlay == "mcs"
+        expected.append((("multicluster.x-k8s.io",),
+                         (mcs.SERVICEEXPORTS.plural, mcs.SERVICEIMPORTS.plural),
+                         ("list", "watch")))
     assert sorted((tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"]))
-                  for r in rules) == sorted(read)
+                  for r in rules) == sorted(expected)
     roles = [d for d in docs if d["kind"] == "Role"]
     for doc in docs:
         assert doc["metadata"].get("namespace") != "istio-system", doc["metadata"]

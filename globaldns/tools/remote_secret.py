@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from globaldns.registry.model import Locality, is_cluster_name, is_label
+from globaldns.sources.k8s import istio, mcs
 from globaldns.sources.k8s.api import SECRETS, ApiClient, ApiError, describe
 from globaldns.sources.k8s.credentials import Credentials, CredentialsError, from_kubeconfig_file
 
@@ -45,10 +46,9 @@ BASE_RULES = [
      "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
 ]
-SERVICE_EXPORT_RULE = {"apiGroups": ["multicluster.x-k8s.io"],
-                       "resources": ["serviceexports"], "verbs": ["list", "watch"]}
-ISTIO_RULE = {"apiGroups": ["networking.istio.io"],
-              "resources": ["serviceentries", "workloadentries", "workloadgroups"],
+SERVICE_EXPORT_RULE = {"apiGroups": [mcs.GROUP], "resources": [mcs.SERVICEEXPORTS.plural],
+                       "verbs": ["list", "watch"]}
+ISTIO_RULE = {"apiGroups": [istio.GROUP], "resources": list(istio.PLURALS),
               "verbs": ["list", "watch"]}
 
 

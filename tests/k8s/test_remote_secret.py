@@ -73,11 +73,14 @@ def test_step_one_prints_a_reader_that_lists_and_watches_only_what_globaldns_rea
 
 
 def test_the_rules_name_exactly_the_resources_the_sources_read() -> None:
-    from globaldns.tools.remote_secret import BASE_RULES, SERVICE_EXPORT_RULE
-    read = {(r["apiGroups"][0], r["resources"][0]) for r in (*BASE_RULES, SERVICE_EXPORT_RULE)}
+    from globaldns.sources.k8s import istio
+    from globaldns.tools.remote_secret import BASE_RULES, ISTIO_RULE, SERVICE_EXPORT_RULE
+    read = {(r["apiGroups"][0], plural) for r in (*BASE_RULES, SERVICE_EXPORT_RULE, ISTIO_RULE)
+            for plural in r["resources"]}
     assert read == {("discovery.k8s.io", api.ENDPOINTSLICES.plural),
                     ("", api.SERVICES.plural),
-                    ("multicluster.x-k8s.io", SERVICEEXPORTS.plural)}
+                    ("multicluster.x-k8s.io", SERVICEEXPORTS.plural),
+                    *(("networking.istio.io", p) for p in istio.PLURALS)}
     assert SERVICEEXPORTS.prefix == "/apis/multicluster.x-k8s.io/v1alpha1"
 
 

@@ -24,7 +24,8 @@ from globaldns.sources.k8s.objects import (
     ports_of,
 )
 
-GROUP_VERSION = "multicluster.x-k8s.io/v1alpha1"
+GROUP = "multicluster.x-k8s.io"
+GROUP_VERSION = f"{GROUP}/v1alpha1"
 SERVICEEXPORTS = Resource(f"/apis/{GROUP_VERSION}", "serviceexports")
 SERVICEIMPORTS = Resource(f"/apis/{GROUP_VERSION}", "serviceimports")
 
