@@ -125,9 +125,8 @@ def check(port: int, rate: float, duration: float, services: int, out_path: str,
           seed: int) -> int:
     """Send `rate` q/s for `duration` s; write one JSON line per query:
     [sent, received or null, service, rcode, addresses, casing echoed]."""
-    import uvloop
-
     import dnslib
+    import uvloop
 
     rng = random.Random(seed)
     pending: dict[int, tuple[float, int, bytes]] = {}
