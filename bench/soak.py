@@ -314,7 +314,8 @@ class Soak:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.rng = random.Random(args.seed)
-        self.out = Path(args.out or BENCH / "out" / f"soak-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+        default = BENCH / "out" / f"soak-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.out = Path(args.out or default).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
         self.supervisor = Supervisor()
         self.truth = Truth(args.services)
