@@ -8,6 +8,7 @@ tests/k8s/test_faults.py; docs/operations.md ("Faults") maps each fault to its t
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 from tests.dnsclient import addresses, ask, rcode
 from tests.faultload import LOST, Answer, Load
 from tests.upstreams import EXAMPLE_RECORDS, FakeUpstream, fake_upstreams, forward_yaml
@@ -216,3 +217,12 @@ def test_reloads_to_broken_files_under_load_keep_every_answer(
         SERVED_ADDRESSES, ("10.0.0.1", "10.0.0.3")}
     assert all(a.rcode == "NOERROR" for a in served.answers)
     assert reloads.results["success"] == 1
+
+
+def test_every_test_the_faults_table_names_exists() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    table = text[text.index("### Faults"):]
+    named = re.findall(r"`(tests/[\w/]+\.py)::(test_\w+)`", table)
+    assert len(named) >= 10
+    for path, test in named:
+        assert re.search(rf"^(?:async )?def {test}\(", (ROOT / path).read_text(), re.M), test
