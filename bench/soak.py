@@ -198,6 +198,7 @@ class Truth:
     services: int
     history: dict[tuple[int, str], list[tuple[float, frozenset[str]]]] = field(
         default_factory=dict)
+    times: dict[tuple[int, str], list[float]] = field(default_factory=dict)
     owner: dict[str, str] = field(default_factory=dict)
     counter: int = 1 << 16
 
@@ -216,6 +217,7 @@ class Truth:
         for address in addresses:
             self.owner[address] = cluster
         self.history.setdefault((service, cluster), []).append((when, frozenset(addresses)))
+        self.times.setdefault((service, cluster), []).append(when)
 
     def staleness(self, service: int, addresses: frozenset[str], sent: float,
                   received: float) -> float:
@@ -230,7 +232,7 @@ class Truth:
         worst = 0.0
         for cluster, part in parts.items():
             versions = self.history[(service, cluster)]
-            times = [t for t, _ in versions]
+            times = self.times[(service, cluster)]
             age = float("inf")
             for i in range(bisect.bisect_right(times, received) - 1, -1, -1):
                 if versions[i][1] == part:
