@@ -15,6 +15,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from globaldns.sources.k8s.watch import BACKOFF_BASE
 from tests.conftest import Running
 from tests.faultload import Answer, Load
 from tests.k8s.conftest import FastTime, eventually
@@ -166,3 +167,23 @@ async def test_403_on_one_cluster_under_load_keeps_its_endpoints_and_the_others_
     judged(load.answers[cleared:], ("10.1.0.1", "10.2.0.2"), ("10.1.0.2", "10.2.0.2"))
     judged(load.answers[settled:], ("10.1.0.2", "10.2.0.2"))
     assert state(server, "a") == "synced"
+
+
+async def test_a_quiet_watch_that_idles_out_again_and_again_reopens_at_the_first_step(
+        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime) -> None:
+    # A watch with no events and no bookmarks (a Services watch in a quiet cluster) ends
+    # by idle timeout every time; each reopen must not back off further than the last,
+    # or after a few the watch stays closed for the 30 s cap and misses changes that long.
+    a, b = await emulators("a", "b")
+    web(a, "10.1.0.1")
+    web(b, "10.2.0.1")
+    server: Running = server_factory(
+        yaml_for([a, b], tmp_path, watch_idle_timeout="300ms"), k8s_timing=fast.timing)
+    await eventually(lambda: server.app.kubernetes.synced, timeout=10)
+    with Load(server.port, [NAME]) as load:
+        await eventually(lambda: cluster(server, "a").errors_by_kind["idle_timeout"] >= 8,
+                         timeout=20)
+        answers = await more(load)
+    judged(answers, ("10.1.0.1", "10.2.0.1"))
+    backoffs = [s for s in fast.sleeps if s < 20]  # not the sync_timeout/stale_for timers
+    assert backoffs and max(backoffs) <= BACKOFF_BASE
