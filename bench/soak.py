@@ -32,6 +32,9 @@ Pass (each printed with its figure; exit 1 when one fails):
 - every reload applied (`globaldns_config_reloads_total{result="success"}`);
 - p99 of the checked queries below 5 ms (not with `--no-latency`: the test suite runs on
   a shared machine and asserts no timing).
+Also reported: the server's CPU (cores used on average) and the machine's CPU pressure
+(the share of time some task waited for a CPU, /proc/pressure/cpu): a p99 measured while
+others hold the CPUs is theirs as much as ours.
 """
 
 from __future__ import annotations
@@ -286,8 +289,21 @@ def resources(pid: int, stats_path: Path) -> dict[str, float]:
     lines = stats_path.read_text().splitlines() if stats_path.exists() else []
     if lines:
         tasks = int(lines[-1].split()[1])
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
     return {"t": time.monotonic(), "rss_kb": rss, "threads": threads, "fds": fds,
-            "sockets": sockets, "tasks": tasks}
+            "sockets": sockets, "tasks": tasks, "cpu_s": cpu, "pressure_us": pressure()}
+
+
+def pressure() -> float:
+    """Microseconds some task on the machine waited for a CPU (/proc/pressure/cpu): how
+    much of the run other work on the machine took from this one."""
+    try:
+        text = Path("/proc/pressure/cpu").read_text()
+    except OSError:
+        return 0.0
+    m = re.search(r"^some .*total=(\d+)", text, re.M)
+    return float(m.group(1)) if m else 0.0
 
 
 def dnsperf_qps(text: str) -> float:
@@ -527,6 +543,11 @@ class Soak:
             "rss_kb_after_warmup": rss_base, "rss_kb_end": rss_end,
             "rss_growth_pct": round((rss_end - rss_base) / rss_base * 100, 2),
             "resources": growth, "counts": self.counts, "reloads_applied": reloads_applied,
+            "server_cpu_cores": round((after[-1]["cpu_s"] - warm[0]["cpu_s"])
+                                      / (after[-1]["t"] - warm[0]["t"]), 3),
+            "cpu_pressure_pct": round((after[-1]["pressure_us"] - warm[0]["pressure_us"])
+                                      / 1e4 / (after[-1]["t"] - warm[0]["t"]), 1),
+            "loadavg": Path("/proc/loadavg").read_text().split()[:3],
         }
         checks = {
             "no SERVFAIL": servfail == 0 and bulk_rcodes.get("SERVFAIL", 0) == 0,
