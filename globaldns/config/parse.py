@@ -24,6 +24,7 @@ from globaldns.config.model import (
     ClientLocality,
     ClusterConfig,
     Config,
+    CookiesConfig,
     DistributeConfig,
     DnsConfig,
     FailoverConfig,
@@ -33,6 +34,7 @@ from globaldns.config.model import (
     LimitsConfig,
     ListenAddress,
     LogConfig,
+    RateLimitConfig,
     ReloadConfig,
     RemoteSecretsConfig,
     ResolverConfig,
@@ -43,6 +45,7 @@ from globaldns.config.model import (
     ViewConfig,
     ZoneConfig,
 )
+from globaldns.dns.cookies import read_secret_file
 from globaldns.registry.model import Locality, Port
 
 T = TypeVar("T")
@@ -191,6 +194,23 @@ def integer(low: int, high: int) -> Callable[[Any], int]:
         if not low <= value <= high:
             raise _Invalid(f"{value} is out of range {low}..{high}")
         return value
+    return convert
+
+
+_BYTE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
+               "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
+
+
+def byte_size(low: int, high: int) -> Callable[[Any], int]:
+    """A size in bytes: an integer, or a number with a unit (`64MB`, `512KiB`)."""
+    def convert(value: Any) -> int:
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d{1,12})\s*([A-Za-z]{0,3})\s*", value)
+            unit = _BYTE_UNITS.get(match.group(2).upper()) if match else None
+            if match is None or unit is None:
+                raise _Invalid(f"{_show(value)} is not a size (e.g. 64MB, 512KiB, 1000000)")
+            value = int(match.group(1)) * unit
+        return integer(low, high)(value)
     return convert
 
 
@@ -686,10 +706,14 @@ def _forward(r: _Reader, raw: Any, config: Config) -> tuple[ForwardConfig, ...]:
 
 
 def _cache(r: _Reader, raw: Any) -> CacheConfig:
-    d = r.mapping(raw, "cache", {"capacity", "min_ttl", "max_ttl", "prefetch", "serve_stale"})
+    d = r.mapping(raw, "cache", {"capacity", "max_bytes", "wire_max_bytes", "min_ttl",
+                                 "max_ttl", "prefetch", "serve_stale"})
     base = CacheConfig()
     cache = CacheConfig(
         capacity=r.get(d, "capacity", "cache", integer(0, 10_000_000), base.capacity),
+        max_bytes=r.get(d, "max_bytes", "cache", byte_size(1 << 16, 1 << 40), base.max_bytes),
+        wire_max_bytes=r.get(d, "wire_max_bytes", "cache", byte_size(1 << 16, 1 << 40),
+                             base.wire_max_bytes),
         min_ttl=r.get(d, "min_ttl", "cache", whole_seconds, base.min_ttl),
         max_ttl=r.get(d, "max_ttl", "cache", whole_seconds, base.max_ttl),
         prefetch=r.get(d, "prefetch", "cache", boolean, base.prefetch),
@@ -1016,7 +1040,66 @@ def _aliases(r: _Reader, raw: Any) -> tuple[AliasConfig, ...]:
 
 _TOP = {"dns", "resolver", "zones", "clusters", "remote_secrets", "sync_timeout", "services",
         "forward", "cache", "acl", "client_localities", "routing", "aliases", "http", "log",
-        "reload", "limits"}
+        "reload", "limits", "rate_limit", "cookies"}
+
+
+def _rate_limit(r: _Reader, raw: Any) -> RateLimitConfig | None:
+    if raw is None:
+        return None
+    path = "rate_limit"
+    d = r.mapping(raw, path, {"responses_per_second", "errors_per_second",
+                              "nxdomains_per_second", "slip", "window", "ipv4_prefix",
+                              "ipv6_prefix", "exempt", "table_size"})
+    base = RateLimitConfig()
+    exempt = base.exempt
+    if d.get("exempt") is not None:
+        nets = []
+        for j, item in enumerate(r.sequence(d["exempt"], f"{path}.exempt")):
+            try:
+                nets.append(network(item))
+            except _Invalid as exc:
+                r.error(f"{path}.exempt[{j}]", str(exc))
+        exempt = tuple(nets)
+    rate = integer(0, 1_000_000)
+    return RateLimitConfig(
+        responses_per_second=r.get(d, "responses_per_second", path, rate,
+                                   base.responses_per_second),
+        errors_per_second=r.get(d, "errors_per_second", path, rate, base.errors_per_second),
+        nxdomains_per_second=r.get(d, "nxdomains_per_second", path, rate,
+                                   base.nxdomains_per_second),
+        slip=r.get(d, "slip", path, integer(0, 10), base.slip),
+        window=r.get(d, "window", path, _window, base.window),
+        ipv4_prefix=r.get(d, "ipv4_prefix", path, integer(0, 32), base.ipv4_prefix),
+        ipv6_prefix=r.get(d, "ipv6_prefix", path, integer(0, 128), base.ipv6_prefix),
+        exempt=exempt,
+        table_size=r.get(d, "table_size", path, integer(1, 10_000_000), base.table_size))
+
+
+def _window(value: Any) -> float:
+    seconds = positive_duration(value)
+    if seconds > 3600:  # BIND allows 1..3600
+        raise _Invalid(f"{_show(value)} is more than an hour")
+    return seconds
+
+
+def _cookies(r: _Reader, raw: Any, source: str) -> CookiesConfig:
+    path = "cookies"
+    d = r.mapping(raw, path, {"enabled", "secret_file", "rotate"})
+    base = CookiesConfig()
+    secret_file = ""
+    if d.get("secret_file") not in (None, ""):
+        try:
+            secret_file = _path(source, d["secret_file"])
+            read_secret_file(secret_file)
+        except _Invalid as exc:
+            r.error(f"{path}.secret_file", str(exc))
+        except OSError as exc:
+            r.error(f"{path}.secret_file", f"{secret_file}: {exc.strerror or exc}")
+        except ValueError as exc:
+            r.error(f"{path}.secret_file", f"{secret_file} {exc}")
+    return CookiesConfig(enabled=r.get(d, "enabled", path, boolean, base.enabled),
+                         secret_file=secret_file,
+                         rotate=r.get(d, "rotate", path, positive_duration, base.rotate))
 
 
 def _limits(r: _Reader, raw: Any) -> LimitsConfig:
@@ -1112,7 +1195,9 @@ def _build(r: _Reader, raw: Any, source: str) -> Config:
                                http=_http(r, top.get("http"), config.dns),
                                log=_log(r, top.get("log")),
                                reload=_reload(r, top.get("reload")),
-                               limits=_limits(r, top.get("limits")))
+                               limits=_limits(r, top.get("limits")),
+                               rate_limit=_rate_limit(r, top.get("rate_limit")),
+                               cookies=_cookies(r, top.get("cookies"), source))
 
 
 def load(path: str | Path) -> Config:

@@ -410,6 +410,7 @@ class HttpServer:
         ecs = request.query.get("ecs") or None
         try:
             report = explain(self.app.snapshot, self.app.store, name, client=client, ecs=ecs)
+            report.setdefault("notes", []).append(self.app.rate_limit_note(client))
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         report["lines"] = lines(report)

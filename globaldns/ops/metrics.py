@@ -233,6 +233,20 @@ class Metrics(Collector):
                                   "Packets refused for their size or shape before any record "
                                   "was read (FORMERR/NOTIMP)",
                                   value=summary["gate_refused"])
+        yield CounterMetricFamily("globaldns_rate_limit_dropped",
+                                  "UDP replies dropped by the rate limit",
+                                  value=summary["rate_limit_dropped"])
+        yield CounterMetricFamily("globaldns_rate_limit_slipped",
+                                  "UDP replies the rate limit sent empty with TC (BADCOOKIE "
+                                  "to a client that sent a cookie)",
+                                  value=summary["rate_limit_slipped"])
+        cookies = CounterMetricFamily("globaldns_cookies_queries",
+                                      "Queries with a COOKIE option, by their server cookie",
+                                      labels=["server_cookie"])
+        for state in ("none", "valid", "invalid"):
+            cookies.add_metric([state], summary["cookies_new" if state == "none"
+                                                else f"cookies_{state}"])
+        yield cookies
         yield CounterMetricFamily("globaldns_dns_overload_refused",
                                   "Queries refused because dns.max_inflight queries waited",
                                   value=summary["inflight_refused"])
@@ -266,6 +280,11 @@ class Metrics(Collector):
             yield GaugeMetricFamily("globaldns_dns_wire_cache_entries",
                                     "Replies kept as bytes for repeated UDP queries",
                                     value=wire.size)
+            yield GaugeMetricFamily("globaldns_dns_wire_cache_bytes",
+                                    "What the wire cache's entries count (cache.wire_max_bytes)",
+                                    value=wire.bytes)
+            yield GaugeMetricFamily("globaldns_dns_wire_cache_max_bytes",
+                                    "cache.wire_max_bytes", value=wire.max_bytes)
         yield GaugeMetricFamily("globaldns_ready", "1 when /ready answers 200",
                                 value=1 if app.readiness()[0] else 0)
 
@@ -299,8 +318,12 @@ class Metrics(Collector):
                                 value=len(cache.table))
         yield GaugeMetricFamily("globaldns_cache_capacity", "cache.capacity",
                                 value=cache.capacity)
+        yield GaugeMetricFamily("globaldns_cache_bytes", "What the cached answers count "
+                                "(cache.max_bytes)", value=cache.bytes)
+        yield GaugeMetricFamily("globaldns_cache_max_bytes", "cache.max_bytes",
+                                value=cache.max_bytes)
         yield CounterMetricFamily("globaldns_cache_evictions", "Entries evicted at capacity "
-                                  "(least recently used)", value=cache.evictions)
+                                  "or max_bytes (least recently used)", value=cache.evictions)
         yield CounterMetricFamily("globaldns_cache_prefetch", "Popular entries refreshed "
                                   "before they expired", value=cache.prefetches)
         yield CounterMetricFamily("globaldns_cache_served_stale", "Expired answers served "
