@@ -26,6 +26,7 @@ class Run:
     rounds: int = 1
     latency_qps: int = 20000
     cpu_qps: int = 40000
+    load_start: str = field(default_factory=lambda: load_average())
     max_other_load: float = 0.15
     discarded: int = 0  # timed runs repeated because other work disturbed them
     results: list[PerfResult] = field(default_factory=list)
@@ -48,6 +49,22 @@ def _sh(cmd: list[str]) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "?"
     return (out.stdout or out.stderr).strip()
+
+
+def load_average() -> str:
+    """The machine's load average (1, 5, 15 minutes): other engineers' work shows here."""
+    try:
+        return " / ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def fastlane(repo: Path) -> str:
+    """Whether globaldns runs with the compiled UDP fast lane (issue 16)."""
+    if os.environ.get("GLOBALDNS_FASTLANE", "1") == "0":
+        return "off (GLOBALDNS_FASTLANE=0)"
+    built = list((repo / "globaldns" / "dns").glob("_fastlane*.so"))
+    return "on (recvmmsg/sendmmsg, dns/_fastlane.c built)" if built else "not built"
 
 
 def machine(repo: Path) -> list[tuple[str, str]]:
@@ -79,6 +96,7 @@ def machine(repo: Path) -> list[tuple[str, str]]:
         ("dnsmasq", _sh(["dnsmasq", "--version"]).splitlines()[0]),
         ("unbound", _sh(["unbound", "-V"]).splitlines()[0]),
         ("globaldns", commit),
+        ("UDP fast lane", fastlane(repo)),
     ]
 
 
@@ -282,6 +300,8 @@ def write(run: Run, path: Path, scenarios: list[str]) -> None:
         "the peers run in the same run, on the same data, pinned the same way.",
         "",
         f"- date: {run.started}",
+        f"- load average (1 / 5 / 15 min) at the start: {run.load_start}; at the end: "
+        f"{load_average()}",
     ]
     md += [f"- {k}: {v}" for k, v in machine(run.repo)]
     md += [
