@@ -36,7 +36,7 @@ def test_serve_without_config_runs_the_embedded_default():
         assert sorted(addresses(ask(port, "user-service.production.global"))) == [
             "10.1.0.11", "10.1.0.12", "10.2.0.21"]
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)
         assert proc.wait(5) == 0
 
 
@@ -44,7 +44,7 @@ def test_sigint_and_sigterm_exit_zero_within_five_seconds(tmp_path: Path):
     for sig in (signal.SIGINT, signal.SIGTERM):
         port = free_port()
         config = tmp_path / "c.yaml"
-        config.write_text(f"dns: {{listen: 127.0.0.1:{port}}}\n")
+        config.write_text(f"dns: {{listen: 127.0.0.1:{port}, lameduck: 0s}}\n")
         proc = serve("--config", str(config))
         assert ask(port, "global", "SOA").rr
         start = time.monotonic()
@@ -65,7 +65,7 @@ def test_a_port_in_use_is_one_clear_line_and_exit_1():
         assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0]
         assert "in use" in errors[0]
     finally:
-        first.send_signal(signal.SIGTERM)
+        first.send_signal(signal.SIGINT)
         first.wait(5)
 
 

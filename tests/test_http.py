@@ -58,7 +58,7 @@ async def test_ready_waits_until_a_cluster_slow_to_list_has_listed(
     status, body = await fetch(server, "/ready")
     assert status == 503
     assert body["ready"] is False and "slow" in body["reason"]
-    await eventually(lambda: server.app.kubernetes.status()[0]["state"] == "synced")
+    await eventually(lambda: server.app.runtime.kubernetes.status()[0]["state"] == "synced")
     status, body = await fetch(server, "/ready")
     assert status == 503
     assert body["reason"] == "clusters not synced: slow"
@@ -70,7 +70,7 @@ async def test_ready_waits_until_a_cluster_slow_to_list_has_listed(
     reply = await asyncio.to_thread(ask, server.port, "nothere.prod.global")
     assert rcode(reply) == "SERVFAIL"
 
-    await eventually(lambda: server.app.kubernetes.synced, timeout=10)
+    await eventually(lambda: server.app.runtime.kubernetes.synced, timeout=10)
     status, body = await fetch(server, "/ready")
     assert status == 200 and body == {"ready": True,
                                       "clusters": {"quick": "synced", "slow": "synced"}}
@@ -88,8 +88,8 @@ async def test_ready_waits_until_a_cluster_slow_to_list_has_listed(
 
     # Watch events are counted by type.
     web(quick, "10.2.0.1", "10.2.0.2")
-    await eventually(lambda: server.app.store.get(("prod", "web")) is not None and len(
-        server.app.store.get(("prod", "web")).endpoints) == 3)  # type: ignore[union-attr]
+    await eventually(lambda: server.app.runtime.store.get(("prod", "web")) is not None and len(
+        server.app.runtime.store.get(("prod", "web")).endpoints) == 3)  # type: ignore[union-attr]
     m = await asyncio.to_thread(scrape, server)
     assert value(m, "globaldns_k8s_events_total", cluster="quick", type="MODIFIED") >= 1
 
@@ -103,7 +103,7 @@ async def test_ready_after_sync_timeout_when_a_cluster_never_lists(
                             k8s_timing=timing_for(fast))
     status, body = await fetch(server, "/ready")
     assert status == 503 and "denied" in body["reason"]
-    await eventually(lambda: server.app.kubernetes.ready, timeout=10)
+    await eventually(lambda: server.app.runtime.kubernetes.ready, timeout=10)
     status, body = await fetch(server, "/ready")
     assert status == 200
     assert "sync_timeout" in body["note"]
@@ -202,8 +202,8 @@ async def test_status_page_shows_clusters_services_and_upstreams(
     config = (STATIC.replace("clusters:\n", "clusters:\n" + watched.split("\n", 2)[2])
               + "forward: [{zone: example.test, upstreams: ['127.0.0.1:9'], timeout: 1s}]\n")
     server = server_factory(config, k8s_timing=timing_for(fast))
-    await eventually(lambda: server.app.kubernetes.synced, timeout=10)
-    await eventually(lambda: server.app.store.get(("prod", "web")) is not None)
+    await eventually(lambda: server.app.runtime.kubernetes.synced, timeout=10)
+    await eventually(lambda: server.app.runtime.store.get(("prod", "web")) is not None)
     status, page = await fetch(server, "/")
     assert status == 200
     assert page.startswith("<!doctype html>")
@@ -279,7 +279,7 @@ def test_a_reload_moves_the_http_listener(server_factory: Any, tmp_path: Path) -
     server = server_factory(path.read_text(), config_path=str(path))
     assert server.app.http.port == first
     path.write_text(dns + f"http: {{listen: 127.0.0.1:{second}}}\n" + STATIC)
-    assert server.call(server.app.reload) is True
+    assert server.run(server.app.runtime.reloads.reload(why="test")) is True
     deadline = time.monotonic() + 5
     while server.app.http.port != second and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -64,7 +64,7 @@ def explain(snapshot: Snapshot, store: Store, name: str, *, client: str = "127.0
         out["subset"] = f"{subset.name} {dict(subset.labels)}"
     matched = snapshot.rules.match(key[1], key[0])
     out["rule"] = matched[1].match if matched else "(none: locality tiers and rotation)"
-    health = snapshot._health.get(key, {})
+    health = snapshot.health.get(key, {})
     p = plan(members, rule=matched[1] if matched else None,
              rule_index=matched[0] if matched else 0, rules=snapshot.rules, profile=profile,
              zone=zone.config, healthy_clusters=health)
