@@ -24,7 +24,7 @@ from globaldns.ops.metrics import Metrics
 from globaldns.ops.querylog import QueryLog
 from globaldns.runtime import Runtime
 from globaldns.sources.k8s.watch import Timing
-from globaldns.workers import Workers, follow
+from globaldns.workers import Follower, Workers
 
 log = logging.getLogger("globaldns")
 
@@ -118,6 +118,14 @@ class App:
         runtime = self.runtime
         config = runtime.config
         loop = asyncio.get_running_loop()
+        follower = None
+        if self.channel_fd is not None:
+            follower = await Follower.connect(runtime, self.channel_fd)
+            try:
+                await follower.catch_up()
+            except Exception as exc:
+                log.exception("worker: following the main process failed; exiting")
+                raise StartupError(f"worker: cannot follow the main process: {exc}") from exc
         listen = config.dns.listen
         try:
             udp_sock, tcp_sock = bind_sockets(listen.host, listen.port,
@@ -144,8 +152,8 @@ class App:
                 self.tcp.close()
                 raise StartupError(f"cannot listen on {http} (http.listen): "
                                    f"{exc.strerror or exc}") from exc
-        if self.channel_fd is not None:
-            self._background(self._follow(self.channel_fd))
+        if follower is not None:
+            self._background(self._follow(follower))
             return
         runtime.health.start()
         runtime.reloads.start()
@@ -158,11 +166,11 @@ class App:
         log.info("globaldns listening on %s:%d (udp+tcp), zones: %s", listen.host,
                  runtime.port, ", ".join(z.name for z in config.zones))
 
-    async def _follow(self, channel_fd: int) -> None:
+    async def _follow(self, follower: Follower) -> None:
         """A worker: follow the main process until it goes away (stop), or until following
         fails (exit 1, and the main process starts a new worker)."""
         try:
-            await follow(self.runtime, channel_fd)
+            await follower.run()
         except Exception:
             log.exception("worker: following the main process failed; exiting")
             self.exit_code = 1

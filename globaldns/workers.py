@@ -108,6 +108,7 @@ class Channel:
             self.put(("service", key), ("service", key))
         self.put("synced", ("synced", self.runtime.snapshot.synced))
         self.put("stale", ("stale", self.runtime.snapshot.stale))
+        self.put("start", ("start",))
 
     async def run(self) -> None:
         store, writer = self.runtime.store, self.writer
@@ -298,20 +299,45 @@ class Workers:
             await asyncio.wait(late)
 
 
-async def follow(runtime: Runtime, channel_fd: int) -> None:
-    """The worker side: apply the main process's registry changes until it goes away.
-    Anything that fails here ends the worker (its App exits 1 and the main process starts
-    a new one)."""
-    sock = socket.socket(fileno=channel_fd)
-    reader, writer = await asyncio.open_connection(sock=sock)
-    writer.write(b"R")  # listening: the main process may call itself ready
-    server = runtime.server
-    while True:
-        message = await read_frame(reader)
-        if message is None:
-            log.info("worker %d: the main process went away; stopping", os.getpid())
-            return
-        kind = message[0]
+class Follower:
+    """The worker side: a replica of the main process's registry, kept current from its
+    channel. Anything that fails here ends the worker (its App exits 1 and the main
+    process starts a new one)."""
+
+    def __init__(self, runtime: Runtime, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.runtime = runtime
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, runtime: Runtime, channel_fd: int) -> Follower:
+        reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=channel_fd))
+        return cls(runtime, reader, writer)
+
+    async def catch_up(self) -> None:
+        """Apply the main process's registry as it is now: a worker listens only once it
+        can answer what the main process answers (never NXDOMAIN from an empty store)."""
+        while True:
+            message = await read_frame(self.reader)
+            if message is None:
+                raise ProtocolError("the main process went away before the first sync")
+            if message[0] == "start":
+                return
+            await self._apply(message)
+
+    async def run(self) -> None:
+        """Say we listen, then follow until the main process goes away."""
+        self.writer.write(b"R")
+        while True:
+            message = await read_frame(self.reader)
+            if message is None:
+                log.info("worker %d: the main process went away; stopping", os.getpid())
+                return
+            await self._apply(message)
+
+    async def _apply(self, message: tuple[Any, ...]) -> None:
+        runtime, kind = self.runtime, message[0]
         if kind == "service":
             runtime.store.put(message[1], message[2])
         elif kind == "synced":
@@ -319,7 +345,8 @@ async def follow(runtime: Runtime, channel_fd: int) -> None:
         elif kind == "stale":
             runtime.snapshot.set_stale(message[1])
         elif kind == "ping":
-            writer.write(frame(("pong", server.stats.summary(server.inflight))))
+            server = runtime.server
+            self.writer.write(frame(("pong", server.stats.summary(server.inflight))))
         elif kind == "reload":
             await runtime.reloads.reload(why="the main process reloaded")
         else:

@@ -107,9 +107,9 @@ timeout: 5q
     assert lines[0].startswith(f"{bad}: timeout: unknown key (expected one of: ")
     assert "clusters, dns," in lines[0] and lines[0].endswith("zones)")
     assert lines[1:] == [
-        f"{bad}: dns.bogus: unknown key (expected one of: listen, max_inflight, "
+        f"{bad}: dns.bogus: unknown key (expected one of: lameduck, listen, max_inflight, "
         "tcp_idle_timeout, tcp_max_connections, tcp_max_connections_per_client, "
-        "tcp_max_inflight_per_connection, tcp_message_timeout, workers)",
+        "tcp_max_inflight_per_connection, tcp_message_timeout, worker_heartbeat, workers)",
         f"{bad}: dns.listen: 'nowhere' is not HOST:PORT (IPv6 as [::1]:PORT)",
         f"{bad}: services[0].endpoints[2].address: '10.0.0.x' is not an IP address",
         f"{bad}: services[0].endpoints[3].cluster: 'elsewhere' is not a cluster listed in "
