@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 
 from globaldns.app import StartupError
+from globaldns.ops.http import LoopLag
 from tests.conftest import Running, free_port
 from tests.dnsclient import ask, rcode
 from tests.k8s import emulator as em
 from tests.k8s.conftest import FastTime, emulators, eventually, fast  # noqa: F401 (fixtures)
 from tests.k8s.test_dns import timing_for, web, yaml_for
 from tests.scrape import get, get_json, scrape, value
-from tests.upstreams import fake_upstreams
+from tests.upstreams import Ticks, fake_upstreams, wait_until
 
 STATIC = """
 resolver: {locality: r1/z1, instance: http-test}
@@ -143,14 +144,23 @@ def test_ready_is_503_while_shutting_down(server_factory: Any) -> None:
 
 def test_health_answers_while_the_loop_keeps_up_and_reports_a_stall(server_factory: Any) -> None:
     server = server_factory(STATIC)
+    http = server.app.http
+    ticks = Ticks(server.loop)
+    server.run(http.lag.stop())
+    http.lag = LoopLag(clock=ticks.clock, sleep=ticks.sleep)
+    server.call(http.lag.start)
+    ticks.tick(0.5)  # on time
+    assert wait_until(lambda: ticks.sleeping == 2)
     status, body = get_json(server, "/health")
-    assert status == 200 and body["status"] == "ok"
-    time.sleep(1.1)  # a few lag samples
-    # Block the server's loop for 2.6 s (as a runaway computation would).
-    server.call(time.sleep, 2.6)
+    assert status == 200 and body == {"status": "ok", "loop_lag_seconds": 0.0}
+    ticks.tick(3.1)  # the loop ran the timer 2.6 s late (a runaway computation)
+    assert wait_until(lambda: ticks.sleeping == 3)
     status, body = get_json(server, "/health")
-    assert status == 503
-    assert body["loop_lag_seconds"] > 2
+    assert status == 503 and body == {"status": "event loop lagging", "loop_lag_seconds": 2.6}
+    for _ in range(21):  # on time again until the stall is older than the 10 s window
+        ticks.tick(0.5)
+    assert wait_until(lambda: ticks.sleeping == 24)
+    assert get_json(server, "/health")[0] == 200
 
 
 # -- /debug ------------------------------------------------------------------------------------

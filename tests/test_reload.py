@@ -23,7 +23,7 @@ from tests.dnsclient import addresses, ask, make_query, rcode
 from tests.k8s.conftest import FastTime, emulators, eventually, fast  # noqa: F401 (fixtures)
 from tests.k8s.test_dns import timing_for, web, yaml_for
 from tests.scrape import get, scrape, value
-from tests.upstreams import wait_until
+from tests.upstreams import Ticks, wait_until
 
 
 def publish(path: Path, text: str) -> None:
@@ -150,9 +150,21 @@ def test_touching_the_file_without_changing_it_reloads_nothing(server_factory: A
     path = tmp_path / "gd.yaml"
     path.write_text(config(port, "10.0.0.1"))
     server: Running = server_factory(path.read_text(), config_path=str(path))
+    reloads = server.app.runtime.reloads
+    ticks = Ticks(server.loop)  # the watcher looks when the test says so
+    server.run(reloads.stop())
+    reloads.sleep = ticks.sleep
+    server.call(reloads.start)
     os.utime(path, (time.time() + 5, time.time() + 5))
-    time.sleep(0.5)
-    assert server.app.runtime.reloads.results == {"success": 0, "failure": 0}
+    ticks.tick(0.1)
+    assert wait_until(lambda: ticks.sleeping == 2)  # it looked, and waits again
+    assert reloads.results == {"success": 0, "failure": 0}
+    # The same watcher applies a real change at its next look.
+    publish(path, config(port, "10.0.0.9"))
+    ticks.tick(0.1)
+    assert wait_until(lambda: ticks.sleeping == 3)
+    assert reloads.results == {"success": 1, "failure": 0}
+    assert addresses(ask(port, "api.prod.global")) == ["10.0.0.9"]
 
 
 def test_what_needs_a_restart_keeps_running_and_the_rest_applies(server_factory: Any,
