@@ -90,7 +90,8 @@ class Runtime:
         self.chain = self._chain(config, None)
         self.server = DnsServer(self.chain.next, nsid=self.instance().encode(),
                                 max_inflight=config.dns.max_inflight)
-        self.server.wire = WireCache(self.client_class)
+        self.server.wire = WireCache(self.client_class, stats=self.server.stats,
+                                     max_bytes=config.cache.wire_max_bytes)
         self.snapshot.listeners.append(self.server.wire.forget)
         self.tcp_connections: TcpConnections | None = None
         self.port = 0
@@ -202,6 +203,7 @@ class Runtime:
             listener(config)
         if self.server.wire is not None:
             self.server.wire.reset_classes()
+            self.server.wire.max_bytes = config.cache.wire_max_bytes
 
     def _chain(self, config: Config, previous: Chain | None) -> Chain:
         return Chain.build(config, snapshot=self.snapshot, store=self.store,

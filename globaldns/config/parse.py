@@ -194,6 +194,23 @@ def integer(low: int, high: int) -> Callable[[Any], int]:
     return convert
 
 
+_BYTE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
+               "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
+
+
+def byte_size(low: int, high: int) -> Callable[[Any], int]:
+    """A size in bytes: an integer, or a number with a unit (`64MB`, `512KiB`)."""
+    def convert(value: Any) -> int:
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d{1,12})\s*([A-Za-z]{0,3})\s*", value)
+            unit = _BYTE_UNITS.get(match.group(2).upper()) if match else None
+            if match is None or unit is None:
+                raise _Invalid(f"{_show(value)} is not a size (e.g. 64MB, 512KiB, 1000000)")
+            value = int(match.group(1)) * unit
+        return integer(low, high)(value)
+    return convert
+
+
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise _Invalid(f"{_show(value)} is not true or false")
@@ -689,10 +706,14 @@ def _forward(r: _Reader, raw: Any, config: Config) -> tuple[ForwardConfig, ...]:
 
 
 def _cache(r: _Reader, raw: Any) -> CacheConfig:
-    d = r.mapping(raw, "cache", {"capacity", "min_ttl", "max_ttl", "prefetch", "serve_stale"})
+    d = r.mapping(raw, "cache", {"capacity", "max_bytes", "wire_max_bytes", "min_ttl",
+                                 "max_ttl", "prefetch", "serve_stale"})
     base = CacheConfig()
     cache = CacheConfig(
         capacity=r.get(d, "capacity", "cache", integer(0, 10_000_000), base.capacity),
+        max_bytes=r.get(d, "max_bytes", "cache", byte_size(1 << 16, 1 << 40), base.max_bytes),
+        wire_max_bytes=r.get(d, "wire_max_bytes", "cache", byte_size(1 << 16, 1 << 40),
+                             base.wire_max_bytes),
         min_ttl=r.get(d, "min_ttl", "cache", whole_seconds, base.min_ttl),
         max_ttl=r.get(d, "max_ttl", "cache", whole_seconds, base.max_ttl),
         prefetch=r.get(d, "prefetch", "cache", boolean, base.prefetch),
