@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from globaldns.answers.snapshot import Snapshot
-from globaldns.chain.assembly import Chain, client_class
+from globaldns.chain.assembly import Chain
 from globaldns.config import Config
 from globaldns.dns.fastpath import WireCache
 from globaldns.dns.server import DnsServer
@@ -110,7 +110,7 @@ class Runtime:
     # --- what queries and pages read -------------------------------------------------
 
     def client_class(self, ip: str) -> int | None:
-        return client_class(self.chain, self.snapshot, ip)
+        return self.chain.client_class(ip)
 
     def instance(self) -> str:
         """The name NSID and id.server answer; workers add their index (`host/1`)."""

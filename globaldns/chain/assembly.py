@@ -3,7 +3,7 @@
 `Chain.build` assembles acl → globalzone → chaos → cache → forward (chain/__init__.py says
 why this order) over the live snapshot. A reload builds a new Chain from the old one: the
 forwarder and its cache stay (warm, with their upstream health) when their config did not
-change, and the handlers' counters run on. `client_class` packs what a client's replies
+change, and the handlers' counters run on. `Chain.client_class` packs what a client's replies
 depend on (its ACL decision and routing profile) into the wire cache's key.
 """
 
@@ -34,6 +34,7 @@ class Chain:
     cache: Cache | None
     next: Next
     """The first handler: call it with a query."""
+    snapshot: Snapshot
 
     @classmethod
     def build(cls, config: Config, *, snapshot: Snapshot, store: Store, instance: str,
@@ -60,20 +61,19 @@ class Chain:
             handlers.append(cache)
         if forward is not None:
             handlers.append(forward)
-        return cls(acl, chaos, forward, cache, build(handlers))
+        return cls(acl, chaos, forward, cache, build(handlers), snapshot)
+
+    def client_class(self, ip: str) -> int | None:
+        """What a client's replies depend on: its ACL decision (high bits) and its routing
+        profile (low 24 bits); None: the ACL denies it."""
+        decision = self.acl.decide(ip)
+        if decision == DENY:
+            return None
+        return decision << 24 | self.snapshot.locator.locate(ip, None).id
 
     def close(self) -> None:
         if self.forward is not None:
             self.forward.close()
-
-
-def client_class(chain: Chain, snapshot: Snapshot, ip: str) -> int | None:
-    """What a client's replies depend on: its ACL decision (high bits) and its routing
-    profile (low 24 bits); None: the ACL denies it."""
-    decision = chain.acl.decide(ip)
-    if decision == DENY:
-        return None
-    return decision << 24 | snapshot.locator.locate(ip, None).id
 
 
 def _forwarding(config: Config, previous: Chain | None,
