@@ -179,8 +179,12 @@ def gone(pid: int) -> bool:
 
 # --- lameduck ----------------------------------------------------------------------------
 
-def test_sigterm_under_load_loses_no_answer(tmp_path: Path, servers: Any) -> None:
-    proc, port, http = servers(tmp_path, lameduck="3s")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_under_load_loses_no_answer(tmp_path: Path, servers: Any, workers: int) -> None:
+    """With workers, the main process passes SIGTERM on: every process lameducks."""
+    proc, port, http = servers(tmp_path, lameduck="3s", workers=workers)
+    if workers > 1:
+        answering_worker(proc.pid, http)
     with Load(port) as load:
         assert wait_until(lambda: load.answered >= 300, timeout=20)
         proc.send_signal(signal.SIGTERM)
