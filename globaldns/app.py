@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
@@ -24,7 +25,7 @@ from globaldns.ops.metrics import Metrics
 from globaldns.ops.querylog import QueryLog
 from globaldns.runtime import Runtime
 from globaldns.sources.k8s.watch import Timing
-from globaldns.workers import Follower, Workers
+from globaldns.workers import Follower, Workers, first_message
 
 log = logging.getLogger("globaldns")
 
@@ -74,10 +75,14 @@ class App:
         self.channel_fd = channel_fd
         """A worker process (dns.workers > 1) follows the main's registry on this fd and
         runs no source of its own."""
+        # The key the cookie secrets derive from: made by the main process, sent to each
+        # worker before it starts, so every process accepts every other's cookies.
+        cookie_master = os.urandom(32) if channel_fd is None \
+            else first_message(channel_fd)[1]
         self.runtime = runtime = Runtime(config, config_path=config_path,
                                          follower=channel_fd is not None,
                                          worker_index=worker_index, k8s_timing=k8s_timing,
-                                         overrides=overrides)
+                                         overrides=overrides, cookie_master=cookie_master)
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp: asyncio.Server | None = None
         self.stopping = asyncio.Event()

@@ -23,7 +23,9 @@ from typing import Any, Protocol
 from globaldns.answers.snapshot import Snapshot
 from globaldns.chain.assembly import Chain
 from globaldns.config import Config
+from globaldns.dns.cookies import Cookies, read_secret_file
 from globaldns.dns.fastpath import WireCache
+from globaldns.dns.rate_limit import RateLimit
 from globaldns.dns.server import DnsServer
 from globaldns.dns.tcp import TcpConnections
 from globaldns.registry.store import Store
@@ -65,7 +67,8 @@ class Runtime:
     def __init__(self, config: Config, *, config_path: str | None = None,
                  follower: bool = False, worker_index: int = 0,
                  k8s_timing: Timing | None = None,
-                 overrides: Callable[[Config], Config] | None = None) -> None:
+                 overrides: Callable[[Config], Config] | None = None,
+                 cookie_master: bytes = b"") -> None:
         self.config = config
         self.follower = follower
         """A worker process: it follows the main process's registry and runs no source."""
@@ -93,6 +96,9 @@ class Runtime:
         self.server.wire = WireCache(self.client_class, stats=self.server.stats,
                                      max_bytes=config.cache.wire_max_bytes)
         self.snapshot.listeners.append(self.server.wire.forget)
+        self.cookie_master = cookie_master
+        """The key the cookie secrets derive from, the same in every process."""
+        self._use_protection(config, None)
         self.tcp_connections: TcpConnections | None = None
         self.port = 0
         """The DNS port (0 until listening)."""
@@ -180,6 +186,7 @@ class Runtime:
 
     def _apply(self, config: Config) -> None:
         old = self.config
+        self._use_protection(config, old)
         self.config = config
         if _snapshot_part(config) != _snapshot_part(old):
             self.snapshot.rebuild(config)
@@ -208,7 +215,39 @@ class Runtime:
     def _chain(self, config: Config, previous: Chain | None) -> Chain:
         return Chain.build(config, snapshot=self.snapshot, store=self.store,
                            instance=_instance(config, self.worker_index),
-                           overloaded=self._overloaded, previous=previous)
+                           overloaded=self._overloaded, note=self.rate_limit_note,
+                           previous=previous)
+
+    def _use_protection(self, config: Config, old: Config | None) -> None:
+        """Rate limiting and cookies as configured; the rate accounts survive a reload
+        that leaves `rate_limit` as it was."""
+        server = self.server
+        rl = config.rate_limit
+        if rl is None:
+            server.rate_limit = None
+        elif server.rate_limit is None or old is None or old.rate_limit != rl:
+            server.rate_limit = RateLimit(
+                responses=rl.responses_per_second, errors=rl.errors_per_second,
+                nxdomains=rl.nxdomains_per_second, slip=rl.slip, window=rl.window,
+                ipv4_prefix=rl.ipv4_prefix, ipv6_prefix=rl.ipv6_prefix, exempt=rl.exempt,
+                table_size=rl.table_size, stats=server.stats)
+        cookies = config.cookies
+        server.cookies = None if not cookies.enabled else Cookies(
+            master=self.cookie_master, rotate=cookies.rotate, stats=server.stats,
+            secrets=read_secret_file(cookies.secret_file) if cookies.secret_file else ())
+
+    def rate_limit_note(self, client: str) -> str:
+        """Explain: whether this client is being rate limited now (this process's view)."""
+        limit = self.server.rate_limit
+        if limit is None:
+            return "rate limit off"
+        network = limit.network(client)
+        if limit.prefix(client) is None:
+            return f"rate limit: client {network}, never limited"
+        limited = limit.limited(client)
+        if not limited:
+            return f"rate limit: client {network} is not limited"
+        return f"rate limit: client {network} is being limited: " + "; ".join(limited[:5])
 
     def _overloaded(self) -> bool:
         return self.server.overloaded()

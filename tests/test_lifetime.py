@@ -275,6 +275,7 @@ def test_a_worker_whose_follower_fails_exits_1(tmp_path: Path) -> None:
     """A message the follower cannot apply ends the worker (status 1, so its main process
     starts a new one) instead of leaving it answering from a frozen registry."""
     ours, theirs = socket.socketpair()
+    ours.sendall(frame(("cookie_master", os.urandom(32))))  # what the main sends first
     port = free_port()
     worker = subprocess.Popen(
         [sys.executable, "-m", "globaldns", "serve", "--channel-fd", str(theirs.fileno()),

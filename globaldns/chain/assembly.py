@@ -38,14 +38,19 @@ class Chain:
 
     @classmethod
     def build(cls, config: Config, *, snapshot: Snapshot, store: Store, instance: str,
-              overloaded: Callable[[], bool], previous: Chain | None = None) -> Chain:
+              overloaded: Callable[[], bool], note: Callable[[str], str],
+              previous: Chain | None = None) -> Chain:
+        """`note(client)`: a line about the client added to every CHAOS explanation (the
+        rate limit's view of it)."""
         forward, cache = _forwarding(config, previous, overloaded)
 
         def explain_lines(q: Query) -> list[str] | None:
             """The CHAOS TXT explanation of q's name for q's client (None: not ours)."""
             if snapshot.zone_of(q.qname) is None:
                 return None
-            return lines(explain(snapshot, store, q.name, client=q.client[0], ecs=q.ecs))
+            report = explain(snapshot, store, q.name, client=q.client[0], ecs=q.ecs)
+            report.setdefault("notes", []).append(note(q.client[0]))
+            return lines(report)
 
         acl = Acl(config.acl, forward=forward)
         chaos = Chaos(instance=instance, allow_debug=config.acl.allow_debug,

@@ -24,6 +24,7 @@ from globaldns.config.model import (
     ClientLocality,
     ClusterConfig,
     Config,
+    CookiesConfig,
     DistributeConfig,
     DnsConfig,
     FailoverConfig,
@@ -33,6 +34,7 @@ from globaldns.config.model import (
     LimitsConfig,
     ListenAddress,
     LogConfig,
+    RateLimitConfig,
     ReloadConfig,
     RemoteSecretsConfig,
     ResolverConfig,
@@ -43,6 +45,7 @@ from globaldns.config.model import (
     ViewConfig,
     ZoneConfig,
 )
+from globaldns.dns.cookies import read_secret_file
 from globaldns.registry.model import Locality, Port
 
 T = TypeVar("T")
@@ -1040,7 +1043,66 @@ def _aliases(r: _Reader, raw: Any) -> tuple[AliasConfig, ...]:
 
 _TOP = {"dns", "resolver", "zones", "clusters", "remote_secrets", "sync_timeout", "services",
         "forward", "cache", "acl", "client_localities", "routing", "aliases", "http", "log",
-        "reload", "limits"}
+        "reload", "limits", "rate_limit", "cookies"}
+
+
+def _rate_limit(r: _Reader, raw: Any) -> RateLimitConfig | None:
+    if raw is None:
+        return None
+    path = "rate_limit"
+    d = r.mapping(raw, path, {"responses_per_second", "errors_per_second",
+                              "nxdomains_per_second", "slip", "window", "ipv4_prefix",
+                              "ipv6_prefix", "exempt", "table_size"})
+    base = RateLimitConfig()
+    exempt = base.exempt
+    if d.get("exempt") is not None:
+        nets = []
+        for j, item in enumerate(r.sequence(d["exempt"], f"{path}.exempt")):
+            try:
+                nets.append(network(item))
+            except _Invalid as exc:
+                r.error(f"{path}.exempt[{j}]", str(exc))
+        exempt = tuple(nets)
+    rate = integer(0, 1_000_000)
+    return RateLimitConfig(
+        responses_per_second=r.get(d, "responses_per_second", path, rate,
+                                   base.responses_per_second),
+        errors_per_second=r.get(d, "errors_per_second", path, rate, base.errors_per_second),
+        nxdomains_per_second=r.get(d, "nxdomains_per_second", path, rate,
+                                   base.nxdomains_per_second),
+        slip=r.get(d, "slip", path, integer(0, 10), base.slip),
+        window=r.get(d, "window", path, _window, base.window),
+        ipv4_prefix=r.get(d, "ipv4_prefix", path, integer(0, 32), base.ipv4_prefix),
+        ipv6_prefix=r.get(d, "ipv6_prefix", path, integer(0, 128), base.ipv6_prefix),
+        exempt=exempt,
+        table_size=r.get(d, "table_size", path, integer(1, 10_000_000), base.table_size))
+
+
+def _window(value: Any) -> float:
+    seconds = positive_duration(value)
+    if seconds > 3600:  # BIND allows 1..3600
+        raise _Invalid(f"{_show(value)} is more than an hour")
+    return seconds
+
+
+def _cookies(r: _Reader, raw: Any, source: str) -> CookiesConfig:
+    path = "cookies"
+    d = r.mapping(raw, path, {"enabled", "secret_file", "rotate"})
+    base = CookiesConfig()
+    secret_file = ""
+    if d.get("secret_file") not in (None, ""):
+        try:
+            secret_file = _path(source, d["secret_file"])
+            read_secret_file(secret_file)
+        except _Invalid as exc:
+            r.error(f"{path}.secret_file", str(exc))
+        except OSError as exc:
+            r.error(f"{path}.secret_file", f"{secret_file}: {exc.strerror or exc}")
+        except ValueError as exc:
+            r.error(f"{path}.secret_file", f"{secret_file} {exc}")
+    return CookiesConfig(enabled=r.get(d, "enabled", path, boolean, base.enabled),
+                         secret_file=secret_file,
+                         rotate=r.get(d, "rotate", path, positive_duration, base.rotate))
 
 
 def _limits(r: _Reader, raw: Any) -> LimitsConfig:
@@ -1136,7 +1198,9 @@ def _build(r: _Reader, raw: Any, source: str) -> Config:
                                http=_http(r, top.get("http"), config.dns),
                                log=_log(r, top.get("log")),
                                reload=_reload(r, top.get("reload")),
-                               limits=_limits(r, top.get("limits")))
+                               limits=_limits(r, top.get("limits")),
+                               rate_limit=_rate_limit(r, top.get("rate_limit")),
+                               cookies=_cookies(r, top.get("cookies"), source))
 
 
 def load(path: str | Path) -> Config:

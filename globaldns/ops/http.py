@@ -413,6 +413,7 @@ class HttpServer:
         try:
             report = explain(self.runtime.snapshot, self.runtime.store, name, client=client,
                              ecs=ecs)
+            report.setdefault("notes", []).append(self.runtime.rate_limit_note(client))
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         report["lines"] = lines(report)
