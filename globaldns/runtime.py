@@ -84,7 +84,7 @@ class Runtime:
         # Watched clusters (and remote-secret ones) write into the same store.
         self.kubernetes = KubernetesSources(config, self.store,
                                             on_sync_change=self._sync_changed,
-                                            timing=k8s_timing)
+                                            timing=k8s_timing, health=self.health)
         # No negative answer before the first list: the listeners open before the
         # watches start, and resolvers would cache an early NXDOMAIN.
         if not follower and (config.remote_secrets is not None
@@ -262,4 +262,5 @@ def _snapshot_part(config: Config) -> tuple[Any, ...]:
     """What the prepared answers are built from: a reload that changes none of it (only
     forwarding, logging, the ACL...) keeps the snapshot instead of rebuilding every name."""
     return (config.zones, config.resolver, config.client_localities, config.routing,
-            config.services, config.aliases, config.clusters, config.dns.listen.host)
+            config.services, config.aliases, config.clusters, config.dns.listen.host,
+            config.serve_hosts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from globaldns.registry.istio import ServiceEntry
 from globaldns.registry.model import Locality, Port
 
 
@@ -79,6 +80,10 @@ class ClusterConfig:
     # Loopback, link-local, unspecified and multicast addresses name no endpoint another
     # host can reach; a cluster whose pods really use them (a test rig) opts in.
     allow_special_addresses: bool = False
+    # Istio's kinds exist only where Istio is installed, and reading them needs RBAC the
+    # base deployment does not grant: on where the operator says so.
+    istio: bool = False
+    """Also watch ServiceEntries, WorkloadEntries and WorkloadGroups (docs/istio.md)."""
 
     @property
     def watched(self) -> bool:
@@ -358,6 +363,12 @@ class Config:
     log: LogConfig = LogConfig()
     reload: ReloadConfig = ReloadConfig()
     limits: LimitsConfig = LimitsConfig()
+    # Names outside every zone are the upstreams' to answer: a ServiceEntry host outside
+    # the zones is served only where the operator names it (docs/istio.md).
+    serve_hosts: tuple[str, ...] = ()
+    """Host names, or `*.domain` patterns, of ServiceEntry hosts answered outside the zones."""
+    service_entries: tuple[ServiceEntry, ...] = ()
+    """ServiceEntry-shaped items of the config: Istio's meaning without Istio."""
     rate_limit: RateLimitConfig | None = None
     cookies: CookiesConfig = CookiesConfig()
 

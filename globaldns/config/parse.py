@@ -46,6 +46,7 @@ from globaldns.config.model import (
     ZoneConfig,
 )
 from globaldns.dns.cookies import read_secret_file
+from globaldns.registry import istio
 from globaldns.registry.model import Locality, Port
 
 T = TypeVar("T")
@@ -369,7 +370,7 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
         path = f"clusters[{i}]"
         d = r.mapping(item, path, {"name", "locality", "kubeconfig", "context", "in_cluster",
                                    "namespaces", "label_selector", "stale_for",
-                                   "watch_idle_timeout", "allow_special_addresses"})
+                                   "watch_idle_timeout", "allow_special_addresses", "istio"})
         base = ClusterConfig("")
         cluster = ClusterConfig(
             name=r.required(d, "name", path, cluster_name, f"invalid-{i}"),
@@ -384,6 +385,7 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
                                      base.watch_idle_timeout),
             allow_special_addresses=r.get(d, "allow_special_addresses", path, boolean,
                                           base.allow_special_addresses),
+            istio=r.get(d, "istio", path, boolean, base.istio),
         )
         if len(set(cluster.namespaces)) != len(cluster.namespaces):
             r.error(f"{path}.namespaces", "lists a namespace twice")
@@ -1043,7 +1045,49 @@ def _aliases(r: _Reader, raw: Any) -> tuple[AliasConfig, ...]:
 
 _TOP = {"dns", "resolver", "zones", "clusters", "remote_secrets", "sync_timeout", "services",
         "forward", "cache", "acl", "client_localities", "routing", "aliases", "http", "log",
-        "reload", "limits", "rate_limit", "cookies"}
+        "reload", "limits", "rate_limit", "cookies", "serve_hosts",
+        "service_entries"}
+
+
+def serve_host(value: Any) -> str:
+    """A host name, or `*.domain`: one leading wildcard label, as Istio writes hosts."""
+    name = text(value).strip().lower().rstrip(".")
+    rest = name[2:] if name.startswith("*.") else name
+    if "." not in rest or not domain(rest):
+        raise _Invalid(f"{_show(value)} is not a host name or *.domain")
+    return name
+
+
+_ENTRY_KEYS = {"name", "namespace", "cluster", "hosts", "ports", "endpoints", "location",
+               "resolution"}
+
+
+def _service_entries(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
+                     ) -> tuple[istio.ServiceEntry, ...]:
+    """ServiceEntry-shaped items: the `spec` fields, with `name`, `namespace` and the
+    `cluster` their endpoints are named under (default `static`)."""
+    out = []
+    for i, item in enumerate(r.sequence(raw, "service_entries")):
+        path = f"service_entries[{i}]"
+        d = r.mapping(item, path, _ENTRY_KEYS)
+        cluster = r.get(d, "cluster", path, cluster_name, "static")
+        if "cluster" in d and cluster not in {c.name for c in clusters}:
+            r.error(f"{path}.cluster", f"{_show(cluster)} is not a cluster listed in clusters")
+        if not d.get("hosts"):
+            r.error(f"{path}.hosts", "is required")
+
+        def problem(reason: str, detail: str, path: str = path) -> None:
+            r.error(path, detail.replace("spec.", ""))
+
+        spec = {k: v for k, v in d.items() if k not in ("name", "namespace", "cluster")}
+        try:
+            out.append(istio.service_entry(
+                {"metadata": {"name": str(d.get("name") or ""),
+                              "namespace": str(d.get("namespace") or "")}, "spec": spec},
+                cluster=cluster, skip=problem, allow_special=True))
+        except istio.Invalid as exc:
+            r.error(path, str(exc).replace("spec.", ""))
+    return tuple(out)
 
 
 def _rate_limit(r: _Reader, raw: Any) -> RateLimitConfig | None:
@@ -1200,7 +1244,10 @@ def _build(r: _Reader, raw: Any, source: str) -> Config:
                                reload=_reload(r, top.get("reload")),
                                limits=_limits(r, top.get("limits")),
                                rate_limit=_rate_limit(r, top.get("rate_limit")),
-                               cookies=_cookies(r, top.get("cookies"), source))
+                               cookies=_cookies(r, top.get("cookies"), source),
+                               serve_hosts=tuple(r.items(top, "serve_hosts", "", serve_host)),
+                               service_entries=_service_entries(r, top.get("service_entries"),
+                                                                clusters))
 
 
 def load(path: str | Path) -> Config:

@@ -513,6 +513,7 @@ def registry_json(runtime: Runtime, index: list[ServiceKey], *, wanted: str = ""
                     "ready": e.ready, "serving": e.serving, "terminating": e.terminating,
                     "hostname": e.hostname, "node_name": e.node_name,
                     "labels": dict(e.labels), "weight": e.weight, "source": source,
+                    "network": e.network, "external": e.external,
                     "health_check": None if check is None else {
                         "kind": check.kind, "port": check.port, "healthy": check.healthy,
                         "last_result": check.last_result, "last_error": check.last_error},
