@@ -22,7 +22,7 @@ import yaml
 from globaldns.app import DRAIN_SECONDS
 from globaldns.cli import main
 from globaldns.config import parse_text
-from globaldns.sources.k8s import istio
+from globaldns.sources.k8s import istio, mcs
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -112,7 +112,7 @@ def test_the_configmap_passes_check_config(overlay: str, tmp_path: Path,
     assert any(c.in_cluster for c in config.clusters)
     assert (config.remote_secrets is not None) == (overlay != "remote")
     if overlay == "mcs":
-        assert {z.name for z in config.zones} == {"global", "svc.clusterset.local"}
+        assert {z.name for z in config.zones} == {"global", "clusterset.local"}
 
     # The ports, probes and Services agree with the config.
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
@@ -195,6 +195,13 @@ def test_rbac_grants_only_what_the_code_reads(overlay: str) -> None:
     if watches_istio:
         # Exactly the kinds the Istio source watches (sources/k8s/istio.py).
         expected.append((("networking.istio.io",), istio.PLURALS, ("list", "watch")))
+    config = parse_text(config_text, overlay)
+    if any(c.export == "service_export" or c.service_imports for c in config.clusters):
+        # Exactly the MCS kinds the cluster source watches (sources/k8s/mcs.py).
+        assert overlay == "mcs"
+        expected.append((("multicluster.x-k8s.io",),
+                         (mcs.SERVICEEXPORTS.plural, mcs.SERVICEIMPORTS.plural),
+                         ("list", "watch")))
     assert sorted((tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"]))
                   for r in rules) == sorted(expected)
     roles = [d for d in docs if d["kind"] == "Role"]

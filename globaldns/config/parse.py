@@ -370,7 +370,8 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
         path = f"clusters[{i}]"
         d = r.mapping(item, path, {"name", "locality", "kubeconfig", "context", "in_cluster",
                                    "namespaces", "label_selector", "stale_for",
-                                   "watch_idle_timeout", "allow_special_addresses", "istio"})
+                                   "watch_idle_timeout", "allow_special_addresses", "export",
+                                   "service_imports", "istio"})
         base = ClusterConfig("")
         cluster = ClusterConfig(
             name=r.required(d, "name", path, cluster_name, f"invalid-{i}"),
@@ -385,6 +386,9 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
                                      base.watch_idle_timeout),
             allow_special_addresses=r.get(d, "allow_special_addresses", path, boolean,
                                           base.allow_special_addresses),
+            export=r.get(d, "export", path, choice("all", "service_export", "labeled"),
+                         base.export),
+            service_imports=r.get(d, "service_imports", path, boolean, base.service_imports),
             istio=r.get(d, "istio", path, boolean, base.istio),
         )
         if len(set(cluster.namespaces)) != len(cluster.namespaces):
