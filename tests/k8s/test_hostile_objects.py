@@ -320,7 +320,7 @@ async def test_a_synced_cluster_publishes_its_services_in_loop_steps_and_is_read
     (a,) = await emulators("a")
     names = healthy(a, 200)
     server, _ = serve([a], tmp_path, server_factory, fast)
-    await eventually(lambda: server.app.kubernetes.synced)
-    source = server.app.kubernetes.clusters()[0]
+    await eventually(lambda: server.app.runtime.kubernetes.synced)
+    source = server.app.runtime.kubernetes.clusters()[0]
     assert source.publish_steps >= 200 // 16 - 1
     await all_answer(server, names)
