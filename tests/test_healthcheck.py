@@ -163,7 +163,7 @@ services:
 
 
 def state(server, address: str):  # type: ignore[no-untyped-def]
-    [found] = [e for e in server.app.health.endpoints.values() if e.address == address]
+    [found] = [e for e in server.app.runtime.health.endpoints.values() if e.address == address]
     return found
 
 
@@ -210,7 +210,7 @@ def test_a_stopped_http_server_leaves_the_answer_within_interval_times_threshold
     assert INTERVAL - 0.05 <= took <= INTERVAL * 2 + TTL + SLACK
     up = state(s, "127.0.0.3")
     assert up.healthy and up.consecutive_failures == 0 and up.last_error == ""
-    health = s.app.health
+    health = s.app.runtime.health
     assert health.transitions == {"healthy": 1, "unhealthy": 1}
     assert health.checks["refused"] >= 3 and health.checks["success"] >= 4
     assert set(health.checks) == set(RESULTS)
@@ -242,7 +242,7 @@ def test_an_http_500_fails_the_check_and_a_200_brings_the_endpoint_back(server_f
                       within=INTERVAL * 3 + TTL)
     # Not back on the first success: healthy_threshold is 3.
     assert 2 * INTERVAL - 0.05 <= took <= INTERVAL * 3 + TTL + SLACK
-    assert s.app.health.checks["status"] >= 2
+    assert s.app.runtime.health.checks["status"] >= 2
 
 
 @pytest.mark.parametrize(("status", "expect", "healthy"), [
@@ -299,7 +299,7 @@ def test_a_tcp_check_follows_a_listener_going_away_and_coming_back(server_factor
     took = wait_until(lambda: answers(s.port, "cache") == ["10.9.0.1", "127.0.0.4"],
                       within=INTERVAL * 2 + TTL)
     assert took <= INTERVAL * 2 + TTL + SLACK
-    assert [e.address for e in s.app.health.endpoints.values()] == ["127.0.0.4"]
+    assert [e.address for e in s.app.runtime.health.endpoints.values()] == ["127.0.0.4"]
 
 
 @pytest.mark.parametrize("kind", ["http", "tcp"])
@@ -390,18 +390,18 @@ def test_a_reload_restarts_only_the_checks_that_changed(server_factory, targets)
     yaml = config(services.format(closed=closed, port=up.port, interval="50ms"))
     s = server_factory(yaml)
     wait_until(lambda: answers(s.port, "a") == [], within=0.1 + TTL)
-    health = s.app.health
+    health = s.app.runtime.health
     before = dict(health.endpoints)
 
     # The same config again: every check keeps running with its state, so `a` stays out
     # of the answer instead of starting over as healthy.
-    s.call(s.app.apply, parse_text(yaml, "test.yaml"))
+    s.call(s.app.runtime.apply, parse_text(yaml, "test.yaml"))
     assert health.endpoints == before
     assert all(health.endpoints[k] is v for k, v in before.items())
     assert answers(s.port, "a") == []
 
     # Only b's interval changes: b's check starts over, a's does not.
-    s.call(s.app.apply, parse_text(config(services.format(
+    s.call(s.app.runtime.apply, parse_text(config(services.format(
         closed=closed, port=up.port, interval="60ms")), "test.yaml"))
     [a_key] = [k for k in before if k.service == ("production", "a")]
     assert health.endpoints[a_key] is before[a_key]
@@ -412,7 +412,7 @@ def test_a_reload_restarts_only_the_checks_that_changed(server_factory, targets)
         f"healthcheck {k.address}:{k.check.port}" for k in health.endpoints)
 
     # A check removed from the config stops, and its endpoint's readiness is the config's.
-    s.call(s.app.apply, parse_text(config("""
+    s.call(s.app.runtime.apply, parse_text(config("""
   - name: a
     namespace: production
     endpoints: [{address: 127.0.0.3, cluster: primary}]
@@ -435,10 +435,10 @@ def test_at_most_64_checks_run_at_once(server_factory, targets):
     seen = []
     start = time.monotonic()
     while time.monotonic() - start < 1.5:
-        seen.append(s.app.health.in_flight)
+        seen.append(s.app.runtime.health.in_flight)
         time.sleep(0.01)
     assert max(seen) == 64
-    assert s.app.health.checks["timeout"] >= 64
+    assert s.app.runtime.health.checks["timeout"] >= 64
     assert answers(s.port, "svc1") == ["127.0.0.8"]  # still within its 3 failures
 
 
@@ -459,7 +459,7 @@ def test_checks_of_500_endpoints_do_not_delay_dns_answers(server_factory):
     namespace: production
     endpoints: [{address: 10.9.0.1, cluster: primary}]
 """))
-    health = s.app.health
+    health = s.app.runtime.health
     assert len(health.endpoints) == 500
     latencies = []
     start = time.monotonic()

@@ -329,7 +329,7 @@ routing:
                           for i in range(1, 5))
         endpoints += (Endpoint(address="10.2.0.1", cluster="remote",
                                locality=Locality("us-west1")),)
-        s.call(s.app.store.set, "k8s/test", ("production", "flappy"),
+        s.call(s.app.runtime.store.set, "k8s/test", ("production", "flappy"),
                ServiceData(endpoints=endpoints))
 
     def primary_answered() -> bool:

@@ -58,5 +58,5 @@ def test_two_workers_share_the_port_and_follow_the_main_registry(tmp_path):
             time.sleep(0.2)
         assert (answers, nsids) == ({"10.2.2.2"}, {"gd", "gd/1"})
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0

@@ -16,7 +16,7 @@ import gc
 import itertools
 import logging
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from functools import partial
 
 from globaldns.answers import clusterset
@@ -214,6 +214,12 @@ class Snapshot:
         """Times preparing a big service gave the loop back."""
         self.rebuild(config)
         store.subscribe(self.update)
+
+    @property
+    def health(self) -> Mapping[ServiceKey, dict[str, bool]]:
+        """Service → cluster → at least the rule's `min_healthy` of its endpoints ready
+        (only services under such a rule appear)."""
+        return self._health
 
     def rebuild(self, config: Config) -> None:
         """Whole rebuild, for a new config (not for registry changes). If it fails, the

@@ -37,6 +37,12 @@ class DnsConfig:
     # Queries waiting for the slow path (forwarding); beyond this we answer REFUSED.
     max_inflight: int = 1000
     workers: int = 1
+    # CoreDNS's `health { lameduck 5s }`: after SIGTERM, keep answering this long while the
+    # endpoint removal reaches every kube-proxy, so a rolling update drops no query.
+    lameduck: float = 5.0
+    # The main process pings each worker this often; three missed answers (a stopped or
+    # stuck worker) and it is replaced. 1 s: a black-holed worker loses at most ~3 s.
+    worker_heartbeat: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -305,7 +305,7 @@ def _dns(r: _Reader, raw: Any) -> DnsConfig:
     d = r.mapping(raw, "dns", {"listen", "tcp_idle_timeout", "tcp_max_connections",
                                "tcp_message_timeout", "tcp_max_connections_per_client",
                                "tcp_max_inflight_per_connection", "max_inflight",
-                               "workers"})
+                               "workers", "lameduck", "worker_heartbeat"})
     base = DnsConfig()
     return DnsConfig(
         listen=r.get(d, "listen", "dns", listen_address, base.listen),
@@ -322,6 +322,9 @@ def _dns(r: _Reader, raw: Any) -> DnsConfig:
                                               base.tcp_max_inflight_per_connection),
         max_inflight=r.get(d, "max_inflight", "dns", integer(1, 1_000_000), base.max_inflight),
         workers=r.get(d, "workers", "dns", integer(1, 64), base.workers),
+        lameduck=r.get(d, "lameduck", "dns", duration, base.lameduck),
+        worker_heartbeat=r.get(d, "worker_heartbeat", "dns", positive_duration,
+                               base.worker_heartbeat),
     )
 
 

@@ -41,7 +41,7 @@ def timing_for(fast: FastTime) -> Timing:
 
 def attach(server: Running, fast: FastTime) -> KubernetesSources:
     """The App's own KubernetesSources (app.py starts them with the server)."""
-    return server.app.kubernetes
+    return server.app.runtime.kubernetes
 
 
 async def _scaled_sleep(seconds: float) -> None:

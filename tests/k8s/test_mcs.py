@@ -57,7 +57,7 @@ def start(server_factory: Any, text: str, fast: FastTime) -> Running:
 
 
 async def synced(server: Running) -> None:
-    await eventually(lambda: server.app.kubernetes.synced, timeout=10, what="synced")
+    await eventually(lambda: server.app.runtime.kubernetes.synced, timeout=10, what="synced")
 
 
 async def records(port: int, name: str, qtype: str) -> tuple[str, list[str]]:
@@ -90,7 +90,7 @@ async def test_cross_cluster_user_service_is_exported_by_its_service_exports_onl
     assert await answers(port, clusterset) == ("NOERROR", ["10.1.0.1"])
     assert await answers(port, "internal.default.global") == ("NXDOMAIN", [])
     assert await answers(port, "internal.default.svc.clusterset.local") == ("NXDOMAIN", [])
-    assert server.app.store.get(("default", "internal")) is None
+    assert server.app.runtime.store.get(("default", "internal")) is None
     # A ServiceExport added in west: its endpoints join.
     west.put(em.service_export("default", "cross-cluster-user-service"))
     await dns_eventually(port, clusterset, ("NOERROR", ["10.1.0.1", "10.2.0.1"]))
