@@ -36,6 +36,7 @@ SERVER = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 SERVER.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
 SERVER.bind(("127.0.0.1", 0))
 SERVER.setblocking(False)
+BUFFER = bytearray(_fastlane.BATCH * _fastlane.DATAGRAM)
 CLIENTS = []
 for i in range(4):
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -80,9 +81,9 @@ def TestOneInput(data: bytes) -> None:
         return reply
 
     while len(seen) < len(sent):
-        if _fastlane.drain(SERVER.fileno(), hit, rate, handler, _fastlane.BATCH) == 0:
+        if _fastlane.drain(SERVER.fileno(), BUFFER, hit, rate, handler, _fastlane.BATCH) == 0:
             raise AssertionError(f"{len(sent) - len(seen)} datagrams never arrived")
-    if _fastlane.drain(SERVER.fileno(), hit, rate, handler, _fastlane.BATCH) != 0:
+    if _fastlane.drain(SERVER.fileno(), BUFFER, hit, rate, handler, _fastlane.BATCH) != 0:
         raise AssertionError("more datagrams than were sent")
     for who in range(len(CLIENTS)):
         if [d for w, d in seen if w == who] != [d for w, d in sent if w == who]:

@@ -12,6 +12,7 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 
 import dns.message
 import dns.rcode
@@ -102,6 +103,32 @@ def test_a_burst_from_many_ipv6_clients_gets_every_reply_to_its_sender(server_fa
     _burst("::1", s.port, clients=4, each=40)
 
 
+def test_two_servers_in_one_process_answer_bursts_at_once_each_to_its_own_clients(
+        server_factory):
+    """Each server's loop runs on its own thread with its own lane; a thread switch in the
+    middle of one lane's batch (forced often here) must not touch the other's."""
+    servers = [_server(server_factory) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def burst(port: int) -> None:
+        try:
+            _burst("127.0.0.1", port, clients=4, each=60)
+        except BaseException as exc:  # reported to the test thread
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=burst, args=(s.port,)) for s in servers * 2]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+
+
 def test_random_datagrams_never_stop_the_answers_and_every_reply_parses(server_factory):
     """Datagrams of 0..65507 bytes (the largest IPv4 UDP payload) from random loopback
     addresses, random bytes or a real query with random bytes after its ID; after each
@@ -161,6 +188,7 @@ def test_drain_bounds_its_batch_and_asks_the_full_path_only_for_what_the_cache_m
         server.setblocking(False)
         client.bind(("127.0.0.1", 0))
         calls: list[tuple[str, bytes, object]] = []
+        buffer = bytearray(lane.BATCH * lane.DATAGRAM)
 
         def hit(data: bytes, ip: str) -> bytes | None:  # the wire cache: even numbers
             calls.append(("hit", data, ip))
@@ -174,11 +202,11 @@ def test_drain_bounds_its_batch_and_asks_the_full_path_only_for_what_the_cache_m
             calls.append(("miss", data, addr))
             return b"miss" + data
 
-        assert lane.drain(server.fileno(), hit, rate, miss, 8) == 0
+        assert lane.drain(server.fileno(), buffer, hit, rate, miss, 8) == 0
         for i in range(lane.BATCH + 5):
             client.sendto(i.to_bytes(2, "big"), server.getsockname())
-        assert lane.drain(server.fileno(), hit, rate, miss, lane.BATCH) == lane.BATCH
-        assert lane.drain(server.fileno(), None, None, miss, lane.BATCH) == 5
+        assert lane.drain(server.fileno(), buffer, hit, rate, miss, lane.BATCH) == lane.BATCH
+        assert lane.drain(server.fileno(), buffer, None, None, miss, lane.BATCH) == 5
         ip, addr = "127.0.0.1", client.getsockname()
         want: list[tuple[str, bytes, object]] = []
         replies = []
@@ -199,7 +227,9 @@ def test_drain_bounds_its_batch_and_asks_the_full_path_only_for_what_the_cache_m
         client.settimeout(5)
         assert [client.recv(100) for _ in replies] == replies
         with pytest.raises(ValueError):
-            lane.drain(server.fileno(), None, None, miss, lane.BATCH + 1)
+            lane.drain(server.fileno(), buffer, None, None, miss, lane.BATCH + 1)
+        with pytest.raises(ValueError):  # a buffer too small for a whole batch
+            lane.drain(server.fileno(), bytearray(lane.DATAGRAM), None, None, miss, 1)
 
 
 @pytest.mark.skipif(udp.FASTLANE is None, reason="the fast lane is not built")

@@ -23,14 +23,17 @@
 #define BATCH 64
 #define DATAGRAM 65535
 
-/* One receive buffer per slot, allocated on first use and kept: 4 MiB of address space,
- * of which only the pages that datagrams touch become resident. */
-static char *buffers;
-static struct mmsghdr in_msgs[BATCH];
-static struct iovec in_iov[BATCH];
-static struct sockaddr_storage peers[BATCH];
-static struct mmsghdr out_msgs[BATCH];
-static struct iovec out_iov[BATCH];
+/* The message headers live on the caller's stack (about 19 KB) and the datagrams in the
+ * caller's buffer (`buffer`, BATCH * DATAGRAM bytes, one per lane): nothing is shared
+ * between two lanes, or two threads each running a loop with its own lane, even when a
+ * handler lets another thread run. */
+struct batch {
+    struct mmsghdr in_msgs[BATCH];
+    struct iovec in_iov[BATCH];
+    struct sockaddr_storage peers[BATCH];
+    struct mmsghdr out_msgs[BATCH];
+    struct iovec out_iov[BATCH];
+};
 
 /* The client's address as the socket module gives it: (host, port) for IPv4 and
  * (host, port, flowinfo, scope_id) for IPv6. */
@@ -89,7 +92,7 @@ address(const struct sockaddr_storage *ss, socklen_t len)
 /* Send out_msgs[0..count): one sendmmsg, again after a message the kernel refused (that one
  * is skipped, as a failed sendto would be), and no more once the socket buffer is full. */
 static void
-send_all(int fd, unsigned int count)
+send_all(int fd, struct mmsghdr *out_msgs, unsigned int count)
 {
     unsigned int done = 0;
     while (done < count) {
@@ -109,8 +112,8 @@ send_all(int fd, unsigned int count)
 static PyObject *
 drain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "drain(fd, hit, rate, miss, limit)");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "drain(fd, buffer, hit, rate, miss, limit)");
         return NULL;
     }
     long fd = PyLong_AsLong(args[0]);
@@ -120,21 +123,29 @@ drain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "bad file descriptor");
         return NULL;
     }
-    PyObject *hit = args[1] == Py_None ? NULL : args[1];
-    PyObject *rate = args[2] == Py_None ? NULL : args[2];
-    PyObject *miss = args[3];
-    long limit = PyLong_AsLong(args[4]);
+    PyObject *hit = args[2] == Py_None ? NULL : args[2];
+    PyObject *rate = args[3] == Py_None ? NULL : args[3];
+    PyObject *miss = args[4];
+    long limit = PyLong_AsLong(args[5]);
     if (limit == -1 && PyErr_Occurred())
         return NULL;
     if (limit < 1 || limit > BATCH) {
         PyErr_Format(PyExc_ValueError, "limit must be 1..%d", BATCH);
         return NULL;
     }
-    if (buffers == NULL) {
-        buffers = PyMem_RawMalloc((size_t)BATCH * DATAGRAM);
-        if (buffers == NULL)
-            return PyErr_NoMemory();
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (view.len < (Py_ssize_t)BATCH * DATAGRAM) {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError, "buffer must hold %d bytes", BATCH * DATAGRAM);
+        return NULL;
     }
+    char *buffers = view.buf;
+    struct batch b;
+    struct mmsghdr *in_msgs = b.in_msgs, *out_msgs = b.out_msgs;
+    struct iovec *in_iov = b.in_iov, *out_iov = b.out_iov;
+    struct sockaddr_storage *peers = b.peers;
     for (long i = 0; i < limit; i++) {
         in_iov[i].iov_base = buffers + (size_t)i * DATAGRAM;
         in_iov[i].iov_len = DATAGRAM;
@@ -144,13 +155,13 @@ drain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         in_msgs[i].msg_hdr.msg_name = &peers[i];
         in_msgs[i].msg_hdr.msg_namelen = sizeof peers[i];
     }
-    /* The GIL stays held: both calls never block (MSG_DONTWAIT), and it keeps the static
-     * buffers to one caller. */
+    /* Both calls never block (MSG_DONTWAIT): the GIL stays held around them. */
     int got;
     do {
         got = recvmmsg((int)fd, in_msgs, (unsigned int)limit, MSG_DONTWAIT, NULL);
     } while (got < 0 && errno == EINTR);
     if (got < 0) {
+        PyBuffer_Release(&view);
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return PyLong_FromLong(0);
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -222,7 +233,8 @@ drain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         replies[out++] = reply;
     }
     if (out > 0)
-        send_all((int)fd, out);
+        send_all((int)fd, out_msgs, out);
+    PyBuffer_Release(&view);
     for (unsigned int i = 0; i < out; i++)
         Py_DECREF(replies[i]);
     if (failed)
@@ -232,7 +244,8 @@ drain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef methods[] = {
     {"drain", (PyCFunction)(void (*)(void))drain, METH_FASTCALL,
-     "drain(fd, hit, rate, miss, limit) -> int: receive up to limit datagrams with one "
+     "drain(fd, buffer, hit, rate, miss, limit) -> int: receive up to limit datagrams "
+     "(into buffer, a writable BATCH * DATAGRAM bytes) with one "
      "recvmmsg; for each, reply = hit(data, ip), then rate(ip, reply) if hit answered, "
      "else miss(data, addr) (hit and rate may be None); send the replies with one sendmmsg."},
     {NULL, NULL, 0, NULL},
@@ -247,7 +260,8 @@ PyMODINIT_FUNC
 PyInit__fastlane(void)
 {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddIntConstant(m, "BATCH", BATCH) < 0) {
+    if (m != NULL && (PyModule_AddIntConstant(m, "BATCH", BATCH) < 0
+                      || PyModule_AddIntConstant(m, "DATAGRAM", DATAGRAM) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

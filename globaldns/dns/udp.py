@@ -76,6 +76,8 @@ class FastLane:
         self.closed = False
         self._drain = FASTLANE.drain
         self._batch: int = FASTLANE.BATCH
+        # This lane's receive buffers (calloc'd: only the pages datagrams touch are used).
+        self._buffer = bytearray(FASTLANE.BATCH * FASTLANE.DATAGRAM)
         loop.add_reader(self.fd, self._ready)
 
     def _ready(self) -> None:
@@ -87,7 +89,7 @@ class FastLane:
         limit = server.rate_limit
         rate = limit.cached if hit is not None and limit is not None else None
         try:
-            self._drain(self.fd, hit, rate, self._miss, self._batch)
+            self._drain(self.fd, self._buffer, hit, rate, self._miss, self._batch)
         except OSError as exc:
             # ICMP port unreachable from a client that went away: nothing to do.
             log.debug("udp error: %s", exc)
