@@ -11,7 +11,7 @@ from typing import Any
 
 from globaldns import __version__
 from globaldns.config import Config, ConfigError, load, load_default
-from globaldns.config.parse import _Invalid, listen_address
+from globaldns.config.values import Invalid, listen_address
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,12 +84,12 @@ def _overrides(args: argparse.Namespace) -> Callable[[Config], Config]:
     if args.listen:
         try:
             dns["listen"] = listen_address(args.listen)
-        except _Invalid as exc:
+        except Invalid as exc:
             raise ValueError(f"--listen: {exc}") from None
     if args.http_listen is not None:
         try:
             http["listen"] = listen_address(args.http_listen) if args.http_listen else None
-        except _Invalid as exc:
+        except Invalid as exc:
             raise ValueError(f"--http-listen: {exc}") from None
     if args.workers is not None:
         if not 1 <= args.workers <= 64:

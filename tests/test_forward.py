@@ -285,7 +285,7 @@ def test_a_failing_upstream_is_skipped_and_probed_until_it_answers(server_factor
     sick.mode = "silent"
     good = upstreams().add(*EXAMPLE_RECORDS)
     srv = server_factory(forward_yaml((".", [sick, good]), policy="sequential",
-                                      timeout="600ms", max_fails=2, health_check="100ms"))
+                                      timeout="600ms", max_fails=2, probe_interval="100ms"))
     for i in range(2):  # each waits 600 ms on the sick one, then gets the good one
         assert rcode(ask(srv.port, f"n{i}.example.test")) == "NXDOMAIN"
     start = time.monotonic()
@@ -303,7 +303,7 @@ def test_a_failing_upstream_is_skipped_and_probed_until_it_answers(server_factor
 def test_when_every_upstream_is_unhealthy_they_are_tried_anyway(server_factory, upstream):
     upstream.mode = "silent"
     srv = server_factory(forward_yaml((".", [upstream]), timeout="200ms", tries=1,
-                                      max_fails=1, health_check="1h"))
+                                      max_fails=1, probe_interval="1h"))
     assert rcode(ask(srv.port, "www.example.test")) == "SERVFAIL"
     assert not srv.app.forward.pools[0].upstreams[0].healthy
     upstream.mode = "answer"
@@ -313,7 +313,7 @@ def test_when_every_upstream_is_unhealthy_they_are_tried_anyway(server_factory, 
 def test_probes_stop_when_the_server_stops(server_factory, upstream):
     upstream.mode = "silent"
     srv = server_factory(forward_yaml((".", [upstream]), timeout="100ms", tries=1,
-                                      max_fails=1, health_check="50ms"))
+                                      max_fails=1, probe_interval="50ms"))
     ask(srv.port, "www.example.test")
     assert wait_until(lambda: upstream.probes() >= 1)
     srv.stop()
@@ -384,7 +384,7 @@ forward:
     policy: random
     timeout: 2s
     max_fails: 2
-    health_check: 0.5s
+    probe_interval: 0.5s
 cache:
   capacity: 10000
   min_ttl: 0s
@@ -397,7 +397,7 @@ cache:
     assert [str(u) for u in internal.upstreams] == ["10.0.0.53:53"]
     assert root.zone == "" and [str(u) for u in root.upstreams] == ["10.0.0.2:53",
                                                                     "[fd00::53]:53"]
-    assert (root.timeout, root.max_fails, root.health_check) == (2.0, 2, 0.5)
+    assert (root.timeout, root.max_fails, root.probe_interval) == (2.0, 2, 0.5)
     assert (config.cache.max_ttl, config.cache.serve_stale) == (3600, 3600)
 
 
