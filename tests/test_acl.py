@@ -11,10 +11,9 @@ from globaldns.chain.acl import DENY, MAX_CLIENTS, QUERY, RECURSE, Acl
 from globaldns.chain.forward import Forward
 from globaldns.config import ConfigError, parse_text
 from globaldns.config.model import AclConfig
-from tests.conftest import EXAMPLE, free_port
-from tests.dnsclient import addresses, ask, dig, rcode
-from tests.test_forward import EXAMPLE_RECORDS, ede, forward_yaml
-from tests.upstreams import fake_upstreams
+from tests.helpers.dns import addresses, ask, dig, ede, rcode
+from tests.helpers.server import EXAMPLE, free_port
+from tests.helpers.upstreams import EXAMPLE_RECORDS, fake_upstreams, forward_yaml
 
 OTHER = "127.0.0.2"
 

@@ -11,10 +11,11 @@ import time
 import dnslib
 import pytest
 
-from tests.conftest import EXAMPLE, free_port
-from tests.dnsclient import addresses, ask, dig, make_query, rcode, udp_raw
-from tests.test_forward import EXAMPLE_RECORDS, ede, forward_yaml
-from tests.upstreams import Clock, fake_upstreams, unbound, wait_until
+from tests.helpers.clock import Clock
+from tests.helpers.dns import addresses, ask, dig, ede, make_query, rcode, udp_raw
+from tests.helpers.server import EXAMPLE, free_port
+from tests.helpers.upstreams import EXAMPLE_RECORDS, fake_upstreams, forward_yaml, unbound
+from tests.helpers.wait import wait_until
 
 QT = dnslib.QTYPE
 

@@ -6,8 +6,8 @@ import json
 import subprocess
 import sys
 
-from tests.dnsclient import addresses, ask
-from tests.test_routing import DISTRIBUTE, VIEWS, WEIGHTS
+from tests.helpers.configs import DISTRIBUTE, VIEWS, WEIGHTS
+from tests.helpers.dns import addresses, ask
 
 GLOBALDNS = [sys.executable, "-m", "globaldns"]
 
@@ -39,7 +39,7 @@ def test_explain_json_agrees_with_the_dns_answer(tmp_path, server_factory):
     assert report["locality_from"] == "ecs"
     [group] = report["groups"]
     s = server_factory(VIEWS)
-    from tests.test_routing import ecs
+    from tests.helpers.dns import ecs
     answer = addresses(ask(s.port, "catalog-service.production.global", edns=1232,
                            options=[ecs("10.20.1.0/24")]))
     assert sorted(answer) == sorted(group["first_answer"]) == ["10.6.0.1", "10.6.0.2"]

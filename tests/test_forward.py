@@ -16,21 +16,12 @@ import pytest
 from globaldns.config import ConfigError, parse_text
 from globaldns.config.model import AclConfig
 from globaldns.dns.relay import MalformedReply, relayed
-from tests.conftest import EXAMPLE, free_port
-from tests.dnsclient import addresses, ask, dig, make_query, rcode, tcp_raw, udp_raw
-from tests.upstreams import EXAMPLE_RECORDS, fake_upstreams, forward_yaml, unbound, wait_until
+from tests.helpers.dns import addresses, ask, dig, ede, make_query, rcode, tcp_raw, udp_raw
+from tests.helpers.server import EXAMPLE, free_port
+from tests.helpers.upstreams import EXAMPLE_RECORDS, fake_upstreams, forward_yaml, unbound
+from tests.helpers.wait import wait_until
 
 QT = dnslib.QTYPE
-def ede(reply: dnslib.DNSRecord) -> list[tuple[int, str]]:
-    """The Extended DNS Errors (RFC 8914) in a reply."""
-    out = []
-    for rr in reply.ar:
-        if rr.rtype == QT.OPT:
-            for option in rr.rdata:
-                if option.code == 15:
-                    out.append((int.from_bytes(option.data[:2], "big"),
-                                option.data[2:].decode()))
-    return out
 
 
 @pytest.fixture

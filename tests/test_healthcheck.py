@@ -18,7 +18,7 @@ from globaldns.config import parse_text
 from globaldns.registry.store import Store
 from globaldns.sources.healthcheck import RESULTS, HealthChecker
 from globaldns.sources.static import STATIC, HealthKey
-from tests.dnsclient import addresses, ask
+from tests.helpers.dns import addresses, ask
 
 INTERVAL = 0.2
 TTL = 0

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from globaldns.config import ConfigError, load, parse_text
-from tests.conftest import Running, free_port
-from tests.dnsclient import addresses, ask
-from tests.scrape import scrape, value
+from tests.helpers.dns import addresses, ask
+from tests.helpers.http import scrape, value
+from tests.helpers.server import Running, free_port
 
 GLOBALDNS = [sys.executable, "-m", "globaldns"]
 

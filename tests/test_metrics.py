@@ -9,10 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Running
-from tests.dnsclient import ask, make_query, rcode, tcp_raw, udp_raw
-from tests.scrape import get, promtool_check, scrape, total, value
-from tests.upstreams import fake_upstreams, wait_until
+from tests.helpers.dns import ask, make_query, rcode, tcp_raw, udp_raw
+from tests.helpers.http import get, promtool_check, scrape, total, value
+from tests.helpers.server import Running
+from tests.helpers.upstreams import fake_upstreams
+from tests.helpers.wait import wait_until
 
 CONFIG = """
 resolver: {locality: r1/z1, instance: metrics-test}
@@ -243,7 +244,7 @@ def test_every_metric_is_documented_and_every_documented_metric_exists(
     configured: a watched cluster, remote Secrets, forwarding, health checks, the log)."""
     import re
 
-    from tests.conftest import ROOT
+    from tests.helpers.data import ROOT
 
     kubeconfig = tmp_path / "dead.kubeconfig"
     kubeconfig.write_text("""apiVersion: v1
@@ -276,8 +277,7 @@ def test_workers_counters_add_up_in_the_main_process(tmp_path) -> None:  # type:
     import socket as socket_module
     import urllib.request
 
-    from tests.conftest import free_port
-    from tests.test_cli import serve
+    from tests.helpers.server import free_port, serve
 
     port, http_port = free_port(), free_port()
     path = tmp_path / "w.yaml"

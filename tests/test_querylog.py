@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Running
-from tests.dnsclient import ask, rcode
-from tests.scrape import scrape, value
-from tests.upstreams import fake_upstreams, wait_until
+from tests.helpers.dns import ask, rcode
+from tests.helpers.http import scrape, value
+from tests.helpers.server import Running
+from tests.helpers.upstreams import fake_upstreams
+from tests.helpers.wait import wait_until
 
 CONFIG = """
 resolver: {instance: log-test}

@@ -18,12 +18,12 @@ from typing import Any
 
 import dnslib
 
-from tests.conftest import ROOT, Running, free_port
-from tests.dnsclient import addresses, ask, make_query, rcode
-from tests.k8s.conftest import FastTime, emulators, eventually, fast  # noqa: F401 (fixtures)
-from tests.k8s.test_dns import timing_for, web, yaml_for
-from tests.scrape import get, scrape, value
-from tests.upstreams import wait_until
+from tests.helpers.data import ROOT
+from tests.helpers.dns import addresses, ask, make_query, rcode
+from tests.helpers.http import get, scrape, value
+from tests.helpers.k8s import FastTime, timing_for, web, yaml_for
+from tests.helpers.server import Running, free_port
+from tests.helpers.wait import eventually, wait_until
 
 
 def publish(path: Path, text: str) -> None:
@@ -173,7 +173,7 @@ def test_what_needs_a_restart_keeps_running_and_the_rest_applies(server_factory:
 
 
 async def test_unchanged_clusters_keep_their_watches(
-        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime,  # noqa: F811
+        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime,
 ) -> None:
     a, b = await emulators("a", "b")
     web(a, "10.1.0.1")

@@ -8,21 +8,8 @@ import time
 
 import dnslib
 
-from tests.conftest import DATA
-from tests.dnsclient import addresses, ask, make_query, tcp_raw
-
-CORPUS = DATA / "fuzz" / "dns-packets.bin"
-
-
-def corpus() -> list[bytes]:
-    assert CORPUS.exists(), f"{CORPUS} is missing: see tests/data/README.md"
-    data = CORPUS.read_bytes()
-    out, i = [], 0
-    while i + 2 <= len(data):
-        n = struct.unpack_from("!H", data, i)[0]
-        out.append(data[i + 2 : i + 2 + n])
-        i += 2 + n
-    return out
+from tests.helpers.data import corpus
+from tests.helpers.dns import addresses, ask, make_query, tcp_raw
 
 
 def skip_name(msg: bytes, i: int) -> int:

@@ -9,9 +9,8 @@ import time
 
 import dnslib
 
-from tests.conftest import free_port
-from tests.dnsclient import make_query
-from tests.test_cli import serve
+from tests.helpers.dns import make_query
+from tests.helpers.server import free_port, serve
 
 CONFIG = """
 dns: {{listen: 127.0.0.1:{port}}}

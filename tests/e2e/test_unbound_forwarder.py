@@ -9,8 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import free_port
-from tests.dnsclient import addresses, ask, dig, rcode
+from tests.helpers.dns import addresses, ask, dig, rcode
+from tests.helpers.server import free_port
 
 
 def start_unbound(tmp_path: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes], int]:

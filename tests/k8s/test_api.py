@@ -11,17 +11,8 @@ import pytest
 from aiohttp import web
 
 from globaldns.sources.k8s import api, credentials
+from tests.helpers.k8s import FIXTURES, serve
 from tests.k8s import emulator as em
-from tests.k8s.conftest import FIXTURES
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
 
 
 def client_for(url: str, tmp_path: Path, **kw: Any) -> api.ApiClient:
