@@ -300,42 +300,42 @@ async def test_an_unhealthy_upstream_is_probed_every_probe_interval_until_it_ans
         upstream):
     # The pool on moved time: the waits between probes are the test's; each probe is a
     # real `. IN NS` exchange with the upstream.
-    time = ManualTime()
+    clock = ManualTime()
     pool = Pool([(upstream.host, upstream.port)], policy="sequential", timeout=0.3, tries=1,
-                max_fails=1, probe_interval=5.0, force_tcp=False, sleep=time.sleep)
+                max_fails=1, probe_interval=5.0, force_tcp=False, sleep=clock.sleep)
     [up] = pool.upstreams
     upstream.mode = "silent"
     query = make_query("www.example.test")
     with pytest.raises(Unreachable):
         await pool.exchange(query[2:], query[12:])
     assert not up.healthy
-    await time.until_sleeping(1)
-    assert (time.sleeps, upstream.probes()) == ([5.0], 0)
-    await time.advance(5.0)  # one probe, unanswered: still unhealthy, probing on
+    await clock.until_sleeping(1)
+    assert (clock.sleeps, upstream.probes()) == ([5.0], 0)
+    await clock.advance(5.0)  # one probe, unanswered: still unhealthy, probing on
     assert (up.probes, up.probe_failures, up.healthy) == (1, 1, False)
-    assert upstream.probes() == 1 and time.sleeps == [5.0, 5.0]
+    assert upstream.probes() == 1 and clock.sleeps == [5.0, 5.0]
     upstream.mode = "answer"
-    await time.advance(5.0)  # answered: healthy, and the probing ends
+    await clock.advance(5.0)  # answered: healthy, and the probing ends
     assert (up.probes, up.probe_failures, up.healthy) == (2, 1, True)
-    assert up.prober is None and time.sleeping == 0
+    assert up.prober is None and clock.sleeping == 0
     pool.close()
 
 
 async def test_probes_stop_when_the_pool_closes(upstream):
-    time = ManualTime()
+    clock = ManualTime()
     pool = Pool([(upstream.host, upstream.port)], policy="sequential", timeout=0.3, tries=1,
-                max_fails=1, probe_interval=5.0, force_tcp=False, sleep=time.sleep)
+                max_fails=1, probe_interval=5.0, force_tcp=False, sleep=clock.sleep)
     upstream.mode = "silent"
     query = make_query("www.example.test")
     with pytest.raises(Unreachable):
         await pool.exchange(query[2:], query[12:])
-    await time.until_sleeping(1)
+    await clock.until_sleeping(1)
     prober = pool.upstreams[0].prober
     assert prober is not None
     pool.close()  # what a server stop or a reload that replaces the forwarder does
     await eventually(prober.done)
-    await time.advance(60.0)
-    assert upstream.probes() == 0 and time.sleeping == 0
+    await clock.advance(60.0)
+    assert upstream.probes() == 0 and clock.sleeping == 0
 
 
 # -- against a real unbound --------------------------------------------------------------------

@@ -165,17 +165,17 @@ def ready(store: Store, service: str) -> dict[str, bool]:
 @pytest.fixture
 async def checker() -> AsyncIterator[Callable[[str], Any]]:
     """`checker(services)`: a started HealthChecker of that config on moved time (its first
-    checks run at once: no random start), with `.time` and `.store`; stopped at the end."""
+    checks run at once: no random start), with `.clock` and `.store`; stopped at the end."""
     made: list[HealthChecker] = []
 
     def make(services: str) -> Any:
-        time = ManualTime()
+        clock = ManualTime()
         store = Store()
-        health = HealthChecker(store, rand=lambda: 0.0, now=time.now, sleep=time.sleep)
+        health = HealthChecker(store, rand=lambda: 0.0, now=clock.now, sleep=clock.sleep)
         health.apply(parse_text(config(services), "test.yaml"))
         health.start()
         made.append(health)
-        return SimpleNamespace(health=health, time=time, store=store,
+        return SimpleNamespace(health=health, clock=clock, store=store,
                                state=lambda address: next(
                                    e for e in health.endpoints.values() if e.address == address))
 
@@ -204,15 +204,15 @@ async def test_a_stopped_http_server_is_out_after_exactly_unhealthy_threshold_in
       - {{address: 127.0.0.2, cluster: primary}}
       - {{address: 127.0.0.3, cluster: primary}}
 """)
-    await c.time.until_sleeping(2)  # both first checks done
+    await c.clock.until_sleeping(2)  # both first checks done
     assert c.state("127.0.0.3").consecutive_successes == 1 and b.paths == ["/health"]
 
     b.stop()
     for failures in (1, 2):  # hysteresis: still in after two failed checks
-        await c.time.advance(INTERVAL)
+        await c.clock.advance(INTERVAL)
         down = c.state("127.0.0.3")
         assert down.healthy and down.consecutive_failures == failures
-    await c.time.advance(INTERVAL)  # the third, `unhealthy_threshold` intervals later
+    await c.clock.advance(INTERVAL)  # the third, `unhealthy_threshold` intervals later
     down = c.state("127.0.0.3")
     assert not down.healthy and down.consecutive_failures == 3
     assert down.last_error == "connection refused" and down.last_result == "refused"
@@ -220,9 +220,9 @@ async def test_a_stopped_http_server_is_out_after_exactly_unhealthy_threshold_in
         "127.0.0.2": True, "127.0.0.3": False})
 
     b.start()
-    await c.time.advance(INTERVAL)  # one success of healthy_threshold 2: still out
+    await c.clock.advance(INTERVAL)  # one success of healthy_threshold 2: still out
     assert not c.state("127.0.0.3").healthy
-    await c.time.advance(INTERVAL)
+    await c.clock.advance(INTERVAL)
     up = c.state("127.0.0.3")
     assert up.healthy and up.consecutive_failures == 0 and up.last_error == ""
     await eventually(lambda: ready(c.store, "legacy-billing") == {
@@ -231,7 +231,7 @@ async def test_a_stopped_http_server_is_out_after_exactly_unhealthy_threshold_in
     # Six checks each, an interval apart: 127.0.0.2 all passed; 127.0.0.3 three refused.
     assert c.health.checks == {"success": 9, "status": 0, "refused": 3, "timeout": 0,
                                "error": 0}
-    assert c.time.sleeps == [INTERVAL] * 12
+    assert c.clock.sleeps == [INTERVAL] * 12
 
 
 async def test_an_endpoint_is_healthy_until_its_first_check_completes(checker, targets):
@@ -252,7 +252,7 @@ async def test_an_endpoint_is_healthy_until_its_first_check_completes(checker, t
     endpoint = c.state("127.0.0.7")
     assert endpoint.healthy and endpoint.checks == 0 and endpoint.last_result == ""
     assert ready(c.store, "slow") == {"127.0.0.7": True}
-    await c.time.until_sleeping(1)  # the check ended at its timeout
+    await c.clock.until_sleeping(1)  # the check ended at its timeout
     assert endpoint.last_result == "timeout" and endpoint.last_error == "no answer within 0.3s"
     assert not endpoint.healthy
     await eventually(lambda: ready(c.store, "slow") == {"127.0.0.7": False})
@@ -270,7 +270,7 @@ async def test_at_most_64_checks_run_at_once(checker, targets):
     endpoints: [{{address: 127.0.0.8, cluster: primary}}]
 """ for i in range(100)))
     seen: list[int] = []
-    await eventually(lambda: seen.append(c.health.in_flight) or c.time.sleeping == 100)
+    await eventually(lambda: seen.append(c.health.in_flight) or c.clock.sleeping == 100)
     assert max(seen) == 64
     assert c.health.checks["timeout"] == 100
     assert ready(c.store, "svc1") == {"127.0.0.8": True}  # within its 3 failures
@@ -288,9 +288,9 @@ async def test_flips_of_500_endpoints_are_all_written(checker):
     endpoints: [{", ".join(f"{{address: 127.1.{i}.{j + 1}, cluster: primary}}"
                             for j in range(5))}]
 """ for i in range(100)))
-    await c.time.until_sleeping(500)
+    await c.clock.until_sleeping(500)
     assert len(c.health.endpoints) == 500 and c.health.transitions["unhealthy"] == 0
-    await c.time.advance(INTERVAL)
+    await c.clock.advance(INTERVAL)
     assert c.health.transitions["unhealthy"] == 500
     assert c.health.checks["refused"] == 1000
     await eventually(lambda: all(not any(ready(c.store, f"svc{i}").values())
