@@ -4,7 +4,6 @@ labels."""
 from __future__ import annotations
 
 import struct
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -223,10 +222,12 @@ def test_upstream_failures_and_health_probes_are_counted(server_factory) -> None
         dead.mode = "silent"
         server = server_factory(CONFIG + f"forward: [{{zone: example.test, upstreams: "
                                 f"['{dead}'], timeout: 200ms, tries: 1, max_fails: 1, "
-                                "health_check: 100ms}]\n")
+                                "probe_interval: 100ms}]\n")
         assert rcode(ask(server.port, "www.example.test")) == "SERVFAIL"
-        time.sleep(0.8)  # probes (every 100 ms, each waiting 200 ms), none answered
-        m = scrape(server)
+        # Probes (every 100 ms, each waiting 200 ms), none answered.
+        m = wait_until(lambda: (m := scrape(server)) and value(
+            m, "globaldns_forward_healthcheck_failures_total", zone="example.test",
+            to=str(dead)) >= 1 and m)
         to = str(dead)
         assert value(m, "globaldns_forward_failures_total", zone="example.test", to=to) >= 1
         assert value(m, "globaldns_forward_upstream_healthy", zone="example.test", to=to) == 0
