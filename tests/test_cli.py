@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.helpers.data import ROOT
@@ -32,10 +31,8 @@ def test_sigint_and_sigterm_exit_zero_within_five_seconds(tmp_path: Path):
         config.write_text(f"dns: {{listen: 127.0.0.1:{port}}}\n")
         proc = serve("--config", str(config))
         assert ask(port, "global", "SOA").rr
-        start = time.monotonic()
         proc.send_signal(sig)
-        assert proc.wait(5) == 0
-        assert time.monotonic() - start < 5
+        assert proc.wait(5) == 0  # within five seconds, or wait() raises
 
 
 def test_a_port_in_use_is_one_clear_line_and_exit_1():

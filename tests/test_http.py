@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from globaldns.app import StartupError
-from tests.helpers.dns import ask, rcode
+from tests.helpers.dns import ask, make_query, rcode
 from tests.helpers.http import get, get_json, scrape, value
 from tests.helpers.k8s import FastTime, timing_for, web, yaml_for
 from tests.helpers.server import Running, free_port
 from tests.helpers.upstreams import fake_upstreams
-from tests.helpers.wait import eventually
+from tests.helpers.wait import eventually, wait_until
 from tests.k8s import emulator as em
 
 STATIC = """
@@ -124,14 +124,12 @@ def test_ready_is_503_while_shutting_down(server_factory: Any) -> None:
         assert get(server, "/ready")[0] == 200
         # A TCP query waits on the silent upstream; stopping drains it (up to 3 s).
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        from tests.helpers.dns import make_query
         query = make_query("www.example.test")
         sock.sendall(len(query).to_bytes(2, "big") + query)
-        time.sleep(0.2)
+        wait_until(lambda: silent.count("www.example.test") == 1)  # in flight
         stopping = asyncio.run_coroutine_threadsafe(server.app.stop(), server.loop)
-        time.sleep(0.3)
-        status, _, body = get(server, "/ready")
-        assert status == 503 and json.loads(body)["reason"] == "shutting down"
+        _, _, body = wait_until(lambda: (page := get(server, "/ready"))[0] == 503 and page)
+        assert json.loads(body)["reason"] == "shutting down"
         stopping.result(10)
         sock.close()
         # Stopped: the HTTP listener is gone too.
@@ -280,9 +278,7 @@ def test_a_reload_moves_the_http_listener(server_factory: Any, tmp_path: Path) -
     assert server.app.http.port == first
     path.write_text(dns + f"http: {{listen: 127.0.0.1:{second}}}\n" + STATIC)
     assert server.call(server.app.reload) is True
-    deadline = time.monotonic() + 5
-    while server.app.http.port != second and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: server.app.http.port == second)
     assert get(server, "/health")[0] == 200
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", first), timeout=1):
         pass

@@ -95,13 +95,13 @@ def test_valid_changes_apply_without_losing_a_query(server_factory: Any, tmp_pat
     server: Running = server_factory(path.read_text(), config_path=str(path))
     versions = [("10.0.0.1", "10.0.0.2"), ("10.0.0.3",), ("10.0.0.1", "10.0.0.4")]
     with QueryLoop(port) as loop:
-        time.sleep(0.3)
+        wait_until(lambda: loop.answered >= 10)
         for addrs in versions:
             publish(path, config(port, *addrs))
-            assert wait_until(lambda a=addrs: addresses(ask(port, "api.prod.global")) and
-                              sorted(addresses(ask(port, "api.prod.global"))) == sorted(a),
-                              timeout=5)
-            time.sleep(0.3)
+            wait_until(lambda a=addrs: addresses(ask(port, "api.prod.global")) and
+                       sorted(addresses(ask(port, "api.prod.global"))) == sorted(a))
+            answered = loop.answered
+            wait_until(lambda n=answered: loop.answered >= n + 20)  # queries on this version
     assert loop.lost == 0 and loop.answered == loop.sent and loop.answered > 50
     assert {("10.0.0.1",), ("10.0.0.3",)} <= loop.seen
     m = scrape(server)
@@ -120,10 +120,12 @@ def test_an_invalid_config_keeps_the_running_one(server_factory: Any, tmp_path: 
     hash_before = server.app.reloads.hash
     caplog.set_level(logging.ERROR, logger="globaldns.reload")
     with QueryLoop(port) as loop:
-        time.sleep(0.2)
+        wait_until(lambda: loop.answered >= 10)
         publish(path, config(port, "10.0.0.x", "10.0.0.2") + "cache: {capacity: lots}\n")
         assert wait_until(lambda: server.app.reloads.results["failure"] == 1)
-        time.sleep(0.5)  # the watcher keeps looking, but does not retry the same content
+        # The watcher keeps looking, but does not retry the same content. (A real wait for
+        # something not to happen, until reload.py's watcher takes an injected clock.)
+        time.sleep(0.5)
     assert loop.lost == 0 and loop.answered > 20
     assert loop.seen == {("10.0.0.1",)}
     assert server.app.reloads.results == {"success": 0, "failure": 1}
@@ -151,6 +153,8 @@ def test_touching_the_file_without_changing_it_reloads_nothing(server_factory: A
     path.write_text(config(port, "10.0.0.1"))
     server: Running = server_factory(path.read_text(), config_path=str(path))
     os.utime(path, (time.time() + 5, time.time() + 5))
+    # A real wait for something not to happen, until reload.py's watcher takes an injected
+    # clock.
     time.sleep(0.5)
     assert server.app.reloads.results == {"success": 0, "failure": 0}
 
@@ -230,13 +234,19 @@ def test_sighup_reloads_a_running_server(tmp_path: Path) -> None:
                 break
         assert addresses(ask(port, "api.prod.global")) == ["10.0.0.1"]
         with QueryLoop(port) as loop:
-            time.sleep(0.2)
+            wait_until(lambda: loop.answered >= 10)
             path.write_text(config(port, "10.0.0.7").replace("100ms", "0"))
             process.send_signal(signal.SIGHUP)
             assert wait_until(lambda: addresses(ask(port, "api.prod.global")) == ["10.0.0.7"])
             path.write_text("services: [oops\n")
             process.send_signal(signal.SIGHUP)
-            time.sleep(0.5)
+
+            def rejected() -> bool:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics",
+                                            timeout=5) as r:
+                    return 'globaldns_config_reloads_total{result="failure"} 1.0' in \
+                        r.read().decode()
+            wait_until(rejected)
         assert loop.lost == 0
         assert addresses(ask(port, "api.prod.global")) == ["10.0.0.7"]
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:

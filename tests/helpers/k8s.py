@@ -144,6 +144,8 @@ class Chaos:
             else:
                 self.change(e)
             if rng.random() < 0.3:
+                # Seeded random interleaving of changes with the watches, not a wait for
+                # anything: the test asserts on the end state once calm, never on time.
                 await asyncio.sleep(rng.uniform(0, 0.03))
 
     def calm(self) -> None:
@@ -201,6 +203,7 @@ class Chaos:
             e.drop_watches()
         elif kind == "down":
             await e.stop()
+            # The outage's (random) length: a fault injected, not a wait for anything.
             await asyncio.sleep(rng.uniform(0, 0.15))
             await e.restart()
         elif kind == "latency":
