@@ -143,6 +143,7 @@ def test_health_answers_while_the_loop_keeps_up_and_reports_a_stall(server_facto
     server = server_factory(STATIC)
     status, body = get_json(server, "/health")
     assert status == 200 and body["status"] == "ok"
+    # Real time, until the loop-lag check (app.py) takes an injected clock.
     time.sleep(1.1)  # a few lag samples
     # Block the server's loop for 2.6 s (as a runaway computation would).
     server.call(time.sleep, 2.6)
