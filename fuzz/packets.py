@@ -21,13 +21,13 @@ import atheris
 
 with atheris.instrument_imports(include=["globaldns.dns.message", "globaldns.dns.wire"]):
     from globaldns.dns.message import TCP, UDP, Malformed, parse
-    from globaldns.dns.wire import Reply, encode, error_reply, rcode_body
+    from globaldns.dns.wire import ZONE, Reply, encode, error_reply, rcode_body
 
 import dns.message
 
 CLIENT = ("192.0.2.1", 53000)
 BUDGET_NS = 1_000_000
-_EMPTY = Reply(rcode_body(0))
+_EMPTY = Reply(rcode_body(0), by=ZONE)
 
 
 def reply_to(data: bytes, transport: int) -> bytes | None:

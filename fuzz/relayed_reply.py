@@ -100,13 +100,14 @@ def TestOneInput(data: bytes) -> None:
     for transport, edns in ((TCP, 1232), (UDP, -1)):  # whole, and cut to 512 bytes
         q = Query(data[:2], 0x0100, qname, question, qtype, qclass, ("127.0.0.1", 1), transport)
         q.edns = edns
-        _check(wire.encode(q, wire.Reply(body, ede=body.ede, ra=True)), body)
+        q.ra = True
+        _check(wire.encode(q, wire.Reply(body, by=wire.FORWARD, ede=body.ede)), body)
     marked = bytearray(body.data)
     for offset in body.ttl_offsets:
         struct.pack_into("!I", marked, offset, TTL_MARK)
-    patched = wire.Body(body.rcode, False, bytes(marked), body.an, body.ns, body.ar, body.cuts)
+    patched = wire.Body(body.rcode, False, bytes(marked), body.an, body.ns, body.ar, body.ends)
     q = Query(data[:2], 0x0100, qname, question, qtype, qclass, ("127.0.0.1", 1), TCP)
-    message = dns.message.from_wire(wire.encode(q, wire.Reply(patched)))
+    message = dns.message.from_wire(wire.encode(q, wire.Reply(patched, by=wire.FORWARD)))
     for section in (message.answer, message.authority, message.additional):
         for rrset in section:
             assert rrset.ttl == TTL_MARK, rrset

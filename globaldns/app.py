@@ -105,7 +105,8 @@ class App:
         self.workers: Workers | None = None
         self.server = DnsServer(self.build_chain(config), nsid=self.instance(config).encode(),
                                 max_inflight=config.dns.max_inflight)
-        self.server.wire = WireCache(self.client_class)
+        self.server.wire = WireCache(self.client_class, stats=self.server.stats,
+                                     max_bytes=config.cache.wire_max_bytes)
         self.snapshot.listeners.append(self.server.wire.forget)
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp: asyncio.Server | None = None
@@ -335,6 +336,7 @@ class App:
         self._use_querylog(config)
         if self.server.wire is not None:
             self.server.wire.reset_classes()
+            self.server.wire.max_bytes = config.cache.wire_max_bytes
 
     def _background(self, coro) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.get_running_loop().create_task(coro)

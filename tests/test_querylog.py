@@ -57,17 +57,20 @@ def test_one_line_per_query_with_how_it_was_answered(server_factory: Any, tmp_pa
     assert rcode(ask(port, "www.example.test")) == "NOERROR"                      # cache
     assert rcode(ask(port, "version.bind", "TXT", qclass="CH")) == "NOERROR"      # chaos
     assert rcode(ask(port, "api.prod.global", source="127.0.0.2")) == "REFUSED"   # refused
+    # Who answered is what the handler wrote on its reply, not a guess from the class:
+    # the ACL refused this CHAOS query before chain/chaos.py saw it.
+    assert rcode(ask(port, "version.bind", "TXT", qclass="CH", source="127.0.0.2")) == "REFUSED"
     clock.advance(1.2)  # the cached answer expires (TTL 1); the upstream then fails
     upstream.mode = "servfail"
     stale = ask(port, "www.example.test")
     assert rcode(stale) == "NOERROR" and stale.rr[0].ttl == 30                    # stale
 
-    lines = lines_of(log, 7)
+    lines = lines_of(log, 8)
     assert [(x["name"], x["answered_by"]) for x in lines] == [
         ("api.prod.global", "zone"), ("nope.prod.global", "zone"),
         ("www.example.test", "forward"), ("www.example.test", "cache"),
         ("version.bind", "chaos"), ("api.prod.global", "refused"),
-        ("www.example.test", "stale")]
+        ("version.bind", "refused"), ("www.example.test", "stale")]
     first = lines[0]
     assert set(first) == {"time", "client", "proto", "name", "type", "rcode", "answers",
                           "duration_ms", "answered_by"}
@@ -80,7 +83,7 @@ def test_one_line_per_query_with_how_it_was_answered(server_factory: Any, tmp_pa
     assert lines[2]["duration_ms"] > 0
     assert lines[4]["class"] == "CH"
     assert lines[5]["client"] == "127.0.0.2"
-    assert value(scrape(server), "globaldns_log_queries_total") == 7
+    assert value(scrape(server), "globaldns_log_queries_total") == 8
 
 
 def test_off_by_default_and_sampled_when_asked(server_factory: Any, tmp_path: Path) -> None:

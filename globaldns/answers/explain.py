@@ -10,7 +10,6 @@ from globaldns.answers.snapshot import Snapshot
 from globaldns.dns.message import text_to_wire
 from globaldns.registry.store import Store
 from globaldns.routing.locality import TIER_NAMES, tier
-from globaldns.routing.policy import plan
 
 
 def parse_ecs(subnet: str) -> tuple[int, int, bytes]:
@@ -34,7 +33,10 @@ def explain(snapshot: Snapshot, store: Store, name: str, *, client: str = "127.0
         if alias.name == name:
             out["alias"] = f"{alias.mode} to {alias.target}"
             name = alias.target
-    zone = snapshot.zone_of(text_to_wire(name))
+    try:
+        zone = snapshot.zone_of(text_to_wire(name))
+    except ValueError:
+        zone = None
     if zone is None:
         out["answer"] = "not in a served zone: forwarded if a forward zone covers it, else REFUSED"
         return out
@@ -52,22 +54,15 @@ def explain(snapshot: Snapshot, store: Store, name: str, *, client: str = "127.0
         return out
     members = list(service.endpoints)
     if subset_name:
-        subsets = snapshot.subsets.get(key, ())
-        matched = snapshot.rules.match(key[1], key[0])
-        if matched:
-            subsets = subsets + matched[1].subsets
+        subsets = snapshot.subsets_of(key, snapshot.rules.match(key[1], key[0]))
         subset = next((s for s in subsets if s.name == subset_name), None)
         if subset is None:
             out["answer"] = f"NXDOMAIN: {subset_name!r} is not a subset of {key[1]}.{key[0]}"
             return out
         members = [e for e in members if set(subset.labels) <= set(e.labels)]
         out["subset"] = f"{subset.name} {dict(subset.labels)}"
-    matched = snapshot.rules.match(key[1], key[0])
+    p, matched, health = snapshot.plan(key, members, profile, zone.config)
     out["rule"] = matched[1].match if matched else "(none: locality tiers and rotation)"
-    health = snapshot._health.get(key, {})
-    p = plan(members, rule=matched[1] if matched else None,
-             rule_index=matched[0] if matched else 0, rules=snapshot.rules, profile=profile,
-             zone=zone.config, healthy_clusters=health)
     group_of: dict[str, str] = {}
     total = sum(w for w, _ in p.groups)
     # A plan with nothing to answer (a view or subset matching no endpoint) has one empty

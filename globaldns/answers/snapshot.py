@@ -16,12 +16,13 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
+from functools import partial
 
 from globaldns.config.model import AliasConfig, Config, RoutingRule, SubsetConfig, ZoneConfig
 from globaldns.dns import records as R
-from globaldns.dns.message import Query, text_to_wire, wire_to_text
+from globaldns.dns.message import text_to_wire
 from globaldns.dns.names import Ede, QType, Rcode
-from globaldns.dns.wire import Body, Reply
+from globaldns.dns.wire import ZONE, Body, Reply
 from globaldns.registry.model import Endpoint, Locality, Port, ServiceKey
 from globaldns.registry.store import MergedService, Store, printable
 from globaldns.routing.locality import Rotations, tier, tiers
@@ -40,20 +41,24 @@ log = logging.getLogger("globaldns.registry")
 NODATA = 0
 """The key, in a name's table, of the answer for every type it has no records of."""
 
+_answer = partial(Reply, by=ZONE)
+"""A reply of the served zones."""
 
 
 class AnswerSet:
     """The replies for one name and type; each query takes the next in turn."""
 
-    __slots__ = ("counter", "n", "variants")
+    __slots__ = ("counter", "replies", "variants")
 
-    def __init__(self, variants: Sequence[Reply]) -> None:
-        self.variants = tuple(variants)
-        self.n = len(self.variants)
+    owned = True  # the snapshot holds the replies
+
+    def __init__(self, replies: Sequence[Reply]) -> None:
+        self.replies = tuple(replies)
+        self.variants = len(self.replies)
         self.counter = itertools.count()
 
-    def pick(self, q: Query) -> Reply:
-        return self.variants[next(self.counter) % self.n]
+    def pick(self) -> Reply:
+        return self.replies[next(self.counter) % self.variants]
 
 
 class WeightedAnswers:
@@ -61,11 +66,13 @@ class WeightedAnswers:
     each answer, so over any full cycle the split is exactly the configured weights.
     A reply is encoded the first time it is due: a name nobody asks costs its plan only."""
 
-    __slots__ = ("counter", "counters", "groups", "make", "orders", "plan", "schedule",
-                 "slots")
+    __slots__ = ("counter", "counters", "groups", "make", "orders", "schedule", "slots",
+                 "variants")
+
+    owned = True  # the snapshot holds the replies
 
     def __init__(self, groups: Sequence[tuple[int, Sequence[list[Endpoint]]]],
-                 make: Callable[[list[Endpoint]], Reply], plan: Plan | None = None) -> None:
+                 make: Callable[[list[Endpoint]], Reply]) -> None:
         self.orders = [orders for _, orders in groups]
         self.groups: list[list[Reply | None]] = [[None] * len(orders) for _, orders in groups]
         self.make = make
@@ -73,9 +80,9 @@ class WeightedAnswers:
         self.slots = len(self.schedule)
         self.counter = itertools.count()
         self.counters = [itertools.count() for _ in groups]
-        self.plan = plan
+        self.variants = sum(len(orders) for orders in self.orders)
 
-    def pick(self, q: Query | None) -> Reply:
+    def pick(self) -> Reply:
         g = self.schedule[next(self.counter) % self.slots]
         replies = self.groups[g]
         i = next(self.counters[g]) % len(replies)
@@ -90,20 +97,11 @@ class PerClient:
     first time a client of that profile asks for this name (then kept until the service
     changes)."""
 
-    __slots__ = ("build", "by_profile", "locator")
+    __slots__ = ("build", "by_profile")
 
-    def __init__(self, build: Callable[[Profile], WeightedAnswers],
-                 locator: ClientLocator) -> None:
+    def __init__(self, build: Callable[[Profile], WeightedAnswers]) -> None:
         self.build = build
-        self.locator = locator
         self.by_profile: dict[int, WeightedAnswers] = {}
-
-    def pick(self, q: Query) -> Reply:
-        profile = self.locator.locate(q.client[0], q.ecs)
-        answers = self.by_profile.get(profile.id)
-        if answers is None:
-            answers = self.by_profile[profile.id] = self.build(profile)
-        return answers.pick(q)
 
     def for_profile(self, profile: Profile) -> WeightedAnswers:
         answers = self.by_profile.get(profile.id)
@@ -118,7 +116,7 @@ Encoder = Callable[[list[Endpoint], Locality], Body]
 
 
 class Zone:
-    __slots__ = ("_nodata", "config", "name", "negative", "nxdomain", "servfail_unsynced",
+    __slots__ = ("config", "name", "negative", "nodata", "nxdomain", "servfail_unsynced",
                  "wire")
 
     def __init__(self, config: ZoneConfig, serial: int) -> None:
@@ -127,23 +125,14 @@ class Zone:
         self.wire = text_to_wire(config.name)
         self.negative = [R.soa(config.name, config.negative_ttl, serial=serial,
                                minimum=config.negative_ttl)]
-        self.nxdomain = AnswerSet([Reply(R.body(None, rcode=Rcode.NXDOMAIN,
-                                                authority=self.negative))])
-        self._nodata = AnswerSet([Reply(R.body(None, authority=self.negative))])
-        self.servfail_unsynced = AnswerSet([Reply(
-            R.body(None, rcode=Rcode.SERVFAIL, aa=False),
-            ede=((Ede.NOT_READY, "not synced: a cluster has not finished its first list"),))])
-
-    def body(self, qname: str, *, answer: Sequence[R.RR] = (),
-             additional: Sequence[R.RR] = ()) -> Body:
-        if answer:
-            return R.body(qname, answer=answer, additional=additional)
-        return self._nodata.variants[0].body
-
-    def nodata(self, name: str) -> AnswerSet:
+        self.nxdomain = AnswerSet([_answer(R.body(None, rcode=Rcode.NXDOMAIN,
+                                                  authority=self.negative))])
+        self.nodata = AnswerSet([_answer(R.body(None, authority=self.negative))])
         """NOERROR, no records, SOA in authority: one body for every name of the zone,
         encoded without compression against the question so any question can carry it."""
-        return self._nodata
+        self.servfail_unsynced = AnswerSet([_answer(
+            R.body(None, rcode=Rcode.SERVFAIL, aa=False),
+            ede=((Ede.NOT_READY, "not synced: a cluster has not finished its first list"),))])
 
 
 STEP = 100
@@ -174,6 +163,15 @@ def _unique(order: Sequence[Endpoint]) -> list[Endpoint]:
             seen.add(e.address)
             out.append(e)
     return out
+
+
+def answer_plan(members: Sequence[Endpoint], *, rule: tuple[int, RoutingRule] | None,
+                rules: Rules, profile: Profile, zone: ZoneConfig, health: dict[str, bool]
+                ) -> Plan:
+    """The one plan of a service's answers for a client profile: the answers are built
+    from it, and `explain` shows it (through `Snapshot.plan`), so the two cannot drift."""
+    return plan(members, rule=rule[1] if rule else None, rule_index=rule[0] if rule else 0,
+                rules=rules, profile=profile, zone=zone, healthy_clusters=health)
 
 
 def _typed(endpoint: Endpoint, ttl: int) -> tuple[int, int, bytes]:
@@ -285,6 +283,21 @@ class Snapshot:
                 return zone
             i += qname[i] + 1
 
+    def subsets_of(self, key: ServiceKey, rule: tuple[int, RoutingRule] | None
+                   ) -> tuple[SubsetConfig, ...]:
+        """The subsets of a service: its own, then its routing rule's."""
+        subsets: tuple[SubsetConfig, ...] = self.subsets.get(key, ())
+        return subsets + rule[1].subsets if rule else subsets
+
+    def plan(self, key: ServiceKey, members: Sequence[Endpoint], profile: Profile,
+             zone: ZoneConfig) -> tuple[Plan, tuple[int, RoutingRule] | None, dict[str, bool]]:
+        """The plan answers for `members` of a service are built from, with the rule and
+        the cluster health it used (for `explain`: the same function the answers use)."""
+        rule = self.rules.match(key[1], key[0])
+        health = self._health.get(key, {})
+        return answer_plan(members, rule=rule, rules=self.rules, profile=profile, zone=zone,
+                           health=health), rule, health
+
     def _apex(self, zone: Zone) -> dict[bytes, NameTable]:
         name = zone.name
         ttl = zone.config.ttl
@@ -292,17 +305,17 @@ class Snapshot:
         glue = [] if listen in ("0.0.0.0", "::") else [R.address(f"ns.{name}", ttl, listen)]
         soa = R.soa(name, ttl, serial=self.serial, minimum=zone.config.negative_ttl)
         out: dict[bytes, NameTable] = {zone.wire: {
-            QType.SOA: AnswerSet([Reply(R.body(name, answer=[soa]))]),
-            QType.NS: AnswerSet([Reply(R.body(name, answer=[R.ns(name, ttl, f"ns.{name}")],
+            QType.SOA: AnswerSet([_answer(R.body(name, answer=[soa]))]),
+            QType.NS: AnswerSet([_answer(R.body(name, answer=[R.ns(name, ttl, f"ns.{name}")],
                                           additional=glue))]),
-            QType.ANY: AnswerSet([Reply(R.body(name, answer=[R.hinfo_rfc8482(name, ttl)]))]),
-            NODATA: zone.nodata(name),
+            QType.ANY: AnswerSet([_answer(R.body(name, answer=[R.hinfo_rfc8482(name, ttl)]))]),
+            NODATA: zone.nodata,
         }}
         if glue:
             ns_name = f"ns.{name}"
             out[text_to_wire(ns_name)] = {
-                glue[0].rtype: AnswerSet([Reply(R.body(ns_name, answer=glue))]),
-                NODATA: zone.nodata(ns_name),
+                glue[0].rtype: AnswerSet([_answer(R.body(ns_name, answer=glue))]),
+                NODATA: zone.nodata,
             }
         return out
 
@@ -419,7 +432,7 @@ class Snapshot:
                 if wire not in self.names:
                     zone = self.zone_of(wire)
                     assert zone is not None
-                    self.names[wire] = {NODATA: zone.nodata(wire_to_text(wire))}
+                    self.names[wire] = {NODATA: zone.nodata}
             else:
                 self._namespaces.pop(wire, None)
                 self.names.pop(wire, None)
@@ -432,9 +445,9 @@ class Snapshot:
         zone = self.zone_of(text_to_wire(alias.target))
         ttl = zone.config.ttl if zone else 5
         if alias.mode == "cname":
-            return {NODATA: AnswerSet([Reply(R.body(alias.name, answer=[
+            return {NODATA: AnswerSet([_answer(R.body(alias.name, answer=[
                 R.cname(alias.name, ttl, alias.target)]))])}
-        return {NODATA: AnswerSet([Reply(R.body(alias.name))])}
+        return {NODATA: AnswerSet([_answer(R.body(alias.name))])}
 
     def _service_names(self, zone: Zone, service: MergedService,
                        rule: tuple[int, RoutingRule] | None,
@@ -450,16 +463,14 @@ class Snapshot:
             return out
 
         if service.external_name:
-            out[text_to_wire(base)] = {NODATA: AnswerSet([Reply(R.body(base, answer=[
+            out[text_to_wire(base)] = {NODATA: AnswerSet([_answer(R.body(base, answer=[
                 R.cname(base, ttl, service.external_name)]))])}
             return out
 
-        def answers(members: Sequence[Endpoint], encode: Encoder, routed: bool = True
-                    ) -> Answers:
+        def answers(members: Sequence[Endpoint], encode: Encoder) -> Answers:
             def build(profile: Profile) -> WeightedAnswers:
-                p = plan(members, rule=rule[1] if rule and routed else None,
-                         rule_index=rule[0] if rule else 0, rules=self.rules,
-                         profile=profile, zone=zone.config, healthy_clusters=health)
+                p = answer_plan(members, rule=rule, rules=self.rules, profile=profile,
+                                zone=zone.config, health=health)
                 ede: tuple[tuple[int, str], ...] = ((Ede.OTHER, p.ede),) if p.ede else ()
                 if self.stale:
                     stale = sorted({e.cluster for _, orders in p.groups
@@ -468,10 +479,10 @@ class Snapshot:
                     ede += tuple((Ede.STALE_ANSWER, f"cluster {c} {self.stale[c]}") for c in stale)
                 locality, scope = profile.locality, profile.scope
                 return WeightedAnswers(
-                    p.groups, lambda order: Reply(encode(order, locality), ede=ede,
-                                                  ecs_scope=scope), p)
+                    p.groups, lambda order: _answer(encode(order, locality), ede=ede,
+                                                    ecs_scope=scope))
             if self.locator.dependent:
-                return PerClient(build, self.locator)
+                return PerClient(build)
             return build(self.locator.default_profile)
 
         records: dict[str, bytes] = {}
@@ -482,16 +493,14 @@ class Snapshot:
                 part = records[e.address] = R.record(R.QUESTION, *_typed(e, ttl))
             return part
 
-        def addresses(owner: str) -> Encoder:
+        def addresses() -> Encoder:
             def encode(order: list[Endpoint], _locality: Locality) -> Body:
                 if not order:
-                    return zone.body(owner)
+                    return zone.nodata.replies[0].body
                 return R.joined([address_record(e) for e in _unique(order)])
             return encode
 
-        subsets: tuple[SubsetConfig, ...] = self.subsets.get(service.key, ())
-        if rule:
-            subsets = subsets + rule[1].subsets
+        subsets = self.subsets_of(service.key, rule)
         owners: list[tuple[str, list[Endpoint]]] = [(base, list(service.endpoints))]
         for subset in subsets:
             wanted = set(subset.labels)
@@ -502,13 +511,13 @@ class Snapshot:
             if not fits(owner):
                 skipped.skip("name_too_long", owner)
                 continue
-            table: NameTable = {NODATA: zone.nodata(owner),
-                                QType.ANY: AnswerSet([Reply(R.body(owner, answer=[
+            table: NameTable = {NODATA: zone.nodata,
+                                QType.ANY: AnswerSet([_answer(R.body(owner, answer=[
                                     R.hinfo_rfc8482(owner, ttl)]))])}
             for rtype, family in ((QType.A, 4), (QType.AAAA, 6)):
                 subset_ = [e for e in members if e.family == family]
                 if subset_:
-                    table[rtype] = answers(subset_, addresses(owner))
+                    table[rtype] = answers(subset_, addresses())
             out[text_to_wire(owner)] = table
             for alias in self._aliases_of(zone, owner[: -len(zone.name) - 1]):
                 out[text_to_wire(alias.name)] = self._alias_table(alias, zone, members,
@@ -534,8 +543,8 @@ class Snapshot:
                 continue
             out[text_to_wire(ename)] = {
                 QType.A if endpoint.family == 4 else QType.AAAA:
-                    AnswerSet([Reply(R.joined([part]))]),
-                NODATA: zone.nodata(ename),
+                    AnswerSet([_answer(R.joined([part]))]),
+                NODATA: zone.nodata,
             }
         locality = self.config.resolver.locality
         for cluster, members in by_cluster.items():
@@ -544,7 +553,7 @@ class Snapshot:
             if not fits(cname):
                 skipped.skip("name_too_long", cname)
                 continue
-            ctable: NameTable = {NODATA: zone.nodata(cname)}
+            ctable: NameTable = {NODATA: zone.nodata}
             ready = [e for e in members if e.ready] or (
                 members if zone.config.on_all_unhealthy == "all" else [])
             stale = ((Ede.STALE_ANSWER, f"cluster {cluster} {self.stale[cluster]}"),) \
@@ -552,10 +561,10 @@ class Snapshot:
             for rtype, family in ((QType.A, 4), (QType.AAAA, 6)):
                 subset_ = [e for e in ready if e.family == family]
                 if subset_:
-                    encode = addresses(cname)
+                    encode = addresses()
                     ctable[rtype] = WeightedAnswers(
                         [(1, Rotations(tiers(locality, subset_), zone.config.max_answers))],
-                        lambda order, encode=encode, stale=stale: Reply(  # type: ignore[misc]
+                        lambda order, encode=encode, stale=stale: _answer(  # type: ignore[misc]
                             encode(order, locality), ede=stale))
             out.setdefault(text_to_wire(cname), ctable)
 
@@ -566,10 +575,10 @@ class Snapshot:
             if not fits(sname):
                 skipped.skip("name_too_long", sname)
                 continue
-            out.setdefault(text_to_wire(proto), {NODATA: zone.nodata(proto)})
+            out.setdefault(text_to_wire(proto), {NODATA: zone.nodata})
             targets = [e for e in service.endpoints
                        if self.port_of(e, port) and id(e) not in unnamed]
-            table = {NODATA: zone.nodata(sname)}
+            table = {NODATA: zone.nodata}
             if targets:
                 table[QType.SRV] = answers(targets, self._srv_encoder(zone, base, sname, port))
             out[text_to_wire(sname)] = table
@@ -580,11 +589,11 @@ class Snapshot:
         answers: dict[tuple[str, int], bytes] = {}
         glue: dict[str, bytes] = {}
         # The body starts after the header and the question (name, type, class).
-        start = 12 + len(R.wire_name(sname)) + 4
+        start = 12 + len(text_to_wire(sname)) + 4
 
         def encode(order: list[Endpoint], locality: Locality) -> Body:
             if not order:
-                return zone.body(sname)
+                return zone.nodata.replies[0].body
             # Priority is the locality tier relative to the client, counted from 0 for
             # the best tier present: SRV clients then prefer nearest, as A clients do.
             ranks = sorted({tier(locality, e.locality) for e in order})
@@ -604,7 +613,7 @@ class Snapshot:
                 pointer = offset + 2 + 10 + 6
                 additional.append((0xC000 | pointer).to_bytes(2, "big") + glue[e.address]
                                   if pointer < 0x4000 else
-                                  R.record(R.wire_name(self.endpoint_name(base, e)),
+                                  R.record(text_to_wire(self.endpoint_name(base, e)),
                                            *_typed(e, ttl)))
                 answer.append(part)
                 offset += len(part)
@@ -631,10 +640,10 @@ class Snapshot:
                                                  for e in _unique(order)])
             table[rtype] = answers(subset_, encode)
         if alias.mode == "cname":
-            table[NODATA] = AnswerSet([Reply(R.body(owner, answer=[
+            table[NODATA] = AnswerSet([_answer(R.body(owner, answer=[
                 R.cname(owner, ttl, target)]))])
         else:
-            table[NODATA] = AnswerSet([Reply(R.body(owner, authority=zone.negative))])
+            table[NODATA] = AnswerSet([_answer(R.body(owner, authority=zone.negative))])
         return table
 
     @staticmethod

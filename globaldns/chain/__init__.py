@@ -3,7 +3,8 @@
 A handler is `serve(query, next) -> Reply | Awaitable[Reply]`: it answers, or passes the
 query on. Handlers are plain functions, not coroutines, so an authoritative answer costs a
 few calls and no task; only a handler that must wait (forwarding) returns an awaitable.
-Order (outermost first): acl, globalzone, cache, forward; the end of the chain refuses.
+Order (outermost first): acl, globalzone, chaos, cache, forward; the end of the chain
+refuses.
 Repeated UDP queries are answered before the chain, from the wire cache (dns/fastpath.py).
 """
 
@@ -15,7 +16,7 @@ from typing import Protocol
 
 from globaldns.dns.message import Query
 from globaldns.dns.names import Ede, Rcode
-from globaldns.dns.wire import Reply, rcode_body
+from globaldns.dns.wire import REFUSED, Reply, rcode_body
 
 Result = Reply | Awaitable[Reply]
 Next = Callable[[Query], Result]
@@ -26,7 +27,7 @@ class Handler(Protocol):
 
 
 # RFC 8914 code 20 "Not Authoritative": not our zone, and no forward zone covers it.
-_REFUSED = Reply(rcode_body(Rcode.REFUSED), ede=((
+_REFUSED = Reply(rcode_body(Rcode.REFUSED), by=REFUSED, ede=((
     Ede.NOT_AUTHORITATIVE,
     "Not Authoritative: not a served zone, and no forward zone covers this name"),))
 

@@ -4,7 +4,8 @@ A client outside `allow_query` gets REFUSED for everything; one outside `allow_r
 gets REFUSED with EDE 18 "Prohibited" (RFC 8914) for forwarded names, so we are never an
 open resolver, and still gets the served zones. RA is set only where recursion is offered
 to that client (RFC 1035 4.1.1): on every answer to a client allowed to recurse when
-forwarding is configured, never when it is not.
+forwarding is configured, never when it is not. It is decided here, once (`q.ra`), and
+the encoder sets the flag (dns/wire.py).
 
 An EDNS Client Subnet option is honoured only from clients in `ecs_from` (default: those
 of `allow_query`); from anyone else it is removed before routing, so the query is answered
@@ -24,19 +25,17 @@ from globaldns.chain.forward import Forward
 from globaldns.config.model import AclConfig
 from globaldns.dns.message import Query
 from globaldns.dns.names import Ede, QClass, Rcode
-from globaldns.dns.wire import Reply, rcode_body
+from globaldns.dns.wire import REFUSED, Reply, rcode_body
 
 # Distinct client addresses remembered; past this the memory starts over (a flood of
 # spoofed sources costs a recomputation, never unbounded memory).
 MAX_CLIENTS: Final = 10_000
-# Authoritative replies remembered with RA set (the snapshot's replies are shared objects).
-MAX_RA_COPIES: Final = 100_000
 
 DENY, QUERY, RECURSE = 0, 1, 2
 
-_NOT_ALLOWED = Reply(rcode_body(Rcode.REFUSED), ede=((
+_NOT_ALLOWED = Reply(rcode_body(Rcode.REFUSED), by=REFUSED, ede=((
     Ede.PROHIBITED, "Prohibited: queries from this address are not allowed"),))
-_NO_RECURSION = Reply(rcode_body(Rcode.REFUSED), ede=((
+_NO_RECURSION = Reply(rcode_body(Rcode.REFUSED), by=REFUSED, ede=((
     Ede.PROHIBITED, "Prohibited: recursion is not offered to this address"),))
 
 
@@ -49,7 +48,6 @@ class Acl:
         self.ecs_decisions: dict[str, bool] = {}
         self.forward = forward
         self.decisions: dict[str, int] = {}
-        self.ra_copies: dict[Reply, Reply] = {}
         # Counters for metrics, plain integers.
         self.refused_queries = 0
         self.refused_recursion = 0
@@ -95,13 +93,8 @@ class Acl:
             q.ecs = None
             self.ecs_ignored += 1
         if decision == RECURSE:
-            reply = next(q)
-            if reply.__class__ is not Reply or reply.ra:
-                return reply
-            copy = self.ra_copies.get(reply)
-            if copy is None:
-                copy = self._with_ra(reply)
-            return copy
+            q.ra = True  # decided here, once; the encoder sets the flag
+            return next(q)
         if decision == QUERY:
             # CHAOS names (version.bind) are answered by chain/chaos.py, never forwarded.
             if self.forward is not None and q.qclass != QClass.CH \
@@ -111,13 +104,6 @@ class Acl:
             return next(q)
         self.refused_queries += 1
         return _NOT_ALLOWED
-
-    def _with_ra(self, reply: Reply) -> Reply:
-        copy = Reply(reply.body, ede=reply.ede, ecs_scope=reply.ecs_scope, ra=True)
-        if len(self.ra_copies) >= MAX_RA_COPIES:
-            self.ra_copies.clear()
-        self.ra_copies[reply] = copy
-        return copy
 
 
 def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -7,8 +7,10 @@ NODATA) for min(SOA TTL, SOA MINIMUM) (RFC 2308 5), within `min_ttl`..`max_ttl`.
 costs a dict lookup and, once a second per entry, rewriting the TTL fields at offsets
 found when the answer was stored; the ID, question and OPT record are the encoder's.
 
-Bounded: `capacity` entries, least recently used evicted first. Concurrent misses of one
-key share one upstream query. A popular entry is refreshed in the background shortly
+Bounded: at most `capacity` entries and `max_bytes` bytes, least recently used evicted
+first. An entry is counted as its answer's bytes, 12 bytes per record (TTL offset, TTL,
+record end) and `ENTRY_OVERHEAD` for its objects. Concurrent misses of one key share one
+upstream query. A popular entry is refreshed in the background shortly
 before it expires (prefetch). When the upstreams fail, an answer that expired less than
 `serve_stale` ago is served with TTL 30 and EDE 3 (RFC 8767).
 """
@@ -19,6 +21,7 @@ import asyncio
 import logging
 import struct
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -28,7 +31,7 @@ from globaldns.config.model import CacheConfig
 from globaldns.dns.message import FLAG_AA, Query
 from globaldns.dns.names import Ede, Rcode
 from globaldns.dns.relay import Relayed
-from globaldns.dns.wire import Body, Reply
+from globaldns.dns.wire import CACHE, FORWARD, STALE, Body, Reply
 
 log = logging.getLogger("globaldns.cache")
 
@@ -43,89 +46,98 @@ PREFETCH_LEFT: Final = 0.1
 # Upstream queries the cache itself keeps in flight (misses share them, prefetches add).
 MAX_PENDING: Final = 1000
 
+# What an entry costs beside its answer's bytes and its 12 bytes a record, measured with
+# tracemalloc over 100 cached 64 KB answers: the entry, its key, its reply and body
+# objects, the table's node (tests/test_memory.py checks the budget against a process's
+# resident memory).
+ENTRY_OVERHEAD: Final = 1400
+
 Key = tuple[bytes, int, int, int]
 _TTL = struct.Struct("!I")
 
 
 class Entry:
-    __slots__ = ("age", "body", "ede", "expires", "hits", "lifetime", "offsets", "prefetched",
-                 "reply", "retry_after", "stale_until", "stored", "ttls")
+    __slots__ = ("age", "ede", "expires", "hits", "lifetime", "offsets", "prefetched",
+                 "reply", "retry_after", "size", "stale_until", "stored", "ttls", "until")
 
-    def __init__(self, body: Body, offsets: tuple[int, ...], ttls: tuple[int, ...],
+    def __init__(self, body: Body, offsets: array[int], ttls: array[int],
                  ede: tuple[tuple[int, str], ...], *, now: float, lifetime: int,
-                 serve_stale: int) -> None:
-        self.body = body
-        """The answer with the stored TTLs in place; a template, never sent as is."""
+                 serve_stale: int, prefetch: bool) -> None:
+        self.reply = Reply(body, by=CACHE, ede=ede)
+        """The answer with its TTLs counted down `age` seconds (0: as stored); the one copy
+        of the answer an entry holds: each countdown patches a copy of it."""
         self.offsets = offsets
         self.ttls = ttls
         self.ede = ede
         self.stored = now
         self.lifetime = lifetime
         self.expires = now + lifetime
+        self.until = self.expires - lifetime * PREFETCH_LEFT if prefetch else self.expires
+        """Past this moment the slow path answers: the entry expired, or a prefetch is due."""
         self.stale_until = self.expires + serve_stale
         self.hits = 0
         self.prefetched = False
         self.retry_after = 0.0
-        self.age = -1
-        self.reply: Reply | None = None
+        self.age = 0
+        self.size = len(body.data) + 12 * len(offsets) + ENTRY_OVERHEAD
 
     def fresh(self, now: float) -> Reply:
         """The answer with its TTLs counted down; rebuilt at most once a second."""
         age = int(now - self.stored)
-        reply = self.reply
-        if age == self.age and reply is not None:
-            return reply
+        if age == self.age:
+            return self.reply
         ttls = [t - age if t > age else 0 for t in self.ttls]
-        reply = Reply(_patched(self.body, self.offsets, ttls), ede=self.ede, ra=True)
+        reply = Reply(_patched(self.reply.body, self.offsets, ttls), by=CACHE, ede=self.ede)
         self.age, self.reply = age, reply
         return reply
 
     def stale(self) -> Reply:
-        body = _patched(self.body, self.offsets, [STALE_TTL] * len(self.ttls))
-        return Reply(body, ede=(*self.ede, (Ede.STALE_ANSWER, "Stale Answer")), ra=True)
+        body = _patched(self.reply.body, self.offsets, [STALE_TTL] * len(self.ttls))
+        return Reply(body, by=STALE, ede=(*self.ede, (Ede.STALE_ANSWER, "Stale Answer")))
 
 
-def _patched(template: Body, offsets: tuple[int, ...], ttls: list[int] | tuple[int, ...]
-             ) -> Body:
+def _patched(template: Body, offsets: array[int], ttls: list[int] | array[int]) -> Body:
     """A copy of `template` with the TTL fields at `offsets` set to `ttls`; same layout."""
     data = bytearray(template.data)
     pack = _TTL.pack_into
     for offset, ttl in zip(offsets, ttls, strict=True):
         pack(data, offset, ttl)
     body = Body(template.rcode, False, bytes(data), template.an, template.ns, template.ar,
-                template.cuts)
+                template.ends)
     body.flags = template.flags
     return body
 
 
 class Hit:
-    """A cache entry as the wire cache serves it: fresh while the entry is, and not when
-    the slow path has work to do for it (expiry, eviction, a due prefetch)."""
+    """A cache key as the wire cache serves it: the entry's answer while it is fresh, and
+    nothing when the slow path has work to do for it (expiry, eviction, a due prefetch).
+    It holds the key, not the entry, so an evicted entry's memory is freed at once."""
 
-    __slots__ = ("cache", "clock", "entry", "key", "table", "until")
+    __slots__ = ("cache", "clock", "key", "table")
 
-    def __init__(self, cache: Cache, key: Key, entry: Entry) -> None:
+    variants = 1
+    """The last countdown only: older ones will not be sent again."""
+    owned = False
+    """Its replies live only as long as someone holds them: the wire cache counts them."""
+
+    def __init__(self, cache: Cache, key: Key) -> None:
         self.cache = cache
         self.clock = cache.clock
         self.table = cache.table
         self.key = key
-        self.entry = entry
-        # Past this moment the slow path answers: the entry expired, or a prefetch is due.
-        self.until = entry.expires
-        if cache.prefetch and not entry.prefetched:
-            self.until -= entry.lifetime * PREFETCH_LEFT
 
-    def pick(self, q: Query | None) -> Reply | None:
+    def pick(self) -> Reply | None:
+        entry = self.table.get(self.key)
+        if entry is None:
+            return None
         now = self.clock()
-        entry = self.entry
-        if now >= self.until or self.table.get(self.key) is not entry:
+        if now >= entry.until:
             return None
         self.cache.hits += 1
         entry.hits += 1
         self.table.move_to_end(self.key)
-        reply = entry.reply
-        if reply is not None and int(now - entry.stored) == entry.age:
-            return reply
+        if int(now - entry.stored) == entry.age:
+            return entry.reply
         return entry.fresh(now)
 
 
@@ -134,6 +146,7 @@ class Cache:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.capacity = config.capacity
+        self.max_bytes = config.max_bytes
         self.min_ttl = config.min_ttl
         self.max_ttl = config.max_ttl
         self.prefetch = config.prefetch
@@ -145,6 +158,8 @@ class Cache:
         self.hits = 0
         self.misses = 0
         self.entries = 0
+        self.bytes = 0
+        """What the entries count (see ENTRY_OVERHEAD), at most `max_bytes`."""
         self.evictions = 0
         self.prefetches = 0
         self.stale_served = 0
@@ -161,9 +176,8 @@ class Cache:
                 if (self.prefetch and entry.hits >= PREFETCH_HITS and not entry.prefetched
                         and entry.expires - now < entry.lifetime * PREFETCH_LEFT):
                     self._prefetch(q, key, entry, next)
-                else:
-                    q.answers = Hit(self, key, entry)
-                return entry.fresh(now)
+                    return entry.fresh(now)
+                return entry.fresh(now).kept_by(Hit(self, key))
             if now >= entry.stale_until:
                 self._drop(key)
                 entry = None
@@ -192,8 +206,10 @@ class Cache:
         finally:
             self.pending.pop(key, None)
         entry = self.store(key, reply)
+        if entry is None:
+            return reply
         # The first client gets what later ones get: TTLs within min_ttl..max_ttl.
-        return entry.fresh(entry.stored) if entry is not None else reply
+        return Reply(entry.reply.body, by=FORWARD, ede=entry.ede)
 
     async def _wait(self, task: asyncio.Task[Reply], stale: Entry | None) -> Reply:
         reply = await asyncio.shield(task)
@@ -207,6 +223,7 @@ class Cache:
 
     def _prefetch(self, q: Query, key: Key, entry: Entry, next: Next) -> None:
         entry.prefetched = True
+        entry.until = entry.expires
         if key in self.pending or len(self.pending) >= MAX_PENDING:
             return
         result = next(q)
@@ -225,21 +242,29 @@ class Cache:
         lifetime = min(ttls)
         if lifetime <= 0:
             return None
-        template = _patched(body, body.ttl_offsets, ttls)
+        offsets = array("I", body.ttl_offsets)
+        template = _patched(body, offsets, array("I", ttls))
         template.flags &= ~FLAG_AA  # a cached answer is not authoritative (RFC 1035 6.2)
-        now = self.clock()
+        entry = Entry(template, offsets, array("I", ttls), body.ede, now=self.clock(),
+                      lifetime=lifetime, serve_stale=self.serve_stale, prefetch=self.prefetch)
+        if entry.size > self.max_bytes:
+            return None
         table = self.table
-        entry = table[key] = Entry(template, body.ttl_offsets, ttls, body.ede, now=now,
-                                   lifetime=lifetime, serve_stale=self.serve_stale)
-        table.move_to_end(key)
-        while len(table) > self.capacity:
-            table.popitem(last=False)
+        old = table.pop(key, None)
+        if old is not None:
+            self.bytes -= old.size
+        table[key] = entry
+        self.bytes += entry.size
+        while len(table) > self.capacity or self.bytes > self.max_bytes:
+            self.bytes -= table.popitem(last=False)[1].size
             self.evictions += 1
         self.entries = len(table)
         return entry
 
     def _drop(self, key: Key) -> None:
-        self.table.pop(key, None)
+        entry = self.table.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry.size
         self.entries = len(self.table)
 
 

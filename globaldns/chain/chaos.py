@@ -23,16 +23,16 @@ from globaldns.chain import Next, Result
 from globaldns.dns import records as R
 from globaldns.dns.message import Query
 from globaldns.dns.names import Ede, QClass, QType, Rcode
-from globaldns.dns.wire import Reply, rcode_body
+from globaldns.dns.wire import CHAOS, Reply, rcode_body
 
 TTL: Final = 0  # an explanation is about this query, at this moment: never cached
 
 VERSION_NAMES = frozenset({"version.bind", "version.server"})
 ID_NAMES = frozenset({"id.server", "hostname.bind"})
 
-_PROHIBITED = Reply(rcode_body(Rcode.REFUSED), ede=((
+_PROHIBITED = Reply(rcode_body(Rcode.REFUSED), by=CHAOS, ede=((
     Ede.PROHIBITED, "Prohibited: explanations are only given to acl.allow_debug clients"),))
-_UNSUPPORTED = Reply(rcode_body(Rcode.REFUSED), ede=((
+_UNSUPPORTED = Reply(rcode_body(Rcode.REFUSED), by=CHAOS, ede=((
     Ede.NOT_SUPPORTED,
     "Not Supported: CHAOS class answers version.bind, id.server and names of the served zones"),))
 
@@ -82,11 +82,11 @@ class Chaos:
     @staticmethod
     def _txt(q: Query, lines: list[str]) -> Reply:
         if q.qtype not in (QType.TXT, QType.ANY):
-            return Reply(R.body(q.name, aa=True))  # NODATA
+            return Reply(R.body(q.name, aa=True), by=CHAOS)  # NODATA
         # One record per line, so that `dig` prints one line per line; a line longer than a
         # character-string (255 bytes) continues in the next string of its record.
         return Reply(R.body(q.name, aa=True, answer=[
-            R.txt(q.name, TTL, _strings(line), rclass=QClass.CH) for line in lines]))
+            R.txt(q.name, TTL, _strings(line), rclass=QClass.CH) for line in lines]), by=CHAOS)
 
 
 def _strings(line: str) -> list[str]:

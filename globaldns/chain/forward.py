@@ -24,19 +24,19 @@ from globaldns.dns.names import Ede, QType, Rcode
 from globaldns.dns.relay import FLAG_AD
 from globaldns.dns.server import OVERLOADED
 from globaldns.dns.upstream import Pool, Unreachable, query_message
-from globaldns.dns.wire import Reply, rcode_body
+from globaldns.dns.wire import FORWARD, REFUSED, Reply, rcode_body
 
 log = logging.getLogger("globaldns.forward")
 
 EDE_TEXT_MAX: Final = 200
 
 # Zone transfers are not ours to relay (a transfer spans many messages).
-_REFUSED_XFR = Reply(rcode_body(Rcode.REFUSED),
+_REFUSED_XFR = Reply(rcode_body(Rcode.REFUSED), by=REFUSED,
                      ede=((Ede.NOT_SUPPORTED, "Not Supported: zone transfers"),))
 # The health probe of CoreDNS's forward plugin (`. IN NS`, RD, no EDNS) must get a prompt
 # answer that does not depend on our upstreams: any rcode counts as healthy to CoreDNS,
 # and REFUSED is the honest one.
-_PROBE_ANSWER = Reply(rcode_body(Rcode.REFUSED))
+_PROBE_ANSWER = Reply(rcode_body(Rcode.REFUSED), by=REFUSED)
 _SERVFAIL = rcode_body(Rcode.SERVFAIL)
 
 
@@ -56,7 +56,6 @@ class Forward:
         for name in self.served:  # a served zone is never forwarded, even below a forward zone
             self.routes[text_to_wire(name)] = None
         # Counters for metrics, plain integers.
-        self.forwarded = 0
         self.unreachable = 0
 
     @property
@@ -90,7 +89,6 @@ class Forward:
         return self._forward(q, pool)
 
     async def _forward(self, q: Query, pool: Pool) -> Reply:
-        self.forwarded += 1
         # We recurse through the upstream whatever the client's RD; AD and CD and the DO
         # bit pass through (RFC 6840 5.7, 5.9), the client's EDNS options do not.
         message = query_message(q.question, flags=FLAG_RD | (q.flags & (FLAG_AD | FLAG_CD)),
@@ -101,8 +99,8 @@ class Forward:
             self.unreachable += 1
             log.debug("no upstream answered %s type %d: %s", presentation(q.qname), q.qtype,
                       exc.text)
-            return Reply(_SERVFAIL, ede=((exc.code, exc.text[:EDE_TEXT_MAX]),), ra=True)
-        return Reply(body, ede=body.ede, ra=True)
+            return Reply(_SERVFAIL, by=FORWARD, ede=((exc.code, exc.text[:EDE_TEXT_MAX]),))
+        return Reply(body, by=FORWARD, ede=body.ede)
 
     def close(self) -> None:
         """Stop the health probes and close the upstream connections."""

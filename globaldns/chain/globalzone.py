@@ -1,4 +1,5 @@
-"""Authoritative answers for the served zones, straight from the prepared snapshot."""
+"""Authoritative answers for the served zones, straight from the prepared snapshot; each
+reply carries its answer object, which the wire cache may keep (dns/fastpath.py)."""
 
 from __future__ import annotations
 
@@ -20,15 +21,13 @@ class GlobalZone:
             answers = table.get(q.qtype)
             if answers is None:
                 answers = table[NODATA]
-            if answers.__class__ is PerClient:
+            if isinstance(answers, PerClient):
                 answers = answers.for_profile(
                     self.snapshot.locator.locate(q.client[0], q.ecs))
-            q.answers = answers
-            return answers.pick(q)
+            return answers.pick().kept_by(answers)
         if q.qclass != QClass.IN and q.qclass != QClass.ANY:
             return next(q)
         negative = self.snapshot.negative(q.qname)
         if negative is None:
             return next(q)
-        q.answers = negative
-        return negative.pick(q)
+        return negative.pick().kept_by(negative)

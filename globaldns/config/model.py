@@ -224,6 +224,15 @@ class CacheConfig:
     # 10,000 answers of a few hundred bytes: a few MB.
     capacity: int = 10_000
     """0 turns the cache off."""
+    # The forward cache's memory: 64 MB hold the 10,000 answers of `capacity` at their
+    # usual few hundred bytes with room to spare, and stop 64 KB answers (what one can
+    # ask for over TCP) at about 1,000 instead of 640 MB.
+    max_bytes: int = 64 << 20
+    # The wire cache (replies to repeated UDP queries, kept as bytes): an entry costs about
+    # 600 bytes beside its reply bytes, so 32 MB keep some 30,000 query shapes (names x
+    # types x EDNS or not x client classes), far more than a fleet's working set; past it
+    # the cache starts over and refills at one slow path per query shape.
+    wire_max_bytes: int = 32 << 20
     min_ttl: int = 0
     # An upstream's one-week TTL should not pin a changed record for a week.
     max_ttl: int = 3600

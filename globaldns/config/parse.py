@@ -43,6 +43,7 @@ from globaldns.config.model import (
 from globaldns.config.values import (
     Invalid,
     boolean,
+    byte_size,
     choice,
     cluster_name,
     dns_label,
@@ -168,40 +169,6 @@ class _Reader:
         return self.get(data, key, path, convert, default)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def _dns(r: _Reader, raw: Any) -> DnsConfig:
     d = r.mapping(raw, "dns", {"listen", "tcp_idle_timeout", "tcp_max_connections",
                                "tcp_message_timeout", "tcp_max_connections_per_client",
@@ -306,8 +273,6 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
     return tuple(clusters)
 
 
-
-
 def _kubeconfig_problem(path: str, context: str) -> tuple[str, str] | None:
     """(key, problem) when the kubeconfig cannot be read or lacks the context. Messages
     quote names and positions only: the file holds credentials. Checked only for a config
@@ -335,14 +300,6 @@ def _kubeconfig_problem(path: str, context: str) -> tuple[str, str] | None:
     if current not in names:
         return "kubeconfig", f"its current-context {show(current)} is not one of its contexts"
     return None
-
-
-
-
-
-
-
-
 
 
 def _path(source: str, value: Any) -> str:
@@ -427,16 +384,6 @@ def _services(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
     return tuple(services)
 
 
-
-
-
-
-
-
-
-
-
-
 def _forward(r: _Reader, raw: Any, config: Config) -> tuple[ForwardConfig, ...]:
     served = [z.name for z in config.zones]
     listen = config.dns.listen
@@ -499,10 +446,14 @@ def _forward(r: _Reader, raw: Any, config: Config) -> tuple[ForwardConfig, ...]:
 
 
 def _cache(r: _Reader, raw: Any) -> CacheConfig:
-    d = r.mapping(raw, "cache", {"capacity", "min_ttl", "max_ttl", "prefetch", "serve_stale"})
+    d = r.mapping(raw, "cache", {"capacity", "max_bytes", "wire_max_bytes", "min_ttl",
+                                 "max_ttl", "prefetch", "serve_stale"})
     base = CacheConfig()
     cache = CacheConfig(
         capacity=r.get(d, "capacity", "cache", integer(0, 10_000_000), base.capacity),
+        max_bytes=r.get(d, "max_bytes", "cache", byte_size(1 << 16, 1 << 40), base.max_bytes),
+        wire_max_bytes=r.get(d, "wire_max_bytes", "cache", byte_size(1 << 16, 1 << 40),
+                             base.wire_max_bytes),
         min_ttl=r.get(d, "min_ttl", "cache", whole_seconds, base.min_ttl),
         max_ttl=r.get(d, "max_ttl", "cache", whole_seconds, base.max_ttl),
         prefetch=r.get(d, "prefetch", "cache", boolean, base.prefetch),
@@ -549,8 +500,6 @@ def _http(r: _Reader, raw: Any, dns: DnsConfig) -> HttpConfig:
     return http
 
 
-
-
 def _log(r: _Reader, raw: Any) -> LogConfig:
     d = r.mapping(raw, "log", {"queries", "sample", "file"})
     base = LogConfig()
@@ -564,8 +513,6 @@ def _reload(r: _Reader, raw: Any) -> ReloadConfig:
     d = r.mapping(raw, "reload", {"interval"})
     base = ReloadConfig()
     return ReloadConfig(interval=r.get(d, "interval", "reload", duration, base.interval))
-
-
 
 
 def _health_check(r: _Reader, raw: Any, path: str) -> HealthCheckConfig | None:
@@ -625,18 +572,8 @@ def _client_localities(r: _Reader, raw: Any) -> tuple[ClientLocality, ...]:
     return tuple(out)
 
 
-
-
-
-
 _NO_WEIGHTS: tuple[tuple[str, int], ...] = ()
 _MATCH = re.compile(r"[a-z0-9*_-]{1,63}\.[a-z0-9*_-]{1,63}")
-
-
-
-
-
-
 
 
 def _routing(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]

@@ -82,6 +82,23 @@ def integer(low: int, high: int) -> Callable[[Any], int]:
     return convert
 
 
+_BYTE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
+               "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
+
+
+def byte_size(low: int, high: int) -> Callable[[Any], int]:
+    """A size in bytes: an integer, or a number with a unit (`64MB`, `512KiB`)."""
+    def convert(value: Any) -> int:
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d{1,12})\s*([A-Za-z]{0,3})\s*", value)
+            unit = _BYTE_UNITS.get(match.group(2).upper()) if match else None
+            if match is None or unit is None:
+                raise Invalid(f"{show(value)} is not a size (e.g. 64MB, 512KiB, 1000000)")
+            value = int(match.group(1)) * unit
+        return integer(low, high)(value)
+    return convert
+
+
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise Invalid(f"{show(value)} is not true or false")

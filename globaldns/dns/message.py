@@ -66,8 +66,8 @@ class Query:
     (the key of every table); `question` the raw question bytes, echoed in the reply so
     the client gets its own casing back (resolvers randomise case, draft-vixie-dnsext-0x20)."""
 
-    __slots__ = ("answers", "client", "do", "ecs", "edns", "edns_options", "flags", "id",
-                 "nsid", "qclass", "qname", "qtype", "question", "transport")
+    __slots__ = ("client", "do", "ecs", "edns", "edns_options", "flags", "id", "nsid",
+                 "qclass", "qname", "qtype", "question", "ra", "transport")
 
     def __init__(self, qid: bytes, flags: int, qname: bytes, question: bytes, qtype: int,
                  qclass: int, client: tuple[str, int], transport: int) -> None:
@@ -86,8 +86,8 @@ class Query:
         self.ecs: tuple[int, int, bytes] | None = None
         """EDNS Client Subnet (family, source prefix, address bytes), RFC 7871."""
         self.edns_options: tuple[tuple[int, bytes], ...] = ()
-        self.answers: object = None
-        """Set by the handler that answered from the snapshot: the wire cache may keep it."""
+        self.ra = False
+        """Recursion Available, decided once by the ACL (chain/acl.py) for this client."""
 
     @property
     def name(self) -> str:
@@ -165,11 +165,15 @@ def wire_to_text(name: bytes) -> str:
 
 
 def text_to_wire(name: str) -> bytes:
-    """`user-service.production.global` → wire format (lowercased)."""
+    """`user-service.production.global` → wire format (lowercased): the one encoder of a
+    name from text. Raises ValueError for a label past 63 bytes (its length byte would
+    read as a compression pointer) or a character past latin-1."""
     out = bytearray()
     for label in name.lower().strip(".").split("."):
         if label:
             raw = label.encode("latin-1")
+            if len(raw) > 63:
+                raise ValueError(f"label too long in {name!r}")
             out.append(len(raw))
             out += raw
     out.append(0)

@@ -13,6 +13,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from globaldns.dns.message import text_to_wire
 from globaldns.dns.names import QClass, QType
 from globaldns.dns.wire import Body
 
@@ -31,7 +32,7 @@ class Writer:
         self.qname = qname
         if qname is not None:
             # The question sits at offset 12; the body starts after it.
-            self.base = 12 + len(wire_name(qname)) + 4
+            self.base = 12 + len(text_to_wire(qname)) + 4
             self._register(qname, 12)
 
     def _register(self, name: str, offset: int) -> None:
@@ -60,24 +61,11 @@ class Writer:
                 return
             if offset < 0x4000:
                 names[suffix] = offset
-            raw = labels[i].encode()
+            raw = labels[i].encode("latin-1")
             data.append(len(raw))
             data += raw
             offset += len(raw) + 1
         data.append(0)
-
-
-def wire_name(name: str) -> bytes:
-    out = bytearray()
-    for label in name.lower().strip(".").split("."):
-        if label:
-            raw = label.encode()
-            if len(raw) > 63:
-                raise ValueError(f"label too long in {name!r}")
-            out.append(len(raw))
-            out += raw
-    out.append(0)
-    return bytes(out)
 
 
 Rdata = bytes | Callable[[Writer], None]
@@ -105,11 +93,6 @@ class RR(NamedTuple):
 def address(name: str, ttl: int, ip: str) -> RR:
     rtype, rdata = address_rdata(ip)
     return RR(name, rtype, ttl, rdata)
-
-
-def srv(name: str, ttl: int, *, priority: int, weight: int, port: int, target: str) -> RR:
-    # RFC 2782: "name compression is not to be used for this field".
-    return RR(name, QType.SRV, ttl, struct.pack("!HHH", priority, weight, port) + wire_name(target))
 
 
 def _names(*names: str, tail: bytes = b"") -> Callable[[Writer], None]:
@@ -175,7 +158,8 @@ def address_rdata(ip: str) -> tuple[int, bytes]:
 
 
 def srv_rdata(*, priority: int, weight: int, port: int, target: str) -> bytes:
-    return struct.pack("!HHH", priority, weight, port) + wire_name(target)
+    # RFC 2782: "name compression is not to be used for this field".
+    return struct.pack("!HHH", priority, weight, port) + text_to_wire(target)
 
 
 def joined(answer: Sequence[bytes], additional: Sequence[bytes] = ()) -> Body:

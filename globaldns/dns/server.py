@@ -22,23 +22,16 @@ from globaldns.dns.message import (
     presentation,
 )
 from globaldns.dns.names import Ede, Rcode
-from globaldns.dns.stats import (
-    DURATION_BOUNDS,
-    MALFORMED_QTYPE,
-    QTYPE_SHIFT,
-    RCODE_SHIFT,
-    TRANSPORT_SHIFT,
-    Stats,
-)
-from globaldns.dns.wire import Reply, encode, error_reply, rcode_body
+from globaldns.dns.stats import DURATION_BOUNDS, MALFORMED_QTYPE, Stats
+from globaldns.dns.wire import ERROR, REFUSED, Reply, encode, error_reply, rcode_body
 
 log = logging.getLogger("globaldns.dns")
 
 # RFC 8914 code 0 "Other": the cause is ours, and it is in the log.
-_SERVFAIL = Reply(rcode_body(Rcode.SERVFAIL),
+_SERVFAIL = Reply(rcode_body(Rcode.SERVFAIL), by=ERROR,
                   ede=((Ede.OTHER, "internal error (logged by the server)"),))
 # RFC 8914 code 0 "Other": too many queries already wait on upstreams.
-OVERLOADED = Reply(rcode_body(Rcode.REFUSED),
+OVERLOADED = Reply(rcode_body(Rcode.REFUSED), by=REFUSED,
                    ede=((Ede.OTHER, "overloaded: too many queries in flight"),))
 
 
@@ -56,10 +49,10 @@ class DnsServer:
         self.max_inflight = max_inflight
         self.inflight = 0
         self.stats = stats or Stats()
-        self.observers: list[Callable[[Query, Reply, bytes, float, bool], None]] = []
-        """Called after each reply with (query, reply, wire, seconds, waited) — the query
-        log; empty unless configured. While any is set, the wire cache is bypassed, so
-        every query is seen."""
+        self.observers: list[Callable[[Query, Reply, bytes, float], None]] = []
+        """Called after each reply with (query, reply, wire, seconds) — the query log
+        (`reply.by` says who answered); empty unless configured. While any is set, the
+        wire cache is bypassed, so every query is seen."""
         self.wire: WireCache | None = None
 
     def handle(self, data: bytes, client: tuple[str, int],
@@ -92,16 +85,16 @@ class DnsServer:
                 reply = OVERLOADED
             else:
                 return self._later(q, reply)  # type: ignore[arg-type]
-        wire = encode(q, reply, self.nsid)
-        key = transport << TRANSPORT_SHIFT | q.qtype << QTYPE_SHIFT \
-            | reply.body.rcode << RCODE_SHIFT | len(wire)
-        replies = stats.replies
-        replies[key] = replies.get(key, 0) + 1
-        if len(replies) > stats.max_keys:
-            stats.fold()
-        if q.answers is not None and transport == UDP and not q.edns_options \
+        wire = self._encoded(q, reply)
+        if reply.keep is not None and transport == UDP and not q.edns_options \
                 and self.wire is not None:
             self.wire.remember(data, q, reply, self.nsid)
+        return wire
+
+    def _encoded(self, q: Query, reply: Reply) -> bytes:
+        """The reply's bytes, counted: the one place a slow-path reply is encoded."""
+        wire = encode(q, reply, self.nsid)
+        self.stats.count(q.transport, q.qtype, reply.body.rcode, len(wire))
         return wire
 
     def overloaded(self) -> bool:
@@ -133,9 +126,8 @@ class DnsServer:
                 reply = OVERLOADED
             else:
                 return self._later(q, reply, start)  # type: ignore[arg-type]
-        wire = encode(q, reply, self.nsid)
-        self.stats.count(q.transport, q.qtype, reply.body.rcode, len(wire))
-        self._observe(q, reply, wire, time.perf_counter() - start, False)
+        wire = self._encoded(q, reply)
+        self._observe(q, reply, wire, time.perf_counter() - start)
         return wire
 
     def _later(self, q: Query, pending: Awaitable[Reply],
@@ -158,20 +150,18 @@ class DnsServer:
             reply = await pending
         except Exception:
             reply = self._failed(q)
-        wire = encode(q, reply, self.nsid)
+        wire = self._encoded(q, reply)
         stats = self.stats
-        stats.count(q.transport, q.qtype, reply.body.rcode, len(wire))
         seconds = time.perf_counter() - start
         stats.durations[bisect_left(DURATION_BOUNDS, seconds)] += 1
         stats.duration_sum += seconds
         if self.observers:
-            self._observe(q, reply, wire, seconds, True)
+            self._observe(q, reply, wire, seconds)
         return wire
 
-    def _observe(self, q: Query, reply: Reply, wire: bytes, seconds: float,
-                 waited: bool) -> None:
+    def _observe(self, q: Query, reply: Reply, wire: bytes, seconds: float) -> None:
         for observer in self.observers:
             try:
-                observer(q, reply, wire, seconds, waited)
+                observer(q, reply, wire, seconds)
             except Exception:
                 log.exception("query observer failed")

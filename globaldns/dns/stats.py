@@ -22,6 +22,8 @@ MAX_KEYS = 20_000
 
 
 def reply_key(transport: int, qtype: int, rcode: int, size: int) -> int:
+    """The one place a reply's counting key is built (the wire cache adds the size of
+    each reply to a key built with size 0)."""
     return transport << TRANSPORT_SHIFT | qtype << QTYPE_SHIFT | rcode << RCODE_SHIFT | size
 
 
@@ -51,7 +53,7 @@ class Stats:
         self.max_keys = MAX_KEYS
 
     def count(self, transport: int, qtype: int, rcode: int, size: int) -> None:
-        key = transport << TRANSPORT_SHIFT | qtype << QTYPE_SHIFT | rcode << RCODE_SHIFT | size
+        key = reply_key(transport, qtype, rcode, size)
         replies = self.replies
         replies[key] = replies.get(key, 0) + 1
         if len(replies) > self.max_keys:

@@ -22,6 +22,7 @@ from collections import Counter
 
 from globaldns.dns.message import TCP
 from globaldns.dns.server import DnsServer
+from globaldns.dns.wire import framed, unframed
 
 log = logging.getLogger("globaldns.dns")
 
@@ -128,14 +129,10 @@ class TcpConnection(asyncio.Protocol):
         handle = self.owner.server.handle
         limit = self.owner.max_inflight_per_connection
         completed = False
-        while len(buffer) >= 2 and not self.closing:
-            if len(self.tasks) >= limit:
+        while not self.closing and len(self.tasks) < limit:
+            message = unframed(buffer)
+            if message is None:
                 break
-            length = (buffer[0] << 8) | buffer[1]
-            if len(buffer) < 2 + length:
-                break
-            message = bytes(buffer[2 : 2 + length])
-            del buffer[: 2 + length]
             completed = True
             result = handle(message, self.peer, TCP)
             if result is None:
@@ -204,7 +201,7 @@ class TcpConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        transport.write(len(wire).to_bytes(2, "big") + wire)
+        transport.write(framed(wire))
         if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             log.warning("closing TCP connection from %s: it does not read its answers",
                         self.peer[0])

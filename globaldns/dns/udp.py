@@ -23,20 +23,10 @@ class UdpListener(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         wire = self.server.wire
         if wire is not None and not self.server.observers:
-            # The fast path: a query seen before from a client of the same class.
-            cls = wire.classes.get(addr[0])
-            if cls is not None:
-                entry = wire.tables[cls].get(data[2:])
-                reply = entry.answers.pick(None) if entry is not None else None
-                if reply is not None:
-                    out = entry.memo.get(reply)  # type: ignore[union-attr]
-                    if out is None:
-                        out = entry.encoded(reply)  # type: ignore[union-attr]
-                    replies = self.server.stats.replies
-                    key = entry.key | (len(out) + 2)  # type: ignore[union-attr]
-                    replies[key] = replies.get(key, 0) + 1
-                    self.transport.sendto(data[:2] + out, addr)  # type: ignore[union-attr]
-                    return
+            out = wire.answer(data, addr[0])  # a query seen before from this client's class
+            if out is not None:
+                self.transport.sendto(out, addr)  # type: ignore[union-attr]
+                return
         result = self.server.handle(data, addr, UDP)
         if result is None:
             return

@@ -31,6 +31,7 @@ from typing import Final
 from globaldns.dns.names import Ede, QType, Rcode
 from globaldns.dns.relay import MalformedReply, Relayed, relayed
 from globaldns.dns.stats import DURATION_BOUNDS
+from globaldns.dns.wire import framed, unframed
 
 log = logging.getLogger("globaldns.forward")
 
@@ -101,12 +102,7 @@ class TcpChannel(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
         buffer += data
-        while len(buffer) >= 2:
-            length = (buffer[0] << 8) | buffer[1]
-            if len(buffer) < 2 + length:
-                break
-            reply = bytes(buffer[2 : 2 + length])
-            del buffer[: 2 + length]
+        while (reply := unframed(buffer)) is not None:
             if len(reply) < 12:
                 continue
             waiting = self.pending.get((reply[0] << 8) | reply[1])
@@ -143,8 +139,7 @@ class TcpChannel(asyncio.Protocol):
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.pending[qid] = (future, question)
         self.used += 1
-        wire = qid.to_bytes(2, "big") + message
-        self.transport.write(len(wire).to_bytes(2, "big") + wire)  # type: ignore[union-attr]
+        self.transport.write(framed(qid.to_bytes(2, "big") + message))  # type: ignore[union-attr]
         return qid, future
 
     def done(self, qid: int) -> None:

@@ -4,8 +4,10 @@ OPT record together for one query, truncating to the client's size."""
 from __future__ import annotations
 
 import struct
+from array import array
 from bisect import bisect_right
-from typing import Final
+from collections.abc import Sequence
+from typing import Final, Protocol
 
 from globaldns.dns.message import (
     FLAG_AA,
@@ -36,62 +38,91 @@ class Body:
     body, so the body follows any question of the same name in any casing, and any prefix
     ending on a record boundary is itself a valid body (that is how we truncate)."""
 
-    __slots__ = ("an", "ar", "cuts", "data", "flags", "ns", "rcode")
+    __slots__ = ("an", "ar", "data", "ends", "flags", "ns", "rcode")
 
     def __init__(self, rcode: int, aa: bool, data: bytes, an: int, ns: int, ar: int,
-                 cuts: tuple[tuple[int, int, int, int], ...] | None = None) -> None:
+                 cuts: Sequence[tuple[int, int, int, int]] | array[int] | None = None
+                 ) -> None:
         self.rcode = rcode
         self.flags = FLAG_QR | (FLAG_AA if aa else 0) | (rcode & 0xF)
         self.data = data
         self.an, self.ns, self.ar = an, ns, ar
-        self.cuts = cuts
-        """(end offset, an, ns, ar) after each record, in order; found by walking the
-        records the first time a reply must be truncated (most never are)."""
+        self.ends: array[int] | None = cuts if cuts is None or isinstance(cuts, array) \
+            else array("I", (cut[0] for cut in cuts))
+        """The end offset of each record, in order (4 bytes a record: a 64 KB answer of
+        4,000 records keeps 16 KB of them); found by walking the records the first time a
+        reply must be truncated (most never are). Also taken as (end, an, ns, ar) tuples."""
 
     def prefix(self, room: int) -> tuple[bytes, int, int, int]:
         """The longest prefix of whole records that fits in `room` bytes."""
-        cuts = self.cuts
-        if cuts is None:
-            cuts = self.cuts = record_ends(self.data, self.an, self.ns, self.ar)
-        i = bisect_right(cuts, (room, 1 << 16))
-        if i == 0:
+        ends = self.ends
+        if ends is None:
+            ends = self.ends = record_ends(self.data, self.an + self.ns + self.ar)
+        kept = bisect_right(ends, room)
+        if kept == 0:
             return b"", 0, 0, 0
-        end, an, ns, ar = cuts[i - 1]
-        return self.data[:end], an, ns, ar
+        an = min(kept, self.an)
+        ns = min(kept - an, self.ns)
+        return self.data[: ends[kept - 1]], an, ns, kept - an - ns
 
 
-def record_ends(data: bytes, an: int, ns: int, ar: int) -> tuple[tuple[int, int, int, int], ...]:
-    """(end offset, an, ns, ar) after each record of a body."""
-    cuts = []
+def record_ends(data: bytes, records: int) -> array[int]:
+    """The end offset of each of the first `records` records of a body."""
+    ends = array("I")
     i = 0
-    counts = [0, 0, 0]
-    for section, n in enumerate((an, ns, ar)):
-        for _ in range(n):
-            while True:  # the owner name: labels, ending in a zero or a pointer
-                length = data[i]
-                if length >= 0xC0:
-                    i += 2
-                    break
-                i += length + 1
-                if length == 0:
-                    break
-            i += 10 + ((data[i + 8] << 8) | data[i + 9])
-            counts[section] += 1
-            cuts.append((i, counts[0], counts[1], counts[2]))
-    return tuple(cuts)
+    for _ in range(records):
+        while True:  # the owner name: labels, ending in a zero or a pointer
+            length = data[i]
+            if length >= 0xC0:
+                i += 2
+                break
+            i += length + 1
+            if length == 0:
+                break
+        i += 10 + ((data[i + 8] << 8) | data[i + 9])
+        ends.append(i)
+    return ends
+
+
+class Picker(Protocol):
+    """An answer the wire cache may keep (dns/fastpath.py): the snapshot's AnswerSet or
+    WeightedAnswers, or a forward-cache Hit. `pick` gives the next reply to the same query,
+    or None when the slow path must answer this time."""
+
+    variants: int
+    """Encoded replies worth keeping per query shape (the rotation's length, at most)."""
+    owned: bool
+    """Whether its replies are held elsewhere while it lives (the snapshot's are; a
+    forward-cache countdown copy is not, so the wire cache counts its bytes)."""
+
+    def pick(self) -> Reply | None: ...
+
+
+# Who answered (the query log's `answered_by`), set where the reply is made.
+ZONE, CACHE, FORWARD, STALE, CHAOS, REFUSED, ERROR = (
+    "zone", "cache", "forward", "stale", "chaos", "refused", "error")
 
 
 class Reply:
-    """What a handler returns: a body plus what varies per query (EDNS options)."""
+    """What a handler returns: a body plus what varies per query (EDNS options), who made
+    it (`by`), and `keep`: the answer the wire cache may keep to answer the same query
+    again (None: nothing may be kept)."""
 
-    __slots__ = ("body", "ecs_scope", "ede", "ra")
+    __slots__ = ("body", "by", "ecs_scope", "ede", "keep")
 
-    def __init__(self, body: Body, *, ede: tuple[tuple[int, str], ...] = (),
-                 ecs_scope: int = -1, ra: bool = False) -> None:
+    def __init__(self, body: Body, *, by: str, ede: tuple[tuple[int, str], ...] = (),
+                 ecs_scope: int = -1, keep: Picker | None = None) -> None:
         self.body = body
+        self.by = by
         self.ede = ede
         self.ecs_scope = ecs_scope
-        self.ra = ra
+        self.keep = keep
+
+    def kept_by(self, picker: Picker) -> Reply:
+        """This reply, for one query, with the answer that may be kept (prepared replies
+        are shared, and must not point back at the answer holding them: no cycles)."""
+        return Reply(self.body, by=self.by, ede=self.ede, ecs_scope=self.ecs_scope,
+                     keep=picker)
 
 
 def rcode_body(rcode: int, aa: bool = False) -> Body:
@@ -124,9 +155,10 @@ def _options(q: Query, r: Reply, nsid: bytes) -> bytes:
 
 
 def encode(q: Query, r: Reply, nsid: bytes = b"") -> bytes:
-    """The reply to `q`: its ID, its RD and CD bits, its question as it was asked."""
+    """The reply to `q`: its ID, its RD and CD bits, its question as it was asked; RA as
+    the ACL decided for this client (`q.ra`)."""
     body = r.body
-    flags = body.flags | (q.flags & (FLAG_RD | FLAG_CD)) | (FLAG_RA if r.ra else 0)
+    flags = body.flags | (q.flags & (FLAG_RD | FLAG_CD)) | (FLAG_RA if q.ra else 0)
     if q.edns < 0:
         opt = b""
     elif not (q.nsid or q.ecs or r.ede or body.rcode > 15):
@@ -145,6 +177,24 @@ def encode(q: Query, r: Reply, nsid: bytes = b"") -> bytes:
     if an < body.an or ns < body.ns:
         flags |= FLAG_TC
     return q.id + _COUNTS.pack(flags, 1, an, ns, ar + (1 if opt else 0)) + question + data + opt
+
+
+def framed(message: bytes) -> bytes:
+    """A message as sent over TCP: its length in two bytes first (RFC 1035 4.2.2)."""
+    return len(message).to_bytes(2, "big") + message
+
+
+def unframed(buffer: bytearray) -> bytes | None:
+    """The next whole message of a TCP stream, taken out of `buffer`; None until one is
+    complete."""
+    if len(buffer) < 2:
+        return None
+    end = 2 + ((buffer[0] << 8) | buffer[1])
+    if len(buffer) < end:
+        return None
+    message = bytes(buffer[2:end])
+    del buffer[:end]
+    return message
 
 
 def error_reply(data: bytes, bad: Malformed) -> bytes:

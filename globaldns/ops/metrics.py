@@ -266,6 +266,11 @@ class Metrics(Collector):
             yield GaugeMetricFamily("globaldns_dns_wire_cache_entries",
                                     "Replies kept as bytes for repeated UDP queries",
                                     value=wire.size)
+            yield GaugeMetricFamily("globaldns_dns_wire_cache_bytes",
+                                    "What the wire cache's entries count (cache.wire_max_bytes)",
+                                    value=wire.bytes)
+            yield GaugeMetricFamily("globaldns_dns_wire_cache_max_bytes",
+                                    "cache.wire_max_bytes", value=wire.max_bytes)
         yield GaugeMetricFamily("globaldns_ready", "1 when /ready answers 200",
                                 value=1 if app.readiness()[0] else 0)
 
@@ -299,8 +304,12 @@ class Metrics(Collector):
                                 value=len(cache.table))
         yield GaugeMetricFamily("globaldns_cache_capacity", "cache.capacity",
                                 value=cache.capacity)
+        yield GaugeMetricFamily("globaldns_cache_bytes", "What the cached answers count "
+                                "(cache.max_bytes)", value=cache.bytes)
+        yield GaugeMetricFamily("globaldns_cache_max_bytes", "cache.max_bytes",
+                                value=cache.max_bytes)
         yield CounterMetricFamily("globaldns_cache_evictions", "Entries evicted at capacity "
-                                  "(least recently used)", value=cache.evictions)
+                                  "or max_bytes (least recently used)", value=cache.evictions)
         yield CounterMetricFamily("globaldns_cache_prefetch", "Popular entries refreshed "
                                   "before they expired", value=cache.prefetches)
         yield CounterMetricFamily("globaldns_cache_served_stale", "Expired answers served "

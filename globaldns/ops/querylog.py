@@ -8,7 +8,8 @@
 written `\\DDD`, a dot or backslash inside a label `\\.` or `\\\\`, so a query name can
 carry no control character or line break into the log. `answered_by` is `zone` (the
 served zones' prepared answers), `cache`, `forward`, `stale` (an expired cached answer,
-RFC 8767), `chaos`, `refused` (ACL, overload, no zone) or `error`.
+RFC 8767), `chaos`, `refused` (ACL, overload, no zone) or `error`: what the handler that
+made the reply wrote on it (`Reply.by`).
 
 The event loop never formats or writes: a query appends one tuple to a bounded buffer,
 and a thread turns the buffer into lines every 200 ms. When the writer falls behind
@@ -32,8 +33,8 @@ from collections import deque
 from typing import IO, Any, Final
 
 from globaldns.config.model import LogConfig
-from globaldns.dns.message import FLAG_AA, Query, presentation
-from globaldns.dns.names import Ede, QClass, Rcode
+from globaldns.dns.message import Query, presentation
+from globaldns.dns.names import QClass
 from globaldns.dns.wire import Reply
 from globaldns.ops.metrics import QTYPES, RCODES
 
@@ -43,25 +44,6 @@ log = logging.getLogger("globaldns.log")
 MAX_BUFFERED: Final = 100_000
 FLUSH_EVERY: Final = 0.2
 PROTOS = ("udp", "tcp")
-
-
-def answered_by(q: Query, reply: Reply, waited: bool) -> str:
-    """Which part of the chain answered, read from the reply itself."""
-    codes = [code for code, _ in reply.ede]
-    if Ede.STALE_ANSWER in codes:
-        return "stale"
-    if waited:
-        return "forward"
-    if q.qclass == QClass.CH:
-        return "chaos"
-    body = reply.body
-    if body.rcode == Rcode.REFUSED:
-        return "refused"
-    if body.flags & FLAG_AA or Ede.NOT_READY in codes:
-        return "zone"
-    if body.rcode == Rcode.SERVFAIL:
-        return "error"
-    return "cache" if reply.ra else "zone"
 
 
 Item = tuple[float, str, int, bytes, int, int, int, int, float, str]
@@ -88,8 +70,7 @@ class QueryLog:
                                         daemon=True)
         self._thread.start()
 
-    def observe(self, q: Query, reply: Reply, wire: bytes, seconds: float,
-                waited: bool) -> None:
+    def observe(self, q: Query, reply: Reply, wire: bytes, seconds: float) -> None:
         """A DnsServer observer: called on the loop after each reply."""
         if self.sample < 1.0 and self._random() >= self.sample:
             return
@@ -99,7 +80,7 @@ class QueryLog:
             return
         buffer.append((time.time(), q.client[0], q.transport, q.qname, q.qtype, q.qclass,
                        reply.body.rcode, (wire[6] << 8) | wire[7], seconds,
-                       answered_by(q, reply, waited)))
+                       reply.by))
 
     def _run(self) -> None:
         while not self._stop.wait(FLUSH_EVERY):

@@ -76,7 +76,8 @@ class FakeUpstream:
     """A DNS server for `example.test` on 127.0.0.1, its behaviour set by `mode`:
     answer | silent | servfail | refused | wrong_id | wrong_question | spoofed_first |
     truncate (TC over UDP, the whole answer over TCP) | one of `HOSTILE` | oversized (more
-    than 1232 bytes over UDP, no TC) | meta_record (a TSIG next to the answer). `delay` (or
+    than 1232 bytes over UDP, no TC) | meta_record (a TSIG next to the answer) | big (TXT
+    records of about `big_bytes` in all for any name, over TCP; TC over UDP). `delay` (or
     `delays` per name) holds answers back; `hold()` keeps every answer until `release()`,
     and `waiting`/`peak` count the queries held at once; `udp=False` makes it TCP-only (its
     UDP port is closed). `poison` adds records of other names to every answer: (section,
@@ -90,6 +91,7 @@ class FakeUpstream:
         self.zone = zone
         self.negative_ttl = negative_ttl
         self.mode = "answer"
+        self.big_bytes = 65_000
         self.delay = 0.0
         self.delays: dict[str, float] = {}
         self.records: dict[tuple[str, int], list[dnslib.RR]] = {}
@@ -225,6 +227,8 @@ class FakeUpstream:
             return [(delay, HOSTILE[mode](data))]
         if mode == "meta_record":
             return [(delay, _meta_record(data))]
+        if mode == "big":
+            return [(delay, _big_answer(data, self.big_bytes) if tcp else _truncated(data))]
         if mode == "wrong_id":
             reply.header.id = (reply.header.id + 1) & 0xFFFF
             return [(delay, reply.pack())]
@@ -336,6 +340,17 @@ def _rdata_overrun(query: bytes) -> bytes:
     # A CNAME whose target goes on past its RDLENGTH, into the next record.
     return _answer(query, _rr(b"\xc0\x0c", 5, b"\x03www"[:2]),
                    _rr(b"\xc0\x0c", 1, bytes([192, 0, 2, 1])))
+
+
+def _big_answer(query: bytes, size: int) -> bytes:
+    # TXT records of one 255-byte string each (268 bytes a record), `size` bytes at most.
+    txt = _rr(b"\xc0\x0c", 16, b"\xff" + bytes(255))
+    room = size - _qend(query)
+    return _answer(query, *[txt] * (room // len(txt)))
+
+
+def _truncated(query: bytes) -> bytes:
+    return query[:2] + struct.pack("!HHHHH", 0x8780, 1, 0, 0, 0) + query[12 : _qend(query)]
 
 
 def _meta_record(query: bytes) -> bytes:

@@ -415,15 +415,6 @@ class ClusterSource:
         self._store.replace_source(self.source, everything)
         self._published = True
 
-    def snapshot(self) -> dict[ServiceKey, ServiceData]:
-        """What this cluster holds now, merged per service (whether published or not)."""
-        result = {}
-        for key in self._services.keys() | self._slices_of.keys():
-            data = self._data(key)
-            if data is not None:
-                result[key] = data
-        return result
-
     # --- state ----------------------------------------------------------------------
 
     def _update_state(self) -> None:
