@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
@@ -22,8 +23,10 @@ from globaldns.chain.chaos import Chaos
 from globaldns.chain.forward import Forward
 from globaldns.chain.globalzone import GlobalZone
 from globaldns.config import Config
+from globaldns.dns.cookies import Cookies, read_secret_file
 from globaldns.dns.fastpath import WireCache
 from globaldns.dns.message import Query
+from globaldns.dns.rate_limit import RateLimit
 from globaldns.dns.server import DnsServer
 from globaldns.dns.tcp import TcpConnections
 from globaldns.dns.udp import UdpListener
@@ -36,7 +39,7 @@ from globaldns.sources.healthcheck import HealthChecker
 from globaldns.sources.k8s.cluster import ClusterState
 from globaldns.sources.k8s.fleet import KubernetesSources
 from globaldns.sources.k8s.watch import Timing
-from globaldns.workers import Workers, follow
+from globaldns.workers import Workers, first_message, follow
 
 log = logging.getLogger("globaldns")
 
@@ -96,7 +99,7 @@ class App:
         # Watched clusters (and remote-secret ones) write into the same store.
         self.kubernetes = KubernetesSources(config, self.store,
                                             on_sync_change=self._sync_changed,
-                                            timing=k8s_timing)
+                                            timing=k8s_timing, health=self.health)
         # No negative answer before the first list: the listeners open before the
         # watches start, and resolvers would cache an early NXDOMAIN.
         if channel_fd is None and (config.remote_secrets is not None
@@ -108,6 +111,11 @@ class App:
         self.server.wire = WireCache(self.client_class, stats=self.server.stats,
                                      max_bytes=config.cache.wire_max_bytes)
         self.snapshot.listeners.append(self.server.wire.forget)
+        # The key the cookie secrets derive from: made by the main process, sent to each
+        # worker before it starts, so every process accepts every other's cookies.
+        self.cookie_master = os.urandom(32) if channel_fd is None \
+            else first_message(channel_fd)[1]
+        self._use_protection(config)
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp: asyncio.Server | None = None
         self.tcp_connections: TcpConnections | None = None
@@ -206,7 +214,39 @@ class App:
         if self.snapshot.zone_of(q.qname) is None:
             return None
         report = explain(self.snapshot, self.store, q.name, client=q.client[0], ecs=q.ecs)
+        report.setdefault("notes", []).append(self.rate_limit_note(q.client[0]))
         return lines(report)
+
+    def _use_protection(self, config: Config) -> None:
+        """Rate limiting and cookies as configured; the rate accounts survive a reload
+        that leaves `rate_limit` as it was."""
+        server = self.server
+        rl = config.rate_limit
+        if rl is None:
+            server.rate_limit = None
+        elif server.rate_limit is None or self.config.rate_limit != rl:
+            server.rate_limit = RateLimit(
+                responses=rl.responses_per_second, errors=rl.errors_per_second,
+                nxdomains=rl.nxdomains_per_second, slip=rl.slip, window=rl.window,
+                ipv4_prefix=rl.ipv4_prefix, ipv6_prefix=rl.ipv6_prefix, exempt=rl.exempt,
+                table_size=rl.table_size, stats=server.stats)
+        cookies = config.cookies
+        server.cookies = None if not cookies.enabled else Cookies(
+            master=self.cookie_master, rotate=cookies.rotate, stats=server.stats,
+            secrets=read_secret_file(cookies.secret_file) if cookies.secret_file else ())
+
+    def rate_limit_note(self, client: str) -> str:
+        """Explain: whether this client is being rate limited now (this process's view)."""
+        limit = self.server.rate_limit
+        if limit is None:
+            return "rate limit off"
+        network = limit.network(client)
+        if limit.prefix(client) is None:
+            return f"rate limit: client {network}, never limited"
+        limited = limit.limited(client)
+        if not limited:
+            return f"rate limit: client {network} is not limited"
+        return f"rate limit: client {network} is being limited: " + "; ".join(limited[:5])
 
     def _use_querylog(self, config: Config) -> None:
         old = self.querylog
@@ -310,6 +350,7 @@ class App:
 
     def _apply(self, config: Config) -> None:
         old = self.config
+        self._use_protection(config)
         self.config = config
         if _snapshot_part(config) != _snapshot_part(old):
             self.snapshot.rebuild(config)
@@ -407,4 +448,5 @@ def _snapshot_part(config: Config) -> tuple[Any, ...]:
     """What the prepared answers are built from: a reload that changes none of it (only
     forwarding, logging, the ACL...) keeps the snapshot instead of rebuilding every name."""
     return (config.zones, config.resolver, config.client_localities, config.routing,
-            config.services, config.aliases, config.clusters, config.dns.listen.host)
+            config.services, config.aliases, config.clusters, config.dns.listen.host,
+            config.serve_hosts)

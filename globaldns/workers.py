@@ -58,6 +58,9 @@ class Workers:
     async def start(self, listen: str) -> None:
         for index in range(1, self.count):
             ours, theirs = socket.socketpair()
+            # Before the worker runs: the key its cookie secrets derive from, read by
+            # `first_message` while it starts (dns/cookies.py).
+            ours.sendall(frame(("cookie_master", self.app.cookie_master)))
             command = [sys.executable, "-m", "globaldns", "serve", "--channel-fd",
                        str(theirs.fileno()), "--worker-index", str(index), "--listen", listen,
                        "--workers", str(self.count)]
@@ -123,6 +126,31 @@ class Workers:
             except subprocess.TimeoutExpired:
                 log.warning("worker %d did not stop in %gs; killing it", proc.pid, STOP_SECONDS)
                 proc.kill()
+
+
+def first_message(channel_fd: int) -> tuple[Any, ...]:
+    """The worker side, while it starts: the message the main process wrote before it
+    started this worker (so it is there to read at once)."""
+    sock = socket.socket(fileno=channel_fd)
+    try:
+        sock.settimeout(READY_SECONDS)
+        head = _read(sock, _LENGTH.size)
+        message: tuple[Any, ...] = pickle.loads(_read(sock, _LENGTH.unpack(head)[0]))
+    finally:
+        sock.detach()
+    if message[0] != "cookie_master":
+        raise ConnectionError(f"the main process sent {message[0]!r} first, not the cookie key")
+    return message
+
+
+def _read(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the main process went away")
+        data += chunk
+    return data
 
 
 async def follow(app: App, channel_fd: int) -> None:

@@ -87,7 +87,7 @@ timeout: 5q
     assert out.returncode == 1
     lines = out.stderr.splitlines()
     assert lines[0].startswith(f"{bad}: timeout: unknown key (expected one of: ")
-    assert "clusters, dns," in lines[0] and lines[0].endswith("zones)")
+    assert "clusters, cookies, dns," in lines[0] and lines[0].endswith("zones)")
     assert lines[1:] == [
         f"{bad}: dns.bogus: unknown key (expected one of: listen, max_inflight, "
         "tcp_idle_timeout, tcp_max_connections, tcp_max_connections_per_client, "

@@ -20,6 +20,7 @@ import yaml
 
 from globaldns.cli import main
 from globaldns.config import parse_text
+from globaldns.sources.k8s import istio
 from tests.helpers.data import ROOT
 from tests.helpers.deploy import one, render, tool
 
@@ -171,10 +172,16 @@ def test_the_pod_meets_the_restricted_pod_security_standard(overlay: str) -> Non
 def test_rbac_grants_only_what_the_code_reads(overlay: str) -> None:
     docs = render(overlay)
     rules = one(docs, "ClusterRole", "globaldns")["rules"]
+    expected = [(("",), ("services",), ("list", "watch")),
+                (("discovery.k8s.io",), ("endpointslices",), ("list", "watch"))]
+    config_text = one(docs, "ConfigMap", "globaldns")["data"]["config.yaml"]
+    watches_istio = any(c.istio for c in parse_text(config_text, overlay).clusters)
+    assert watches_istio == (overlay == "istio")
+    if watches_istio:
+        # Exactly the kinds the Istio source watches (sources/k8s/istio.py).
+        expected.append((("networking.istio.io",), istio.PLURALS, ("list", "watch")))
     assert sorted((tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"]))
-                  for r in rules) == [(("",), ("services",), ("list", "watch")),
-                                      (("discovery.k8s.io",), ("endpointslices",),
-                                       ("list", "watch"))]
+                  for r in rules) == sorted(expected)
     roles = [d for d in docs if d["kind"] == "Role"]
     for doc in docs:
         assert doc["metadata"].get("namespace") != "istio-system", doc["metadata"]

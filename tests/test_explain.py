@@ -8,21 +8,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.cli import explain, run_explain
 from tests.helpers.configs import DISTRIBUTE, VIEWS, WEIGHTS
 from tests.helpers.dns import addresses, ask
 from tests.helpers.k8s import FastTime, dns_eventually, timing_for, web, yaml_for
 from tests.helpers.server import GLOBALDNS, free_port
-
-
-def explain(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*GLOBALDNS, "explain", *args], capture_output=True, text=True,
-                          timeout=30)
-
-
-def run_explain(tmp_path, config: str, *args: str) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "c.yaml"
-    path.write_text(config)
-    return explain(*args, "--config", str(path))
 
 
 def test_explain_shows_rule_locality_endpoints_and_answer(tmp_path):

@@ -168,7 +168,8 @@ def test_debug_registry_shows_every_endpoint_with_its_source_and_health(
     assert by_address["10.0.0.1"] == {
         "address": "10.0.0.1", "cluster": "east", "locality": "r1", "ready": True,
         "serving": True, "terminating": False, "hostname": "", "node_name": "",
-        "labels": {"version": "v1"}, "weight": 1, "source": "static", "health_check": None}
+        "labels": {"version": "v1"}, "weight": 1, "source": "static", "network": "",
+        "external": False, "health_check": None}
     assert by_address["10.0.0.2"]["ready"] is False
     assert get_json(server, "/debug/registry?service=api.prod")[1]["services_total"] == 1
     assert get_json(server, "/debug/registry?service=nope.prod")[1]["services"] == []

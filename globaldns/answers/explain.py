@@ -37,12 +37,17 @@ def explain(snapshot: Snapshot, store: Store, name: str, *, client: str = "127.0
         zone = snapshot.zone_of(text_to_wire(name))
     except ValueError:
         zone = None
+    if zone is not None and store.get(("", name)) is not None \
+            and text_to_wire(name) in snapshot.names:
+        out["host"] = "a ServiceEntry host (docs/istio.md)"
     if zone is None:
         out["answer"] = "not in a served zone: forwarded if a forward zone covers it, else REFUSED"
         return out
     labels = name[: -len(zone.name) - 1].split(".") if name != zone.name else []
     out["zone"] = zone.name
-    if len(labels) not in (2, 3):
+    if "host" in out:
+        labels = [name, ""]
+    elif len(labels) not in (2, 3):
         out["answer"] = "not a service name (<service>.<namespace>.<zone>)"
         return out
     subset_name = labels[0] if len(labels) == 3 else ""
@@ -77,6 +82,7 @@ def explain(snapshot: Snapshot, store: Store, name: str, *, client: str = "127.0
         "tier": TIER_NAMES[tier(profile.locality, e.locality)],
         "leads": group_of.get(e.address, ""),
         "answered": any(e in order for _, orders in p.groups for order in orders),
+        "external": e.external, "network": e.network,
     } for e in members]
     out["groups"] = [{"weight": w, "first_answer": [e.address for e in orders[0]]}
                      for w, orders in p.groups if orders]
@@ -93,7 +99,7 @@ def lines(report: dict[str, Any]) -> list[str]:
            f"client locality {report['locality']} from {report['locality_from']}"
            + (f" (ecs scope /{report['ecs_scope']})" if report.get("ecs_scope") is not None
               else "")]
-    for key in ("alias", "zone", "subset", "rule"):
+    for key in ("alias", "host", "zone", "subset", "rule"):
         if key in report:
             out.append(f"{key} {report[key]}")
     for e in report.get("endpoints", []):
@@ -102,6 +108,8 @@ def lines(report: dict[str, Any]) -> list[str]:
             state += ", cluster below min_healthy"
         out.append(f"endpoint {e['address']} cluster {e['cluster']} locality {e['locality']}"
                    f" {state}; tier {e['tier']}"
+                   + ("; external (MESH_EXTERNAL)" if e.get("external") else "")
+                   + (f"; network {e['network']}" if e.get("network") else "")
                    + (f"; leads {e['leads']} of answers" if e["leads"] else "")
                    + ("" if e["answered"] else "; not answered"))
     for note in report.get("notes", []):

@@ -11,6 +11,7 @@ a name that cannot be one (past 255 bytes, a label past 63) is left out and coun
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import itertools
 import logging
@@ -20,7 +21,7 @@ from functools import partial
 
 from globaldns.config.model import AliasConfig, Config, RoutingRule, SubsetConfig, ZoneConfig
 from globaldns.dns import records as R
-from globaldns.dns.message import text_to_wire
+from globaldns.dns.message import presentation, text_to_wire
 from globaldns.dns.names import Ede, QType, Rcode
 from globaldns.dns.wire import ZONE, Body, Reply
 from globaldns.registry.model import Endpoint, Locality, Port, ServiceKey
@@ -143,7 +144,7 @@ ASIDE = 1000
 
 # What `rebuild` replaces, restored when it fails.
 _REBUILT = ("config", "locator", "rules", "subsets", "aliases", "zones", "names", "_owned",
-            "_namespaces", "_health")
+            "_namespaces", "_health", "host_zones", "_host_patterns", "_host_owner")
 
 
 def fits(name: str) -> bool:
@@ -234,6 +235,15 @@ class Snapshot:
             zones[zone.wire] = zone
             names.update(self._apex(zone))
         self.zones = zones
+        # ServiceEntry hosts outside every zone (`serve_hosts`): an exact name is a zone of
+        # its own from the start (never forwarded); a `*.domain` pattern makes one for each
+        # matching host while a ServiceEntry names it.
+        self._host_patterns = tuple(h[1:] for h in config.serve_hosts if h.startswith("*."))
+        self.host_zones: dict[bytes, Zone] = {}
+        self._host_owner: dict[bytes, ServiceKey] = {}
+        for host in config.serve_hosts:
+            if not host.startswith("*.") and self.zone_of(text_to_wire(host)) is None:
+                self.host_zones[text_to_wire(host)] = self._host_zone(host)
         for alias in config.aliases:
             names[text_to_wire(alias.name)] = self._dangling_alias(alias)
         self.names = names
@@ -277,11 +287,31 @@ class Snapshot:
     def zone_of(self, qname: bytes) -> Zone | None:
         i = 0
         zones = self.zones
+        hosts = self.host_zones
         while True:
-            zone = zones.get(qname[i:])
+            zone = zones.get(qname[i:]) or hosts.get(qname[i:])
             if zone is not None or not qname[i]:
                 return zone
             i += qname[i] + 1
+
+    def _host_zone(self, host: str) -> Zone:
+        """A zone whose apex is a served host: the first zone's settings (ttl, negative_ttl,
+        max_answers, on_all_unhealthy), named after the host."""
+        base = self.config.zones[0] if self.config.zones else ZoneConfig(host)
+        return Zone(dataclasses.replace(base, name=host), self.serial)
+
+    def zone_of_host(self, host: str) -> Zone | None:
+        """Where a ServiceEntry host is answered: the served zone holding it, else a zone
+        of its own when `serve_hosts` names it or a pattern there matches; None: not
+        served (left to the forwarders)."""
+        wire = text_to_wire(host)
+        zone = self.zone_of(wire)
+        if zone is not None:
+            return zone
+        if any(host.endswith(p) for p in self._host_patterns):
+            zone = self.host_zones[wire] = self._host_zone(host)
+            return zone
+        return None
 
     def subsets_of(self, key: ServiceKey, rule: tuple[int, RoutingRule] | None
                    ) -> tuple[SubsetConfig, ...]:
@@ -377,7 +407,15 @@ class Snapshot:
             rule = self.rules.match(key[1], key[0])
             previous = self._health.get(key, {})
             health = cluster_health(rule[1] if rule else None, service.endpoints, previous)
-            for zone in self.zones.values():
+            if not key[0]:  # a ServiceEntry host: one name, where it is served
+                zone = self.zone_of_host(key[1])
+                if zone is None:
+                    self.store.skipped.skip("host_not_served", key[1],
+                                            "outside every zone and not in serve_hosts")
+                else:
+                    new.update((yield from self._service_names(zone, service, rule, health,
+                                                               base=key[1])))
+            for zone in self.zones.values() if key[0] else ():
                 new.update((yield from self._service_names(zone, service, rule, health)))
         except Exception:
             # A source gave data we cannot answer from (a bug, or a check missed): this
@@ -400,12 +438,28 @@ class Snapshot:
             self._health.pop(key, None)
         old = self._owned.pop(key, [])
         names = self.names
+        if not key[0]:
+            new = self._claim(key, new, old)
+        else:
+            self._evict_hosts(new)
         for name in old:
             if name not in new:
                 names.pop(name, None)
         names.update(new)
         changed = set(old)
         changed.update(new)
+        if not key[0]:
+            self._swap_host(key, new, old)
+            ents = self._host_ents(key[1])
+            if new:
+                self._owned[key] = list(new)
+                if not old:
+                    self._count_namespace(ents, +1)
+                    changed.update(ents)
+            elif old:
+                self._count_namespace(ents, -1)
+                changed.update(ents)
+            return changed
         if service is None or service.external_name:
             for zone in self.zones.values():
                 for alias in self._aliases_of(zone, f"{key[1]}.{key[0]}"):
@@ -423,6 +477,43 @@ class Snapshot:
             changed.update(namespace_names)
         return changed
 
+    def _claim(self, key: ServiceKey, new: dict[bytes, NameTable], old: list[bytes]
+               ) -> dict[bytes, NameTable]:
+        """A host's names, without those another service or zone already answers (the
+        first one keeps a name; a Kubernetes service always wins over a host)."""
+        mine = set(old)
+        taken = [w for w in new if w in self.names and w not in mine and not self._is_ent(w)]
+        for wire in taken:
+            self.store.skipped.skip("bad_host", key[1],
+                                    f"{presentation(wire)} is already a name of another service")
+            del new[wire]
+        return new
+
+    def _evict_hosts(self, new: dict[bytes, NameTable]) -> None:
+        """A service's names take over any a ServiceEntry host had."""
+        for wire in new:
+            owner = self._host_owner.pop(wire, None)
+            if owner is not None:
+                self.store.skipped.skip("bad_host", owner[1],
+                                        f"{presentation(wire)} is a name of a service")
+                owned = self._owned.get(owner)
+                if owned is not None and wire in owned:
+                    owned.remove(wire)
+
+    def _swap_host(self, key: ServiceKey, new: dict[bytes, NameTable],
+                   old: list[bytes]) -> None:
+        for wire in old:
+            if wire not in new:
+                self._host_owner.pop(wire, None)
+        for wire in new:
+            self._host_owner[wire] = key
+        if not new:
+            # A zone a pattern made for this host goes with it; an exact serve_hosts
+            # name stays a zone.
+            host = key[1]
+            if host not in self.config.serve_hosts:
+                self.host_zones.pop(text_to_wire(host), None)
+
     def _count_namespace(self, wires: list[bytes], delta: int) -> None:
         """A namespace is an empty non-terminal while any service lives in it."""
         for wire in wires:
@@ -435,7 +526,26 @@ class Snapshot:
                     self.names[wire] = {NODATA: zone.nodata}
             else:
                 self._namespaces.pop(wire, None)
-                self.names.pop(wire, None)
+                if self._is_ent(wire):  # never a name a service or host has taken since
+                    self.names.pop(wire, None)
+
+    def _is_ent(self, wire: bytes) -> bool:
+        """`wire` is an empty non-terminal we made (a namespace, or a name above a host)."""
+        table = self.names.get(wire)
+        zone = self.zone_of(wire)
+        return (table is not None and zone is not None and table.keys() == {NODATA}
+                and table[NODATA] is zone.nodata)
+
+    def _host_ents(self, host: str) -> list[bytes]:
+        """The names between a host and the served zone holding it (`default.global` for
+        `vm-user-service.default.global`): empty non-terminals while the host is there
+        (RFC 8020: an NXDOMAIN there would deny the host too)."""
+        for zone in self.zones.values():
+            if host.endswith("." + zone.name):
+                labels = host[: -len(zone.name) - 1].split(".")
+                return [text_to_wire(".".join(labels[i:]) + "." + zone.name)
+                        for i in range(1, len(labels))]
+        return []
 
     def _aliases_of(self, zone: Zone, base: str) -> list[AliasConfig]:
         return self.aliases.get(f"{base}.{zone.name}", [])
@@ -451,10 +561,10 @@ class Snapshot:
 
     def _service_names(self, zone: Zone, service: MergedService,
                        rule: tuple[int, RoutingRule] | None,
-                       health: dict[str, bool]
+                       health: dict[str, bool], base: str = ""
                        ) -> Generator[None, None, dict[bytes, NameTable]]:
         namespace, name = service.key
-        base = f"{name}.{namespace}.{zone.name}"
+        base = base or f"{name}.{namespace}.{zone.name}"
         ttl = zone.config.ttl
         out: dict[bytes, NameTable] = {}
         skipped = self.store.skipped

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from globaldns.registry.istio import ServiceEntry
 from globaldns.registry.model import Locality, Port
 
 
@@ -73,6 +74,10 @@ class ClusterConfig:
     # Loopback, link-local, unspecified and multicast addresses name no endpoint another
     # host can reach; a cluster whose pods really use them (a test rig) opts in.
     allow_special_addresses: bool = False
+    # Istio's kinds exist only where Istio is installed, and reading them needs RBAC the
+    # base deployment does not grant: on where the operator says so.
+    istio: bool = False
+    """Also watch ServiceEntries, WorkloadEntries and WorkloadGroups (docs/istio.md)."""
 
     @property
     def watched(self) -> bool:
@@ -295,6 +300,44 @@ class ReloadConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """BIND's RRL defaults where BIND has them (its ARM's examples), per client prefix and
+    answer. Off unless `rate_limit:` is in the config."""
+
+    # A stub or a pod asks the same name and type far less than this; a resolver behind a
+    # /24 gets 100 copies of one answer a second, which its own cache makes plenty.
+    responses_per_second: int = 100
+    # Errors and NXDOMAINs are what a reflection attack or a random-subdomain flood
+    # produces; honest clients get few of them.
+    errors_per_second: int = 20
+    nxdomains_per_second: int = 20
+    # BIND's default: every second limited reply goes out empty with TC, so a real client
+    # behind a spoofed flood still gets through over TCP.
+    slip: int = 2
+    # BIND's default: a flooding client is owed at most 15 s of credit.
+    window: float = 15.0
+    # BIND's defaults: one account per /24 and /56, the sizes handed to one site.
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 56
+    exempt: tuple[str, ...] = LOOPBACK_NETWORKS
+    # BIND's max-table-size default; about 240 bytes an account: under 5 MB.
+    table_size: int = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class CookiesConfig:
+    # RFC 7873: answering client cookies costs nothing to clients without one, and lets a
+    # client with a valid server cookie pass the rate limit and take large UDP replies.
+    enabled: bool = True
+    secret_file: str = ""
+    """One or two lines of 32 hex digits (the secret, then the previous one); empty: a
+    random secret made at start, shared by the workers and rotated every `rotate`."""
+    # RFC 7873 7.1 asks for a secret changed now and then; a day, with the previous day's
+    # accepted, outlives any cookie (RFC 9018 4.3: valid for an hour).
+    rotate: float = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str = "<embedded default>"
     dns: DnsConfig = DnsConfig()
@@ -315,6 +358,14 @@ class Config:
     log: LogConfig = LogConfig()
     reload: ReloadConfig = ReloadConfig()
     limits: LimitsConfig = LimitsConfig()
+    # Names outside every zone are the upstreams' to answer: a ServiceEntry host outside
+    # the zones is served only where the operator names it (docs/istio.md).
+    serve_hosts: tuple[str, ...] = ()
+    """Host names, or `*.domain` patterns, of ServiceEntry hosts answered outside the zones."""
+    service_entries: tuple[ServiceEntry, ...] = ()
+    """ServiceEntry-shaped items of the config: Istio's meaning without Istio."""
+    rate_limit: RateLimitConfig | None = None
+    cookies: CookiesConfig = CookiesConfig()
 
     def cluster(self, name: str) -> ClusterConfig | None:
         for cluster in self.clusters:

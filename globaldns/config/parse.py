@@ -21,6 +21,7 @@ from globaldns.config.model import (
     ClientLocality,
     ClusterConfig,
     Config,
+    CookiesConfig,
     DistributeConfig,
     DnsConfig,
     FailoverConfig,
@@ -30,6 +31,7 @@ from globaldns.config.model import (
     LimitsConfig,
     ListenAddress,
     LogConfig,
+    RateLimitConfig,
     ReloadConfig,
     RemoteSecretsConfig,
     ResolverConfig,
@@ -66,6 +68,7 @@ from globaldns.config.values import (
     read_bounded,
     scalar,
     seconds,
+    serve_host,
     show,
     status_range,
     text,
@@ -73,6 +76,8 @@ from globaldns.config.values import (
     weight_map,
     whole_seconds,
 )
+from globaldns.dns.cookies import read_secret_file
+from globaldns.registry import istio
 from globaldns.registry.model import Locality, Port
 
 T = TypeVar("T")
@@ -238,7 +243,7 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
         path = f"clusters[{i}]"
         d = r.mapping(item, path, {"name", "locality", "kubeconfig", "context", "in_cluster",
                                    "namespaces", "label_selector", "stale_for",
-                                   "watch_idle_timeout", "allow_special_addresses"})
+                                   "watch_idle_timeout", "allow_special_addresses", "istio"})
         base = ClusterConfig("")
         cluster = ClusterConfig(
             name=r.required(d, "name", path, cluster_name, f"invalid-{i}"),
@@ -255,6 +260,7 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
                                      base.watch_idle_timeout),
             allow_special_addresses=r.get(d, "allow_special_addresses", path, boolean,
                                           base.allow_special_addresses),
+            istio=r.get(d, "istio", path, boolean, base.istio),
         )
         if len(set(cluster.namespaces)) != len(cluster.namespaces):
             r.error(f"{path}.namespaces", "lists a namespace twice")
@@ -713,7 +719,99 @@ def _aliases(r: _Reader, raw: Any) -> tuple[AliasConfig, ...]:
 
 _TOP = {"dns", "resolver", "zones", "clusters", "remote_secrets", "sync_timeout", "services",
         "forward", "cache", "acl", "client_localities", "routing", "aliases", "http", "log",
-        "reload", "limits"}
+        "reload", "limits", "rate_limit", "cookies", "serve_hosts",
+        "service_entries"}
+
+
+_ENTRY_KEYS = {"name", "namespace", "cluster", "hosts", "ports", "endpoints", "location",
+               "resolution"}
+
+
+def _service_entries(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
+                     ) -> tuple[istio.ServiceEntry, ...]:
+    """ServiceEntry-shaped items: the `spec` fields, with `name`, `namespace` and the
+    `cluster` their endpoints are named under (default `static`)."""
+    out = []
+    for i, item in enumerate(r.sequence(raw, "service_entries")):
+        path = f"service_entries[{i}]"
+        d = r.mapping(item, path, _ENTRY_KEYS)
+        cluster = r.get(d, "cluster", path, cluster_name, "static")
+        if "cluster" in d and cluster not in {c.name for c in clusters}:
+            r.error(f"{path}.cluster", f"{show(cluster)} is not a cluster listed in clusters")
+        if not d.get("hosts"):
+            r.error(f"{path}.hosts", "is required")
+
+        def problem(reason: str, detail: str, path: str = path) -> None:
+            r.error(path, detail.replace("spec.", ""))
+
+        spec = {k: v for k, v in d.items() if k not in ("name", "namespace", "cluster")}
+        try:
+            out.append(istio.service_entry(
+                {"metadata": {"name": str(d.get("name") or ""),
+                              "namespace": str(d.get("namespace") or "")}, "spec": spec},
+                cluster=cluster, skip=problem, allow_special=True))
+        except istio.Invalid as exc:
+            r.error(path, str(exc).replace("spec.", ""))
+    return tuple(out)
+
+
+def _rate_limit(r: _Reader, raw: Any) -> RateLimitConfig | None:
+    if raw is None:
+        return None
+    path = "rate_limit"
+    d = r.mapping(raw, path, {"responses_per_second", "errors_per_second",
+                              "nxdomains_per_second", "slip", "window", "ipv4_prefix",
+                              "ipv6_prefix", "exempt", "table_size"})
+    base = RateLimitConfig()
+    exempt = base.exempt
+    if d.get("exempt") is not None:
+        nets = []
+        for j, item in enumerate(r.sequence(d["exempt"], f"{path}.exempt")):
+            try:
+                nets.append(network(item))
+            except Invalid as exc:
+                r.error(f"{path}.exempt[{j}]", str(exc))
+        exempt = tuple(nets)
+    rate = integer(0, 1_000_000)
+    return RateLimitConfig(
+        responses_per_second=r.get(d, "responses_per_second", path, rate,
+                                   base.responses_per_second),
+        errors_per_second=r.get(d, "errors_per_second", path, rate, base.errors_per_second),
+        nxdomains_per_second=r.get(d, "nxdomains_per_second", path, rate,
+                                   base.nxdomains_per_second),
+        slip=r.get(d, "slip", path, integer(0, 10), base.slip),
+        window=r.get(d, "window", path, _window, base.window),
+        ipv4_prefix=r.get(d, "ipv4_prefix", path, integer(0, 32), base.ipv4_prefix),
+        ipv6_prefix=r.get(d, "ipv6_prefix", path, integer(0, 128), base.ipv6_prefix),
+        exempt=exempt,
+        table_size=r.get(d, "table_size", path, integer(1, 10_000_000), base.table_size))
+
+
+def _window(value: Any) -> float:
+    seconds = positive_duration(value)
+    if seconds > 3600:  # BIND allows 1..3600
+        raise Invalid(f"{show(value)} is more than an hour")
+    return seconds
+
+
+def _cookies(r: _Reader, raw: Any, source: str) -> CookiesConfig:
+    path = "cookies"
+    d = r.mapping(raw, path, {"enabled", "secret_file", "rotate"})
+    base = CookiesConfig()
+    secret_file = ""
+    if d.get("secret_file") not in (None, ""):
+        try:
+            secret_file = _path(source, d["secret_file"])
+            read_secret_file(secret_file)
+        except Invalid as exc:
+            r.error(f"{path}.secret_file", str(exc))
+        except OSError as exc:
+            r.error(f"{path}.secret_file", f"{secret_file}: {exc.strerror or exc}")
+        except ValueError as exc:
+            r.error(f"{path}.secret_file", f"{secret_file} {exc}")
+    return CookiesConfig(enabled=r.get(d, "enabled", path, boolean, base.enabled),
+                         secret_file=secret_file,
+                         rotate=r.get(d, "rotate", path, positive_duration, base.rotate))
 
 
 def _limits(r: _Reader, raw: Any) -> LimitsConfig:
@@ -809,7 +907,12 @@ def _build(r: _Reader, raw: Any, source: str) -> Config:
                                http=_http(r, top.get("http"), config.dns),
                                log=_log(r, top.get("log")),
                                reload=_reload(r, top.get("reload")),
-                               limits=_limits(r, top.get("limits")))
+                               limits=_limits(r, top.get("limits")),
+                               rate_limit=_rate_limit(r, top.get("rate_limit")),
+                               cookies=_cookies(r, top.get("cookies"), source),
+                               serve_hosts=tuple(r.items(top, "serve_hosts", "", serve_host)),
+                               service_entries=_service_entries(r, top.get("service_entries"),
+                                                                clusters))
 
 
 def load(path: str | Path) -> Config:

@@ -166,6 +166,15 @@ def domain(value: Any) -> str:
     return name
 
 
+def serve_host(value: Any) -> str:
+    """A host name, or `*.domain`: one leading wildcard label, as Istio writes hosts."""
+    name = text(value).strip().lower().rstrip(".")
+    rest = name[2:] if name.startswith("*.") else name
+    if "." not in rest or not domain(rest):
+        raise Invalid(f"{show(value)} is not a host name or *.domain")
+    return name
+
+
 def listen_address(value: Any) -> ListenAddress:
     raw = scalar(value)
     match = re.match(r"^\[([0-9a-fA-F:.]+)\]:([0-9]{1,5})$", raw) or \

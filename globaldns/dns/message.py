@@ -38,6 +38,7 @@ _OPT, _TSIG = QType.OPT, QType.TSIG
 
 OPT_NSID: Final = 3
 OPT_ECS: Final = 8
+OPT_COOKIE: Final = 10  # RFC 7873
 
 # RFC 6891 6.2.5: a size below 512 is treated as 512. We never send more than 1232 bytes
 # over UDP (DNS flag day 2020): larger answers get TC and the client retries over TCP.
@@ -66,8 +67,9 @@ class Query:
     (the key of every table); `question` the raw question bytes, echoed in the reply so
     the client gets its own casing back (resolvers randomise case, draft-vixie-dnsext-0x20)."""
 
-    __slots__ = ("client", "do", "ecs", "edns", "edns_options", "flags", "id", "nsid",
-                 "qclass", "qname", "qtype", "question", "ra", "transport")
+    __slots__ = ("client", "cookie", "cookie_ok", "cookie_reply", "do", "ecs", "edns",
+                 "edns_options", "flags", "id", "nsid", "qclass", "qname", "qtype", "question",
+                 "ra", "transport")
 
     def __init__(self, qid: bytes, flags: int, qname: bytes, question: bytes, qtype: int,
                  qclass: int, client: tuple[str, int], transport: int) -> None:
@@ -86,6 +88,13 @@ class Query:
         self.ecs: tuple[int, int, bytes] | None = None
         """EDNS Client Subnet (family, source prefix, address bytes), RFC 7871."""
         self.edns_options: tuple[tuple[int, bytes], ...] = ()
+        self.cookie: bytes | None = None
+        """The COOKIE option's value (client cookie, then any server cookie), RFC 7873."""
+        self.cookie_ok = False
+        """It carried a server cookie we made (dns/cookies.py): exempt from the rate limit,
+        and its UDP reply may be as large as its EDNS size."""
+        self.cookie_reply = b""
+        """The COOKIE option value the reply carries (empty: none)."""
         self.ra = False
         """Recursion Available, decided once by the ACL (chain/acl.py) for this client."""
 
@@ -100,6 +109,10 @@ class Query:
             return 65535
         if self.edns < 0:
             return 512
+        if self.cookie_ok:
+            # RFC 7873 1: a valid server cookie shows the source address is not spoofed,
+            # so the reply may be as large as the client said it can take.
+            return 512 if self.edns < 512 else self.edns
         return 512 if self.edns < 512 else (self.edns if self.edns < MAX_UDP else MAX_UDP)
 
 
@@ -253,6 +266,15 @@ def _edns(q: Query, payload: int, version: int, eflags: int, rdata: bytes) -> No
             if q.ecs is not None:  # RFC 7871 7.1.1: more than one ECS option is FORMERR
                 raise Malformed(Rcode.FORMERR, q.question, "two ECS options")
             q.ecs = _ecs(value, q.question)
+        elif code == OPT_COOKIE:
+            # RFC 7873 5.2.2: a client cookie of 8 bytes, and a server cookie of 8 to 32
+            # bytes or none; any other length is FORMERR. Two COOKIE options: which one
+            # holds? FORMERR too, as BIND answers.
+            if q.cookie is not None:
+                raise Malformed(Rcode.FORMERR, q.question, "two COOKIE options")
+            if length != 8 and not 16 <= length <= 40:
+                raise Malformed(Rcode.FORMERR, q.question, f"COOKIE option of {length} bytes")
+            q.cookie = value
         i += 4 + length
     q.edns_options = tuple(options)
 

@@ -9,8 +9,9 @@ from enum import IntEnum
 
 
 class Rcode(IntEnum):
-    """RFC 1035 4.1.1, RFC 6895 2.3; BADVERS (RFC 6891 6.1.3) and BADKEY (RFC 8945 5.2.2)
-    need the OPT record's extended rcode or the TSIG record's error field."""
+    """RFC 1035 4.1.1, RFC 6895 2.3; BADVERS (RFC 6891 6.1.3), BADKEY (RFC 8945 5.2.2) and
+    BADCOOKIE (RFC 7873 8) need the OPT record's extended rcode or the TSIG record's error
+    field."""
 
     NOERROR = 0
     FORMERR = 1
@@ -25,6 +26,7 @@ class Rcode(IntEnum):
     NOTZONE = 10
     BADVERS = 16
     BADKEY = 17
+    BADCOOKIE = 23
 
 
 class QType(IntEnum):

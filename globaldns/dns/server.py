@@ -13,6 +13,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 
+from globaldns.dns.cookies import Cookies
 from globaldns.dns.fastpath import WireCache
 from globaldns.dns.message import (
     UDP,
@@ -22,6 +23,7 @@ from globaldns.dns.message import (
     presentation,
 )
 from globaldns.dns.names import Ede, Rcode
+from globaldns.dns.rate_limit import DROP, RateLimit, slip_reply
 from globaldns.dns.stats import DURATION_BOUNDS, MALFORMED_QTYPE, Stats
 from globaldns.dns.wire import ERROR, REFUSED, Reply, encode, error_reply, rcode_body
 
@@ -54,6 +56,10 @@ class DnsServer:
         (`reply.by` says who answered); empty unless configured. While any is set, the
         wire cache is bypassed, so every query is seen."""
         self.wire: WireCache | None = None
+        self.rate_limit: RateLimit | None = None
+        """Response rate limiting of UDP replies (None: off)."""
+        self.cookies: Cookies | None = None
+        """DNS COOKIE (None: the option is ignored, RFC 7873 5.2.1)."""
 
     def handle(self, data: bytes, client: tuple[str, int],
                transport: int) -> bytes | asyncio.Task[bytes] | None:
@@ -72,6 +78,8 @@ class DnsServer:
         if q is None:
             stats.dropped += 1
             return None
+        if q.cookie is not None and self.cookies is not None:
+            self.cookies.check(q)
         if self.observers:
             return self._observed(q)
         try:
@@ -85,6 +93,10 @@ class DnsServer:
                 reply = OVERLOADED
             else:
                 return self._later(q, reply)  # type: ignore[arg-type]
+        if self.rate_limit is not None and transport == UDP:
+            instead = self._limited(q, reply)
+            if instead is not None:
+                return instead or None
         wire = self._encoded(q, reply)
         if reply.keep is not None and transport == UDP and not q.edns_options \
                 and self.wire is not None:
@@ -106,13 +118,21 @@ class DnsServer:
         self.stats.inflight_refused += 1
         return True
 
+    def _limited(self, q: Query, reply: Reply) -> bytes | None:
+        """What goes out instead of this UDP reply when its client is over its rate: a
+        slip reply, or b"" for nothing; None when the reply goes out."""
+        verdict = self.rate_limit.verdict(q.client[0], q, reply.body)  # type: ignore[union-attr]
+        if not verdict:
+            return None
+        return b"" if verdict == DROP else slip_reply(q, reply.body)
+
     def _failed(self, q: Query) -> Reply:
         log.exception("failed to answer %s type %d from %s", presentation(q.qname), q.qtype,
                       q.client[0])
         self.stats.errors += 1
         return _SERVFAIL
 
-    def _observed(self, q: Query) -> bytes | asyncio.Task[bytes]:
+    def _observed(self, q: Query) -> bytes | asyncio.Task[bytes] | None:
         """The same way through, timed, with the observers called after the reply."""
         start = time.perf_counter()
         try:
@@ -126,6 +146,10 @@ class DnsServer:
                 reply = OVERLOADED
             else:
                 return self._later(q, reply, start)  # type: ignore[arg-type]
+        if self.rate_limit is not None and q.transport == UDP:
+            instead = self._limited(q, reply)
+            if instead is not None:
+                return instead or None
         wire = self._encoded(q, reply)
         self._observe(q, reply, wire, time.perf_counter() - start)
         return wire
@@ -150,6 +174,10 @@ class DnsServer:
             reply = await pending
         except Exception:
             reply = self._failed(q)
+        if self.rate_limit is not None and q.transport == UDP:
+            instead = self._limited(q, reply)
+            if instead is not None:
+                return instead
         wire = self._encoded(q, reply)
         stats = self.stats
         seconds = time.perf_counter() - start

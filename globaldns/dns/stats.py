@@ -19,6 +19,9 @@ MALFORMED_QTYPE = 0
 # Distinct keys kept before they are folded into totals (only floods of odd qtypes and
 # sizes get near it; answers of one name and type share a key).
 MAX_KEYS = 20_000
+# Plain counters summed across processes as they are.
+_PLAIN = ("rate_limit_dropped", "rate_limit_slipped", "cookies_new", "cookies_valid",
+          "cookies_invalid")
 
 
 def reply_key(transport: int, qtype: int, rcode: int, size: int) -> int:
@@ -31,8 +34,9 @@ class Stats:
     """Per-query counters as plain integers; exported at scrape time, never on the hot path.
     Keys are small closed sets (transport, qtype, rcode, size), never names or clients."""
 
-    __slots__ = ("dropped", "duration_sum", "durations", "errors", "folded", "gate_refused",
-                 "inflight_refused", "max_keys", "replies")
+    __slots__ = ("cookies_invalid", "cookies_new", "cookies_valid", "dropped", "duration_sum",
+                 "durations", "errors", "folded", "gate_refused", "inflight_refused",
+                 "max_keys", "rate_limit_dropped", "rate_limit_slipped", "replies")
 
     def __init__(self) -> None:
         self.replies: dict[int, int] = {}
@@ -51,6 +55,13 @@ class Stats:
         self.gate_refused = 0
         """Packets refused for their size or shape (dns/message.py), before a record was read."""
         self.max_keys = MAX_KEYS
+        self.rate_limit_dropped = 0
+        self.rate_limit_slipped = 0
+        """UDP replies the rate limit dropped, and sent empty with TC (or BADCOOKIE)."""
+        self.cookies_new = 0
+        self.cookies_valid = 0
+        self.cookies_invalid = 0
+        """Queries with a client cookie only, with a valid, with an invalid server cookie."""
 
     def count(self, transport: int, qtype: int, rcode: int, size: int) -> None:
         key = reply_key(transport, qtype, rcode, size)
@@ -88,6 +99,7 @@ class Stats:
                 "duration_sum": self.duration_sum, "dropped": self.dropped,
                 "errors": self.errors, "inflight_refused": self.inflight_refused,
                 "gate_refused": self.gate_refused,
+                **{key: getattr(self, key) for key in _PLAIN},
                 "inflight": inflight}
 
 
@@ -95,7 +107,8 @@ def combined(summaries: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The sum of several processes' summaries."""
     out: dict[str, Any] = {"totals": {}, "durations": [0] * (len(DURATION_BOUNDS) + 1),
                            "duration_sum": 0.0, "dropped": 0, "errors": 0,
-                           "inflight_refused": 0, "inflight": 0, "gate_refused": 0}
+                           "inflight_refused": 0, "inflight": 0, "gate_refused": 0,
+                           **dict.fromkeys(_PLAIN, 0)}
     totals = out["totals"]
     for summary in summaries:
         for item, n in summary["totals"].items():
@@ -103,6 +116,6 @@ def combined(summaries: Iterable[dict[str, Any]]) -> dict[str, Any]:
         out["durations"] = [a + b for a, b in zip(out["durations"], summary["durations"],
                                                   strict=True)]
         for key in ("duration_sum", "dropped", "errors", "inflight_refused", "inflight",
-                    "gate_refused"):
-            out[key] += summary[key]
+                    "gate_refused", *_PLAIN):
+            out[key] += summary.get(key, 0)
     return out

@@ -25,7 +25,11 @@ class UdpListener(asyncio.DatagramProtocol):
         if wire is not None and not self.server.observers:
             out = wire.answer(data, addr[0])  # a query seen before from this client's class
             if out is not None:
-                self.transport.sendto(out, addr)  # type: ignore[union-attr]
+                limit = self.server.rate_limit
+                if limit is not None:
+                    out = limit.cached(addr[0], out)  # None: dropped by the rate limit
+                if out is not None:
+                    self.transport.sendto(out, addr)  # type: ignore[union-attr]
                 return
         result = self.server.handle(data, addr, UDP)
         if result is None:
@@ -39,7 +43,7 @@ class UdpListener(asyncio.DatagramProtocol):
 
     async def _send_later(self, pending, addr: tuple[str, int]) -> None:  # type: ignore[no-untyped-def]
         wire = await pending
-        if self.transport is not None and not self.transport.is_closing():
+        if wire and self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(wire, addr)
 
     def error_received(self, exc: Exception) -> None:

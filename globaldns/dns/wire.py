@@ -17,6 +17,7 @@ from globaldns.dns.message import (
     FLAG_RD,
     FLAG_TC,
     MAX_UDP,
+    OPT_COOKIE,
     OPT_ECS,
     OPT_NSID,
     Malformed,
@@ -148,6 +149,8 @@ def _options(q: Query, r: Reply, nsid: bytes) -> bytes:
         scope = r.ecs_scope if r.ecs_scope >= 0 else 0
         value = struct.pack("!HBB", family, source, scope) + address
         out += _OPTION.pack(OPT_ECS, len(value)) + value
+    if q.cookie_reply:
+        out += _OPTION.pack(OPT_COOKIE, len(q.cookie_reply)) + q.cookie_reply
     for code, text in r.ede:
         value = struct.pack("!H", code) + text.encode()
         out += _OPTION.pack(OPT_EDE, len(value)) + value
@@ -161,7 +164,7 @@ def encode(q: Query, r: Reply, nsid: bytes = b"") -> bytes:
     flags = body.flags | (q.flags & (FLAG_RD | FLAG_CD)) | (FLAG_RA if q.ra else 0)
     if q.edns < 0:
         opt = b""
-    elif not (q.nsid or q.ecs or r.ede or body.rcode > 15):
+    elif not (q.nsid or q.ecs or r.ede or body.rcode > 15 or q.cookie_reply):
         opt = _OPT_DO if q.do else _OPT_PLAIN
     else:
         opt = opt_record(q, body.rcode >> 4, _options(q, r, nsid))

@@ -410,6 +410,7 @@ class HttpServer:
         ecs = request.query.get("ecs") or None
         try:
             report = explain(self.app.snapshot, self.app.store, name, client=client, ecs=ecs)
+            report.setdefault("notes", []).append(self.app.rate_limit_note(client))
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         report["lines"] = lines(report)
@@ -509,6 +510,7 @@ def registry_json(app: App, index: list[ServiceKey], *, wanted: str = "",
                     "ready": e.ready, "serving": e.serving, "terminating": e.terminating,
                     "hostname": e.hostname, "node_name": e.node_name,
                     "labels": dict(e.labels), "weight": e.weight, "source": source,
+                    "network": e.network, "external": e.external,
                     "health_check": None if check is None else {
                         "kind": check.kind, "port": check.port, "healthy": check.healthy,
                         "last_result": check.last_result, "last_error": check.last_error},

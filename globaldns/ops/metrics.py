@@ -233,6 +233,20 @@ class Metrics(Collector):
                                   "Packets refused for their size or shape before any record "
                                   "was read (FORMERR/NOTIMP)",
                                   value=summary["gate_refused"])
+        yield CounterMetricFamily("globaldns_rate_limit_dropped",
+                                  "UDP replies dropped by the rate limit",
+                                  value=summary["rate_limit_dropped"])
+        yield CounterMetricFamily("globaldns_rate_limit_slipped",
+                                  "UDP replies the rate limit sent empty with TC (BADCOOKIE "
+                                  "to a client that sent a cookie)",
+                                  value=summary["rate_limit_slipped"])
+        cookies = CounterMetricFamily("globaldns_cookies_queries",
+                                      "Queries with a COOKIE option, by their server cookie",
+                                      labels=["server_cookie"])
+        for state in ("none", "valid", "invalid"):
+            cookies.add_metric([state], summary["cookies_new" if state == "none"
+                                                else f"cookies_{state}"])
+        yield cookies
         yield CounterMetricFamily("globaldns_dns_overload_refused",
                                   "Queries refused because dns.max_inflight queries waited",
                                   value=summary["inflight_refused"])

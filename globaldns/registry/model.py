@@ -58,6 +58,10 @@ class Endpoint:
     terminating: bool = False
     ports: tuple[Port, ...] | None = None
     """Ports of this endpoint when they differ from the service's (EndpointSlice ports)."""
+    network: str = ""
+    """Istio's network of the endpoint (ServiceEntry and WorkloadEntry `network`)."""
+    external: bool = False
+    """From a ServiceEntry with `location: MESH_EXTERNAL`: outside the mesh."""
 
     @property
     def family(self) -> int:

@@ -31,6 +31,12 @@ SKIP_REASONS = {
     "name_too_long": "a name longer than 255 bytes in a zone: that name is not served",
     "too_many_endpoints": "an EndpointSlice past limits.max_endpoints_per_service: skipped",
     "event_too_large": "a watch event past limits.max_event_bytes: skipped unread",
+    "bad_host": "a ServiceEntry host that is no host name (or a wildcard), or a name "
+                "another service already has: that host is not served",
+    "host_not_served": "a ServiceEntry host outside every zone that matches no "
+                       "serve_hosts entry: not served (forwarded as before)",
+    "bad_object": "an Istio object (ServiceEntry, WorkloadEntry, WorkloadGroup) that "
+                  "cannot be used as a whole: skipped",
     "build_failed": "a service whose answers failed to build: its previous answers stay",
 }
 """Why cluster data was skipped: the closed set of the `reason` label."""

@@ -16,6 +16,10 @@ service's answers takes about a millisecond, so flips are not written where a ch
 one writer task writes each changed service once, yielding to the loop between services,
 and a wave of flips (a rack going down) never holds up a query for more than one write.
 
+Other sources hand it checks of their own with `track` (the Istio source: a WorkloadGroup's
+probe against the addresses of the WorkloadEntries it owns); on a flip of one of those the
+source is told and reads `health` again.
+
 Results are plain attributes, read by metrics and the debug pages: `endpoints` (one
 `EndpointHealth` per check), `checks` (count per result), `transitions` and `in_flight`.
 """
@@ -109,6 +113,9 @@ class HealthChecker:
         self._pool = asyncio.Semaphore(concurrency)
         self._session: aiohttp.ClientSession | None = None
         self._started = False
+        self._owners: dict[HealthKey, str] = {}
+        """Checks another source tracks (not the static config's), by that source."""
+        self._notify: dict[str, Callable[[], None]] = {}
 
     # -- lifetime --------------------------------------------------------------------
 
@@ -119,7 +126,27 @@ class HealthChecker:
         self._services = {(s.namespace, s.name): s for s in config.services}
         wanted = {key for s in config.services for e in s.endpoints
                   if (key := health_key(s, e)) is not None}
-        for key in self.endpoints.keys() - wanted:
+        static = {key for key in self.endpoints if key not in self._owners}
+        self._set_checks(static, wanted)
+        apply_static(self.store, config, self.health)
+        self._dirty.clear()  # all written, with the current results
+
+    def track(self, owner: str, wanted: set[HealthKey], notify: Callable[[], None]) -> None:
+        """Run exactly `wanted` for the source `owner` (new checks start healthy); call
+        `notify` when one of them flips."""
+        mine = {key for key, who in self._owners.items() if who == owner}
+        self._set_checks(mine, wanted - (self.endpoints.keys() - mine))
+        for key in mine - wanted:
+            self._owners.pop(key, None)
+        for key in wanted & self.endpoints.keys():
+            self._owners.setdefault(key, owner)
+        if wanted:
+            self._notify[owner] = notify
+        else:
+            self._notify.pop(owner, None)
+
+    def _set_checks(self, current: set[HealthKey], wanted: set[HealthKey]) -> None:
+        for key in current - wanted:
             task = self._tasks.pop(key, None)
             if task is not None:
                 task.cancel()
@@ -130,8 +157,6 @@ class HealthChecker:
             self.health[key] = True
             if self._started:
                 self._spawn(key)
-        apply_static(self.store, config, self.health)
-        self._dirty.clear()  # all written, with the current results
 
     def start(self) -> None:
         """Start every check; call on the running event loop."""
@@ -269,7 +294,12 @@ class HealthChecker:
             log.warning("healthcheck: %s.%s %s:%d unhealthy after %d failures: %s",
                         key.service[1], key.service[0], key.address, key.check.port,
                         state.consecutive_failures, state.last_error)
-        if self._writer is None:  # not started: nothing else would write it
+        owner = self._owners.get(key)
+        if owner is not None:
+            notify = self._notify.get(owner)
+            if notify is not None:
+                notify()
+        elif self._writer is None:  # not started: nothing else would write it
             self._write(key.service)
         else:
             self._dirty[key.service] = None

@@ -1,4 +1,5 @@
-"""The static source: services and endpoints written in the config file."""
+"""The static sources: services and endpoints written in the config file (`static`), and
+the config's ServiceEntry-shaped `service_entries` (`service_entries`, docs/istio.md)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from globaldns.config.model import Config, HealthCheckConfig, StaticEndpoint, StaticService
+from globaldns.registry import istio
 from globaldns.registry.model import Endpoint, ServiceData, ServiceKey
 from globaldns.registry.store import Store
 
 STATIC = "static"
+SERVICE_ENTRIES = "service_entries"
 
 
 class HealthKey(NamedTuple):
@@ -52,3 +55,11 @@ def static_services(config: Config, health: Mapping[HealthKey, bool] | None = No
 def apply_static(store: Store, config: Config,
                  health: Mapping[HealthKey, bool] | None = None) -> None:
     store.replace_source(STATIC, static_services(config, health))
+    apply_service_entries(store, config)
+
+
+def apply_service_entries(store: Store, config: Config) -> None:
+    """The config's `service_entries`, one ServiceData per host (checked when parsed)."""
+    store.replace_source(SERVICE_ENTRIES, istio.services(
+        config.service_entries, (), max_endpoints=config.limits.max_endpoints_per_service,
+        skip=lambda reason, detail: store.skipped.skip(reason, SERVICE_ENTRIES, detail)))

@@ -1,13 +1,15 @@
 """A Kubernetes API server emulator (aiohttp), for tests and benchmarks only.
 
 It serves the REST paths and wire format globaldns uses, for EndpointSlices, Services and
-Secrets: lists with `resourceVersion`, `limit`/`continue` (tokens that expire with a real
-410 `Expired` Status), label selectors, chunked watch streams of JSON lines from a
-resourceVersion, BOOKMARK events, ERROR events carrying the real 410 Status for a
-compacted resourceVersion. Faults on demand: 401/403/500 answers, redirects (to itself:
-a loop, or elsewhere), dropped connections mid-stream, blackholed (silent) streams, slow
-responses, compaction, the whole server down and back on the same port. It records every
-request, with its Authorization header. One instance per simulated cluster, on 127.0.0.1.
+Secrets (and Istio's ServiceEntries, WorkloadEntries and WorkloadGroups in the versions
+asked, with the group's discovery document: the Istio block below): lists with
+`resourceVersion`, `limit`/`continue` (tokens that expire with a real 410 `Expired`
+Status), label selectors, chunked watch streams of JSON lines from a resourceVersion,
+BOOKMARK events, ERROR events carrying the real 410 Status for a compacted
+resourceVersion. Faults on demand: 401/403/500 answers, redirects (to itself: a loop, or
+elsewhere), dropped connections mid-stream, blackholed (silent) streams, slow responses,
+compaction, the whole server down and back on the same port. It records every request,
+with its Authorization header. One instance per simulated cluster, on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -196,6 +198,96 @@ def _labels(obj: Obj | None) -> dict[str, str]:
     return ((obj or {}).get("metadata") or {}).get("labels") or {}
 
 
+# --- Istio: networking.istio.io ServiceEntry, WorkloadEntry, WorkloadGroup ------------
+# Served in the versions of `Emulator.istio_versions` (set before start), each under
+# /apis/networking.istio.io/<version>/..., with the group's discovery document at
+# /apis/networking.istio.io as kube-apiserver writes it for a CRD group.
+
+ISTIO_GROUP = "networking.istio.io"
+ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+KINDS.update({
+    "serviceentries": ("ServiceEntry", f"{ISTIO_GROUP}/v1", f"/apis/{ISTIO_GROUP}/{{version}}"),
+    "workloadentries": ("WorkloadEntry", f"{ISTIO_GROUP}/v1",
+                        f"/apis/{ISTIO_GROUP}/{{version}}"),
+    "workloadgroups": ("WorkloadGroup", f"{ISTIO_GROUP}/v1", f"/apis/{ISTIO_GROUP}/{{version}}"),
+})
+
+
+def _istio(kind: str, namespace: str, name: str, spec: Obj, **meta: Any) -> Obj:
+    return {"kind": kind, "apiVersion": f"{ISTIO_GROUP}/v1",
+            "metadata": {"name": name, "namespace": namespace, **meta}, "spec": spec}
+
+
+def service_entry(namespace: str, name: str, hosts: list[str], *,
+                  endpoints: Iterable[Obj] = (), ports: Iterable[tuple[str, int, str]] = (),
+                  location: str = "MESH_INTERNAL", resolution: str = "STATIC",
+                  selector: dict[str, str] | None = None) -> Obj:
+    spec: Obj = {"hosts": list(hosts), "location": location, "resolution": resolution,
+                 "ports": [{"name": n, "number": p, "protocol": proto} for n, p, proto in ports]}
+    if endpoints:
+        spec["endpoints"] = list(endpoints)
+    if selector is not None:
+        spec["workloadSelector"] = {"labels": dict(selector)}
+    return _istio("ServiceEntry", namespace, name, spec)
+
+
+def workload_entry(namespace: str, name: str, address: str, *,
+                   labels: dict[str, str] | None = None, locality: str = "",
+                   weight: int | None = None, network: str = "",
+                   healthy: bool | None = None, group: str = "") -> Obj:
+    spec: Obj = {"address": address, "labels": dict(labels or {})}
+    if locality:
+        spec["locality"] = locality
+    if weight is not None:
+        spec["weight"] = weight
+    if network:
+        spec["network"] = network
+    meta: Obj = {}
+    if group:
+        meta["ownerReferences"] = [{"apiVersion": f"{ISTIO_GROUP}/v1", "kind": "WorkloadGroup",
+                                    "name": group, "uid": str(uuid.uuid4()),
+                                    "controller": True}]
+    obj = _istio("WorkloadEntry", namespace, name, spec, **meta)
+    if healthy is not None:
+        # As Istio's health checking writes it (pilot/pkg/controllers/workloadentry).
+        obj["status"] = {"conditions": [{
+            "type": "Healthy", "status": "True" if healthy else "False",
+            "lastProbeTime": "2026-01-01T00:00:00Z",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    return obj
+
+
+def workload_group(namespace: str, name: str, *, labels: dict[str, str] | None = None,
+                   probe: Obj | None = None) -> Obj:
+    spec: Obj = {"metadata": {"labels": dict(labels or {})}, "template": {}}
+    if probe is not None:
+        spec["probe"] = probe
+    return _istio("WorkloadGroup", namespace, name, spec)
+
+
+def _istio_routes(emulator: Emulator, app: web.Application) -> None:
+    versions = "|".join(emulator.istio_versions) or "none-served"
+    for plural, (_, _, prefix) in KINDS.items():
+        if "{version}" in prefix:
+            path = prefix.replace("{version}", f"{{version:{versions}}}")
+            app.router.add_get(f"{path}/{plural}", emulator._handle)
+            app.router.add_get(f"{path}/namespaces/{{namespace}}/{plural}", emulator._handle)
+
+    async def discovery(request: web.Request) -> web.Response:
+        if not emulator.istio_versions:
+            return web.json_response(status(404, "NotFound", "the server could not find "
+                                            "the requested resource"), status=404)
+        listed = [{"groupVersion": f"{ISTIO_GROUP}/{v}", "version": v}
+                  for v in emulator.istio_versions]
+        return web.json_response({"kind": "APIGroup", "apiVersion": "v1",
+                                  "name": ISTIO_GROUP, "versions": listed,
+                                  "preferredVersion": listed[0]})
+
+    app.router.add_get(f"/apis/{ISTIO_GROUP}", discovery)
+
+# --- end of the Istio block -----------------------------------------------------------
+
+
 # --- faults and watches ---------------------------------------------------------------
 
 
@@ -227,6 +319,9 @@ class _Snapshot:
 
 class Emulator:
     """One emulated cluster's API server."""
+
+    istio_versions: tuple[str, ...] = ISTIO_VERSIONS
+    """The networking.istio.io versions served (none: the group is not installed)."""
 
     def __init__(self, name: str = "emulated", *, token: str | None = None,
                  tls: TlsFiles | None = None, continue_ttl: float = 300.0,
@@ -273,8 +368,10 @@ class Emulator:
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
         for plural, (_, _, prefix) in KINDS.items():
-            app.router.add_get(f"{prefix}/{plural}", self._handle)
-            app.router.add_get(f"{prefix}/namespaces/{{namespace}}/{plural}", self._handle)
+            if "{version}" not in prefix:  # those: _istio_routes
+                app.router.add_get(f"{prefix}/{plural}", self._handle)
+                app.router.add_get(f"{prefix}/namespaces/{{namespace}}/{plural}", self._handle)
+        _istio_routes(self, app)
         return app
 
     async def start(self, port: int | None = None) -> Emulator:

@@ -270,6 +270,10 @@ class ApiClient:
             raise ConnectionFailed(f"GET {url}: not a list object")
         return body
 
+    async def get(self, path: str) -> dict[str, Any]:
+        """One object at `path` (e.g. the discovery document of an API group)."""
+        return await self._list_page(self.credentials.server + path, {})
+
     async def list(self, resource: Resource, *, namespace: str = "",
                    label_selector: str = "") -> ListResult:
         """All objects of `resource` as one consistent snapshot, and its resourceVersion."""

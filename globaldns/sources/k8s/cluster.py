@@ -30,16 +30,27 @@ import enum
 import logging
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from globaldns.config.model import DEFAULT_LIMITS, ClusterConfig, LimitsConfig
 from globaldns.registry.model import ServiceData, ServiceKey
 from globaldns.registry.store import Store
 from globaldns.sources.k8s import objects
-from globaldns.sources.k8s.api import ENDPOINTSLICES, SERVICES, ApiClient, Unauthorized, describe
+from globaldns.sources.k8s.api import (
+    ENDPOINTSLICES,
+    SERVICES,
+    ApiClient,
+    Resource,
+    Unauthorized,
+    describe,
+)
 from globaldns.sources.k8s.credentials import Credentials, Rejected, Rejection
+from globaldns.sources.k8s.istio import IstioSource
 from globaldns.sources.k8s.objects import EventType, ServiceRecord, SliceRecord
-from globaldns.sources.k8s.watch import Timing, Watch
+from globaldns.sources.k8s.watch import Sink, Timing, Watch
+
+if TYPE_CHECKING:
+    from globaldns.sources.healthcheck import HealthChecker
 
 log = logging.getLogger("globaldns.k8s")
 
@@ -73,7 +84,8 @@ class ClusterSource:
                  load_credentials: CredentialsLoader, timing: Timing,
                  origin: str = "config", limits: LimitsConfig = DEFAULT_LIMITS,
                  on_change: Callable[[ClusterSource], None] | None = None,
-                 on_rejected: Callable[[Rejection], None] | None = None) -> None:
+                 on_rejected: Callable[[Rejection], None] | None = None,
+                 health: HealthChecker | None = None) -> None:
         self.config = config
         self.limits = limits
         """The config's `limits`; a reload sets it anew (it applies from the next event)."""
@@ -86,6 +98,12 @@ class ClusterSource:
         self._timing = timing
         self._on_change = on_change
         self._on_rejected = on_rejected
+        # `istio: true`: ServiceEntries, WorkloadEntries, WorkloadGroups (sources/k8s/istio.py).
+        self.istio = IstioSource(
+            config.name, store, owner=self, limits=limits,
+            live=lambda: self._published and not self._stopped,
+            allow_special=config.allow_special_addresses,
+            health=health) if config.istio else None
         # The cluster's objects, always current while the watches run.
         self._slices: dict[tuple[str, str], SliceRecord] = {}
         self._slices_of: dict[ServiceKey, dict[str, SliceRecord]] = {}
@@ -132,9 +150,10 @@ class ClusterSource:
         for task in (self._task, self._expiry, self._applier):
             if task is not None:
                 task.cancel()
+        if self.istio is not None:
+            self.istio.stop_checks()
         if drop:
-            self._store.drop_source(self.source)
-            self._published = False
+            self._drop()
 
     async def stop(self, *, drop: bool) -> None:
         self.cancel(drop=drop)
@@ -151,14 +170,17 @@ class ClusterSource:
             return
         self.server = credentials.server
         self._api = ApiClient(credentials)
-        resources = (ENDPOINTSLICES, SERVICES)
+        sinks: list[tuple[Resource, Sink]] = [(ENDPOINTSLICES, self), (SERVICES, self)]
+        if self.istio is not None:
+            sinks += [(r, self.istio) for r in await self.istio.discover(self._api,
+                                                                         self._timing)]
         namespaces = self.config.namespaces or ("",)
         self.watches = [
-            Watch(self._api, resource, self, cluster=self.name, namespace=namespace,
+            Watch(self._api, resource, sink, cluster=self.name, namespace=namespace,
                   label_selector=self.config.label_selector,
                   idle_timeout=self.config.watch_idle_timeout, timing=self._timing,
                   limits=self.limits, skipped=self._store.skipped)
-            for resource in resources for namespace in namespaces]
+            for resource, sink in sinks for namespace in namespaces]
         self._update_state()
         async with asyncio.TaskGroup() as group:
             for watch in self.watches:
@@ -174,8 +196,7 @@ class ClusterSource:
                 self._credentials_error = describe(exc)
                 self._credentials_errors += 1
                 log.error("k8s %s: %s; not watched until the Secret changes", self.name, exc)
-                self._store.drop_source(self.source)
-                self._published = False
+                self._drop()
                 if self._on_rejected is not None:
                     self._on_rejected(exc.reason)
                 self._update_state()
@@ -414,6 +435,15 @@ class ClusterSource:
                 everything[key] = data
         self._store.replace_source(self.source, everything)
         self._published = True
+        if self.istio is not None:
+            self.istio.publish()
+
+    def _drop(self) -> None:
+        """Remove what this cluster wrote (its Istio hosts too); nothing more until synced."""
+        self._store.drop_source(self.source)
+        if self.istio is not None:
+            self.istio.drop()
+        self._published = False
 
     # --- state ----------------------------------------------------------------------
 
@@ -458,8 +488,7 @@ class ClusterSource:
         if self.state is ClusterState.STALE and not self._stopped:
             log.warning("k8s %s: unreachable for %gs (stale_for): dropping its endpoints",
                         self.name, self.config.stale_for)
-            self._store.drop_source(self.source)
-            self._published = False
+            self._drop()
             for watch in self.watches:
                 if not watch.healthy:
                     # Come back with a fresh list, not by resuming: the recovery then
@@ -519,4 +548,5 @@ class ClusterSource:
             "endpoints": sum(len(s.endpoints) for s in self._slices.values()),
             "watches": [{"name": w.name, "listed": w.listed, "healthy": w.healthy,
                          "resource_version": w.resource_version} for w in self.watches],
+            **({"istio": self.istio.status()} if self.istio is not None else {}),
         }

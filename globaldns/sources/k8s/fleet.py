@@ -16,7 +16,7 @@ import functools
 import logging
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from globaldns.config.model import ClusterConfig, Config, RemoteSecretsConfig
 from globaldns.registry.store import Store
@@ -25,6 +25,9 @@ from globaldns.sources.k8s.api import SECRETS, ApiClient, describe
 from globaldns.sources.k8s.cluster import ClusterSource, ClusterState, CredentialsLoader
 from globaldns.sources.k8s.objects import EventType, RemoteCluster
 from globaldns.sources.k8s.watch import Timing, Watch
+
+if TYPE_CHECKING:
+    from globaldns.sources.healthcheck import HealthChecker
 
 log = logging.getLogger("globaldns.k8s")
 
@@ -44,8 +47,11 @@ class KubernetesSources:
 
     def __init__(self, config: Config, store: Store, *,
                  on_sync_change: Callable[[], None] | None = None,
-                 timing: Timing | None = None) -> None:
+                 timing: Timing | None = None,
+                 health: HealthChecker | None = None) -> None:
         self._config = config
+        self._health = health
+        """Runs the WorkloadGroup probes of `istio: true` clusters."""
         self._store = store
         self._on_sync_change = on_sync_change
         self._timing = timing or Timing()
@@ -105,11 +111,13 @@ class KubernetesSources:
                 source = ClusterSource(cluster, self._store,
                                        load_credentials=credentials_loader(cluster),
                                        timing=self._timing, limits=config.limits,
-                                       on_change=self._changed)
+                                       on_change=self._changed, health=self._health)
                 self._static[name] = source
                 source.start()
         for source in self.clusters():
             source.limits = config.limits
+            if source.istio is not None:
+                source.istio.limits = config.limits
             for watch in source.watches:
                 watch.limits = config.limits
         stopping.extend(self._apply_discovery(config))
