@@ -126,6 +126,9 @@ class Reloads:
                 return False  # touched, same content
             if new_hash == self._rejected and why == "file changed":
                 return False  # already rejected and logged
+            if blank(content):
+                self._rejected = new_hash
+                return self._failed(why, [BLANK.format(path=path)])
             try:
                 config = await asyncio.to_thread(parse_bytes, content, path)
             except Exception as exc:  # ConfigError, or anything else: the reload failed
@@ -142,6 +145,8 @@ class Reloads:
             content = read_bounded(self.path, MAX_CONFIG_BYTES)
         except OSError as exc:
             return self._failed(why, [f"{self.path}: cannot read: {exc.strerror}"])
+        if blank(content):
+            return self._failed(why, [BLANK.format(path=self.path)])
         try:
             config = parse_bytes(content, self.path)
         except Exception as exc:  # ConfigError, or anything else: the reload failed
@@ -171,6 +176,17 @@ class Reloads:
         for line in errors:
             log.error("reload rejected: %s", line)
         return False
+
+
+BLANK = ("{path}: no settings (empty, or only comments): a reload never swaps the running "
+         "config for the defaults")
+
+
+def blank(content: bytes) -> bool:
+    """Nothing but whitespace and comments: a truncated write or an emptied ConfigMap, which
+    parses as a valid config of defaults (every service and cluster gone)."""
+    return all(not line.strip() or line.lstrip().startswith(b"#")
+               for line in content.splitlines())
 
 
 def _errors(path: str, exc: Exception) -> list[str]:

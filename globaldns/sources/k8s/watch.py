@@ -167,6 +167,12 @@ class Watch:
         self.last_error = f"{type(exc).__name__}: {exc}"
         self.last_error_kind = kind
         was_healthy, self.healthy = self.healthy, False
+        if isinstance(exc, IdleTimeout):
+            # The stream opened and stayed open for the whole idle timeout: the server is
+            # there (a quiet watch without bookmarks, or a dead path): reopen at the first
+            # step, not a step further each time, as a quiet Services watch otherwise
+            # climbs to the 30 s cap and misses that long after every idle timeout.
+            self.attempt = 0
         delay = self._timing.backoff(self.attempt)
         self.attempt += 1
         if isinstance(exc, Unauthorized | Forbidden):
