@@ -53,7 +53,9 @@ def worker(queries: int) -> None:
             pass
 
     app = App(parse_text(CONFIG, "bench.yaml"))
-    listener = UdpListener(app.server)
+    # The server moved from App to its Runtime (issue 15); a base revision may predate it.
+    runtime = getattr(app, "runtime", app)
+    listener = UdpListener(runtime.server)
     listener.transport = Transport()  # type: ignore[assignment]
     addr = ("127.0.0.1", 5300)
     name = "api.prod.global"

@@ -82,7 +82,8 @@ def globaldns_config(
     ds: Dataset | None, port: int, *, forward_upstream: int | None = None
 ) -> str:
     doc: dict = {
-        "dns": {"listen": f"127.0.0.1:{port}"},
+        # No lameduck: the harness stops each server with SIGTERM and a 5 s grace.
+        "dns": {"listen": f"127.0.0.1:{port}", "lameduck": "0s"},
         "resolver": {"locality": RESOLVER_LOCALITY},
         "zones": [{"name": "global", "ttl": 5, "negative_ttl": 5}],
         "clusters": [

@@ -142,7 +142,7 @@ class Server:
 
 
 def fill(app: App, services: int, per_service: int) -> None:
-    store = app.store
+    store = app.runtime.store
     for key in list(store.service_keys()):
         for source in list(store.raw(key)):
             store.delete(source, key)

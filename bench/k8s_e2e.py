@@ -656,6 +656,8 @@ class Bench:
         lines = [
             "# written by bench/k8s_e2e.py",
             "dns:", f"  listen: 127.0.0.1:{port}",
+            # The exit after SIGTERM is measured without the lameduck period.
+            "  lameduck: 0s",
             "resolver:", "  locality: region-0/z0",
             "zones:", f"  - name: {ZONE}", "    ttl: 5", "    negative_ttl: 5",
             # Readiness must come from the sync, never from the timeout.

@@ -258,7 +258,8 @@ def put_service(emulator: Any, service: int, addresses: tuple[str, ...]) -> None
 
 def config_text(dns_port: int, http_port: int, kubeconfigs: dict[str, str],
                 reloads: int) -> str:
-    lines = [f"dns: {{listen: 127.0.0.1:{dns_port}}}",
+    # No lameduck: the harness stops the server with SIGTERM and a 5 s grace.
+    lines = [f"dns: {{listen: 127.0.0.1:{dns_port}, lameduck: 0s}}",
              f"http: {{listen: 127.0.0.1:{http_port}}}",
              "reload: {interval: 0s}",
              f"zones: [{{name: {ZONE}, ttl: {TTL}, negative_ttl: {TTL}}}]",

@@ -1,49 +1,36 @@
-"""The server's lifetime: state, chain, listeners; signals; reload; shutdown."""
+"""One process's lifetime: build, start, signals (SIGTERM lameduck, SIGHUP reload), stop.
+
+What the process serves lives in the Runtime (runtime.py); App opens its listeners, starts
+its sources (or, in a worker, follows the main process) and the operations side (HTTP,
+metrics, query log), and takes it all down again.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
-from globaldns.answers.explain import explain, lines
-from globaldns.answers.snapshot import Snapshot
-from globaldns.chain import Handler, build
-from globaldns.chain.acl import DENY, Acl
-from globaldns.chain.cache import Cache
-from globaldns.chain.chaos import Chaos
-from globaldns.chain.forward import Forward
-from globaldns.chain.globalzone import GlobalZone
 from globaldns.config import Config
-from globaldns.dns.cookies import Cookies, read_secret_file
-from globaldns.dns.fastpath import WireCache
-from globaldns.dns.message import Query
-from globaldns.dns.rate_limit import RateLimit
-from globaldns.dns.server import DnsServer
 from globaldns.dns.tcp import TcpConnections
 from globaldns.dns.udp import UdpListener
 from globaldns.ops.http import HttpServer
 from globaldns.ops.metrics import Metrics
 from globaldns.ops.querylog import QueryLog
-from globaldns.registry.store import Store
-from globaldns.reload import Reloads
-from globaldns.sources.healthcheck import HealthChecker
-from globaldns.sources.k8s.cluster import ClusterState
-from globaldns.sources.k8s.fleet import KubernetesSources
+from globaldns.runtime import Runtime
 from globaldns.sources.k8s.watch import Timing
-from globaldns.workers import Workers, first_message, follow
+from globaldns.workers import Follower, Workers, first_message
 
 log = logging.getLogger("globaldns")
 
-# SIGTERM: in-flight TCP answers get this long; the whole exit stays under 5 s.
+# After the lameduck period, queries in flight (forwarded ones and TCP answers) get this
+# long: the exit stays within dns.lameduck + 5 s (deploy/kubernetes's grace period).
 DRAIN_SECONDS = 3.0
 # UDP receive buffer asked for: queries arriving while the loop is busy (a config reload
 # applying, a registry burst) wait in the kernel instead of being dropped. The kernel
@@ -78,230 +65,90 @@ def bind_sockets(host: str, port: int, *, reuse_port: bool) -> tuple[socket.sock
 
 
 class App:
+    """One process's lifetime: build the Runtime and its listeners, start the sources (or,
+    in a worker, follow the main process), stop on SIGTERM after the lameduck period."""
+
     def __init__(self, config: Config, *, config_path: str | None = None,
                  k8s_timing: Timing | None = None, channel_fd: int | None = None,
                  worker_index: int = 0,
                  overrides: Callable[[Config], Config] | None = None) -> None:
-        self.config = config
-        self.overrides = overrides
-        """The command line's settings, put over every reloaded config too."""
-        self.config_path = config_path
         self.channel_fd = channel_fd
-        self.worker_index = worker_index
         """A worker process (dns.workers > 1) follows the main's registry on this fd and
         runs no source of its own."""
-        self.store = Store()
-        # The static source, with readiness from its active health checks.
-        self.health = HealthChecker(self.store)
-        if channel_fd is None:
-            self.health.apply(config)
-        self.snapshot = Snapshot(config, self.store)
-        # Watched clusters (and remote-secret ones) write into the same store.
-        self.kubernetes = KubernetesSources(config, self.store,
-                                            on_sync_change=self._sync_changed,
-                                            timing=k8s_timing, health=self.health)
-        # No negative answer before the first list: the listeners open before the
-        # watches start, and resolvers would cache an early NXDOMAIN.
-        if channel_fd is None and (config.remote_secrets is not None
-                                   or any(c.watched for c in config.clusters)):
-            self.snapshot.set_synced(False)
-        self.workers: Workers | None = None
-        self.server = DnsServer(self.build_chain(config), nsid=self.instance(config).encode(),
-                                max_inflight=config.dns.max_inflight)
-        self.server.wire = WireCache(self.client_class, stats=self.server.stats,
-                                     max_bytes=config.cache.wire_max_bytes)
-        self.snapshot.listeners.append(self.server.wire.forget)
         # The key the cookie secrets derive from: made by the main process, sent to each
         # worker before it starts, so every process accepts every other's cookies.
-        self.cookie_master = os.urandom(32) if channel_fd is None \
+        cookie_master = os.urandom(32) if channel_fd is None \
             else first_message(channel_fd)[1]
-        self._use_protection(config)
+        self.runtime = runtime = Runtime(config, config_path=config_path,
+                                         follower=channel_fd is not None,
+                                         worker_index=worker_index, k8s_timing=k8s_timing,
+                                         overrides=overrides, cookie_master=cookie_master)
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp: asyncio.Server | None = None
-        self.tcp_connections: TcpConnections | None = None
-        self.port = 0
         self.stopping = asyncio.Event()
-        self.shutting_down = False
+        self.exit_code = 0
+        self.workers: Workers | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        # Operations: metrics, the HTTP endpoint, the query log, reloads.
-        self.metrics = Metrics(self)
-        self.http = HttpServer(self)
+        # Operations: metrics, the HTTP endpoint, the query log.
+        self.metrics = Metrics(runtime)
+        self.http = HttpServer(runtime, self.metrics)
         self.querylog: QueryLog | None = None
         self._use_querylog(config)
-        self.reloads = Reloads(config_path, config, apply=self.apply,
-                               interval=lambda: self.config.reload.interval)
+        runtime.on_apply.append(self._applied)
 
-    def _sync_changed(self) -> None:
-        """Negative answers only from complete data: SERVFAIL until every cluster has
-        listed once or sync_timeout has passed."""
-        self.snapshot.set_synced(self.kubernetes.ready)
-        if self.workers is not None:
-            self.workers.synced(self.kubernetes.ready)
-        # Answers with endpoints of an unreachable cluster say so (EDE 3, Stale Answer).
-        stale = {
-            s.name: f"unreachable ({(s.last_error or 'no answer')[:80]}): last known endpoints"
-            for s in self.kubernetes.clusters() if s.state == ClusterState.STALE}
-        if stale != self.snapshot.stale and self.workers is not None:
-            self.workers.stale(stale)
-        self.snapshot.set_stale(stale)
-
-    def client_class(self, ip: str) -> int | None:
-        """What a client's replies depend on: its ACL decision and its routing profile."""
-        decision = self.acl.decide(ip)
-        if decision == DENY:
-            return None
-        return decision << 24 | self.snapshot.locator.locate(ip, None).id
-
-    def instance(self, config: Config) -> str:
-        """The name NSID and id.server answer; workers add their index (`host/1`)."""
-        name = config.resolver.instance or socket.gethostname()
-        return f"{name}/{self.worker_index}" if self.worker_index else name
-
-    def build_chain(self, config: Config):  # type: ignore[no-untyped-def]
-        forward, cache = self._forwarding(config)
-        old_acl: Acl | None = getattr(self, "acl", None)
-        self.acl = Acl(config.acl, forward=forward)
-        old_chaos: Chaos | None = getattr(self, "chaos", None)
-        self.chaos = Chaos(instance=self.instance(config), allow_debug=config.acl.allow_debug,
-                           explain=self._explain_lines)
-        # Counters run on across reloads (the handlers are rebuilt, the counts are ours).
-        if old_acl is not None:
-            self.acl.refused_queries = old_acl.refused_queries
-            self.acl.refused_recursion = old_acl.refused_recursion
-            self.acl.ecs_ignored = old_acl.ecs_ignored
-        if old_chaos is not None:
-            self.chaos.answers, self.chaos.refused = old_chaos.answers, old_chaos.refused
-        handlers: list[Handler] = [self.acl, GlobalZone(self.snapshot), self.chaos]
-        if cache is not None:
-            handlers.append(cache)
-        if forward is not None:
-            handlers.append(forward)
-        return build(handlers)
-
-    def _forwarding(self, config: Config) -> tuple[Forward | None, Cache | None]:
-        """The forwarder and its cache: kept (warm, with upstream health) across a reload
-        that does not change them, else replaced and the old forwarder closed."""
-        old: Forward | None = getattr(self, "forward", None)
-        cache: Cache | None = getattr(self, "cache", None)
-        served = tuple(z.name for z in config.zones)
-        forward = old
-        if old is None or old.configs != config.forward or old.served != served:
-            forward = Forward(config.forward, served=served,
-                              overloaded=self._overloaded) if config.forward else None
-            cache = None
-            if old is not None:
-                self._close_later(old)
-        if cache is None or cache.config != config.cache:
-            cache = Cache(config.cache) if forward is not None and config.cache.capacity \
-                else None
-        self.forward, self.cache = forward, cache
-        return forward, cache
-
-    def _overloaded(self) -> bool:
-        return self.server.overloaded()
-
-    def _close_later(self, old: Forward) -> None:
-        """A replaced forwarder: queries in flight on it finish (they have at most
-        timeout * tries left) before its connections and probes close."""
-        grace = max((c.timeout * c.tries for c in old.configs), default=0.0) + 1.0
-        try:
-            asyncio.get_running_loop().call_later(grace, old.close)
-        except RuntimeError:  # no loop running (not started yet)
-            old.close()
-
-    def _explain_lines(self, q: Query) -> list[str] | None:
-        """The CHAOS TXT explanation of q's name for q's client (None: not ours)."""
-        if self.snapshot.zone_of(q.qname) is None:
-            return None
-        report = explain(self.snapshot, self.store, q.name, client=q.client[0], ecs=q.ecs)
-        report.setdefault("notes", []).append(self.rate_limit_note(q.client[0]))
-        return lines(report)
-
-    def _use_protection(self, config: Config) -> None:
-        """Rate limiting and cookies as configured; the rate accounts survive a reload
-        that leaves `rate_limit` as it was."""
-        server = self.server
-        rl = config.rate_limit
-        if rl is None:
-            server.rate_limit = None
-        elif server.rate_limit is None or self.config.rate_limit != rl:
-            server.rate_limit = RateLimit(
-                responses=rl.responses_per_second, errors=rl.errors_per_second,
-                nxdomains=rl.nxdomains_per_second, slip=rl.slip, window=rl.window,
-                ipv4_prefix=rl.ipv4_prefix, ipv6_prefix=rl.ipv6_prefix, exempt=rl.exempt,
-                table_size=rl.table_size, stats=server.stats)
-        cookies = config.cookies
-        server.cookies = None if not cookies.enabled else Cookies(
-            master=self.cookie_master, rotate=cookies.rotate, stats=server.stats,
-            secrets=read_secret_file(cookies.secret_file) if cookies.secret_file else ())
-
-    def rate_limit_note(self, client: str) -> str:
-        """Explain: whether this client is being rate limited now (this process's view)."""
-        limit = self.server.rate_limit
-        if limit is None:
-            return "rate limit off"
-        network = limit.network(client)
-        if limit.prefix(client) is None:
-            return f"rate limit: client {network}, never limited"
-        limited = limit.limited(client)
-        if not limited:
-            return f"rate limit: client {network} is not limited"
-        return f"rate limit: client {network} is being limited: " + "; ".join(limited[:5])
+    def _applied(self, config: Config) -> None:
+        """A new config reached the Runtime: the parts it does not hold follow."""
+        if self.channel_fd is None:
+            self._background(self.runtime.kubernetes.apply(config))
+            if self.workers is not None:
+                self.workers.reload()
+            if self.udp is not None and config.http.listen != self.http.listen:
+                self._background(self.http.move(config.http.listen))
+        self._use_querylog(config)
 
     def _use_querylog(self, config: Config) -> None:
-        old = self.querylog
+        old, server = self.querylog, self.runtime.server
         if old is not None and old.config == config.log:
             return
         if old is not None:
-            self.server.observers.remove(old.observe)
+            server.observers.remove(old.observe)
             old.close(wait=False)  # its thread finishes the buffered lines on its own
             self.querylog = None
         if config.log.queries:
             self.querylog = QueryLog(config.log)
-            self.server.observers.append(self.querylog.observe)
-
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """/ready: DNS listening, and every cluster listed once or sync_timeout passed."""
-        if self.shutting_down:
-            return False, {"ready": False, "reason": "shutting down"}
-        if self.udp is None:
-            return False, {"ready": False, "reason": "not listening yet"}
-        sources = self.kubernetes
-        clusters = {s.name: str(s.state) for s in sources.clusters()}
-        if not sources.ready:
-            waiting = sorted(s.name for s in sources.clusters() if not s.synced_once)
-            discovery = sources.discovery_status()
-            reason = ("clusters not synced: " + ", ".join(waiting)) if waiting else \
-                "remote Secrets not listed yet" if discovery and not discovery["listed"] \
-                else "clusters not started"
-            return False, {"ready": False, "reason": reason, "clusters": clusters,
-                           "sync_timeout": self.config.sync_timeout}
-        detail: dict[str, Any] = {"ready": True, "clusters": clusters}
-        if not sources.synced:
-            detail["note"] = (f"sync_timeout ({self.config.sync_timeout:g}s) passed before "
-                              "every cluster synced")
-        return True, detail
+            server.observers.append(self.querylog.observe)
+        self.runtime.querylog = self.querylog
 
     async def start(self) -> None:
+        runtime = self.runtime
+        config = runtime.config
         loop = asyncio.get_running_loop()
-        listen = self.config.dns.listen
+        follower = None
+        if self.channel_fd is not None:
+            follower = await Follower.connect(runtime, self.channel_fd)
+            try:
+                await follower.catch_up()
+            except Exception as exc:
+                log.exception("worker: following the main process failed; exiting")
+                raise StartupError(f"worker: cannot follow the main process: {exc}") from exc
+        listen = config.dns.listen
         try:
             udp_sock, tcp_sock = bind_sockets(listen.host, listen.port,
-                                              reuse_port=self.config.dns.workers > 1)
+                                              reuse_port=config.dns.workers > 1)
         except OSError as exc:
             raise StartupError(f"cannot listen on {listen}: {exc.strerror or exc}") from exc
-        self.port = udp_sock.getsockname()[1]
-        self.udp, _ = await loop.create_datagram_endpoint(lambda: UdpListener(self.server),
-                                                          sock=udp_sock)
-        dns = self.config.dns
-        self.tcp_connections = TcpConnections(
-            self.server, idle_timeout=dns.tcp_idle_timeout,
+        self.udp, _ = await loop.create_datagram_endpoint(
+            lambda: UdpListener(runtime.server), sock=udp_sock)
+        dns = config.dns
+        runtime.tcp_connections = TcpConnections(
+            runtime.server, idle_timeout=dns.tcp_idle_timeout,
             max_connections=dns.tcp_max_connections, message_timeout=dns.tcp_message_timeout,
             max_connections_per_client=dns.tcp_max_connections_per_client,
             max_inflight_per_connection=dns.tcp_max_inflight_per_connection)
-        self.tcp = await loop.create_server(self.tcp_connections.factory, sock=tcp_sock,
+        self.tcp = await loop.create_server(runtime.tcp_connections.factory, sock=tcp_sock,
                                             backlog=1024)
-        http = self.config.http.listen
+        runtime.port = udp_sock.getsockname()[1]
+        http = config.http.listen
         if http is not None and self.channel_fd is None:
             try:
                 await self.http.start(http)
@@ -310,114 +157,93 @@ class App:
                 self.tcp.close()
                 raise StartupError(f"cannot listen on {http} (http.listen): "
                                    f"{exc.strerror or exc}") from exc
-        if self.channel_fd is not None:
-            self._background(follow(self, self.channel_fd))
+        if follower is not None:
+            self._background(self._follow(follower))
             return
-        self.health.start()
-        self.reloads.start()
-        await self.kubernetes.start()
-        if self.config.dns.workers > 1:
-            self.workers = Workers(self, self.config.dns.workers, config_path=self.config_path)
-            await self.workers.start(f"{listen}".rsplit(":", 1)[0] + f":{self.port}")
-        log.info("globaldns listening on %s:%d (udp+tcp), zones: %s", listen.host, self.port,
-                 ", ".join(z.name for z in self.config.zones))
+        runtime.health.start()
+        runtime.reloads.start()
+        await runtime.kubernetes.start()
+        if config.dns.workers > 1:
+            self.workers = Workers(runtime, config.dns.workers,
+                                   config_path=runtime.reloads.path,
+                                   listen=f"{listen}".rsplit(":", 1)[0] + f":{runtime.port}")
+            await self.workers.start()
+        log.info("globaldns listening on %s:%d (udp+tcp), zones: %s", listen.host,
+                 runtime.port, ", ".join(z.name for z in config.zones))
 
-    def reload(self) -> bool:
-        """Load the config file again now; keep the running config when the new one is bad.
-        (SIGHUP and the file watcher do the same without blocking: `reloads.reload`.)"""
-        return self.reloads.reload_now(why="reload")
+    async def _follow(self, follower: Follower) -> None:
+        """A worker: follow the main process until it goes away (stop), or until following
+        fails (exit 1, and the main process starts a new worker)."""
+        try:
+            await follower.run()
+        except Exception:
+            log.exception("worker: following the main process failed; exiting")
+            self.exit_code = 1
+        self.stopping.set()
 
     def _sighup(self) -> None:
-        self._background(self.reloads.reload(why="SIGHUP"))
-
-    def apply(self, config: Config) -> None:
-        """Use a new config, on the loop, between two queries. What cannot change without
-        a restart (dns.listen, dns.workers) keeps its running value, with a warning."""
-        old = self.config
-        if self.overrides is not None:
-            config = self.overrides(config)
-        if (config.dns.listen, config.dns.workers) != (old.dns.listen, old.dns.workers):
-            log.warning("reload: dns.listen and dns.workers need a restart; still %s, "
-                        "%d worker(s)", old.dns.listen, old.dns.workers)
-            config = dataclasses.replace(config, dns=dataclasses.replace(
-                config.dns, listen=old.dns.listen, workers=old.dns.workers))
-        try:
-            self._apply(config)
-        except Exception:
-            log.exception("reload: applying the new config failed; restoring the old one")
-            self._apply(old)
-            raise
-
-    def _apply(self, config: Config) -> None:
-        old = self.config
-        self._use_protection(config)
-        self.config = config
-        if _snapshot_part(config) != _snapshot_part(old):
-            self.snapshot.rebuild(config)
-        else:
-            self.snapshot.config = config
-        if self.channel_fd is None:
-            self.health.apply(config)
-            self._background(self.kubernetes.apply(config))
-            if self.workers is not None:
-                self.workers.reload()
-            if self.udp is not None and config.http.listen != self.http.listen:
-                self._background(self.http.move(config.http.listen))
-        self.server.chain = self.build_chain(config)
-        self.server.nsid = self.instance(config).encode()
-        self.server.max_inflight = config.dns.max_inflight
-        if self.tcp_connections is not None:
-            self.tcp_connections.idle_timeout = config.dns.tcp_idle_timeout
-            self.tcp_connections.max_connections = config.dns.tcp_max_connections
-            self.tcp_connections.message_timeout = config.dns.tcp_message_timeout
-            self.tcp_connections.max_connections_per_client = \
-                config.dns.tcp_max_connections_per_client
-            self.tcp_connections.max_inflight_per_connection = \
-                config.dns.tcp_max_inflight_per_connection
-        self._use_querylog(config)
-        if self.server.wire is not None:
-            self.server.wire.reset_classes()
-            self.server.wire.max_bytes = config.cache.wire_max_bytes
+        self._background(self.runtime.reloads.reload(why="SIGHUP"))
 
     def _background(self, coro) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def stop(self) -> None:
-        self.shutting_down = True  # /ready answers 503 from now on
-        await self.reloads.stop()
+    async def lameduck(self, seconds: float, *,
+                       sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        """SIGTERM: /ready answers 503 at once, while UDP and TCP are still answered for
+        `seconds` (dns.lameduck) as the endpoint removal reaches every kube-proxy."""
+        self.runtime.shutting_down = True
         if self.workers is not None:
-            await self.workers.stop()
-        await self.kubernetes.stop()
-        await self.health.stop()
-        if self.forward is not None:
-            self.forward.close()
+            self.workers.lameduck()
+        if seconds > 0:
+            log.info("lameduck: answering for %gs more", seconds)
+            await sleep(seconds)
+
+    async def stop(self) -> None:
+        runtime = self.runtime
+        runtime.shutting_down = True  # /ready answers 503 from now on
+        await runtime.reloads.stop()
         if self.tcp is not None:
-            self.tcp.close()
+            self.tcp.close()  # no new connection; the open ones finish below
+        # Queries in flight (forwarded ones too) are answered on the still open sockets.
+        await _drained(runtime, DRAIN_SECONDS)
+        if runtime.tcp_connections is not None:
+            await runtime.tcp_connections.drain(DRAIN_SECONDS)
         if self.udp is not None:
             self.udp.close()
-        if self.tcp_connections is not None:
-            await self.tcp_connections.drain(DRAIN_SECONDS)
+        if self.workers is not None:
+            await self.workers.stop()
+        await runtime.kubernetes.stop()
+        await runtime.health.stop()
+        runtime.chain.close()
         await self.http.stop()
         if self.querylog is not None:
             await asyncio.to_thread(self.querylog.close)
 
-    async def run(self) -> None:
+    async def run(self) -> int:
         await self.start()
         # What exists at start (modules, config, the first snapshot) lives as long as the
         # process: keep it out of the collector's full passes, which otherwise pause the
         # loop for tens of milliseconds on a large registry.
         gc.freeze()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
+        terminated = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, terminated.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._sighup)
-        print(f"globaldns ready on {self.config.dns.listen.host}:{self.port}", file=sys.stderr,
-              flush=True)
-        await self.stopping.wait()
+        runtime = self.runtime
+        print(f"globaldns ready on {runtime.config.dns.listen.host}:{runtime.port}",
+              file=sys.stderr, flush=True)
+        waiting = [loop.create_task(self.stopping.wait()), loop.create_task(terminated.wait())]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        for task in waiting:
+            task.cancel()
+        if terminated.is_set() and not self.stopping.is_set():
+            await self.lameduck(runtime.config.dns.lameduck)
         log.info("shutting down")
         await self.stop()
+        return self.exit_code
 
 
 def run(config: Config, *, config_path: str | None = None, channel_fd: int | None = None,
@@ -428,25 +254,22 @@ def run(config: Config, *, config_path: str | None = None, channel_fd: int | Non
         runner = asyncio.run
     else:
         runner = uvloop.run
-    app_box: list[App] = []
 
-    async def main() -> None:
+    async def main() -> int:
         app = App(config, config_path=config_path, channel_fd=channel_fd,
                   worker_index=worker_index, overrides=overrides)
-        app_box.append(app)
-        await app.run()
+        return await app.run()
 
     try:
-        runner(main())
+        return runner(main())
     except StartupError as exc:
         print(f"globaldns: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
-def _snapshot_part(config: Config) -> tuple[Any, ...]:
-    """What the prepared answers are built from: a reload that changes none of it (only
-    forwarding, logging, the ACL...) keeps the snapshot instead of rebuilding every name."""
-    return (config.zones, config.resolver, config.client_localities, config.routing,
-            config.services, config.aliases, config.clusters, config.dns.listen.host,
-            config.serve_hosts)
+async def _drained(runtime: Runtime, seconds: float) -> None:
+    """Wait (at most `seconds`) until no query waits on an upstream."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while runtime.server.inflight and loop.time() < deadline:
+        await asyncio.sleep(0.01)

@@ -90,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
                                  "DNSCache) setup in front of globaldns, and probe it")
     from globaldns.tools.doctor import add_arguments
     add_arguments(doctor)
+    remote = commands.add_parser("create-remote-secret", help="print a least-privilege "
+                                 "reader for a remote cluster, then its remote Secret")
+    from globaldns.tools import remote_secret
+    remote_secret.add_arguments(remote)
     return parser
 
 
@@ -106,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "doctor":
         from globaldns.tools.doctor import main as doctor
         return doctor(args)
+    if args.command == "create-remote-secret":
+        from globaldns.tools import remote_secret
+        return remote_secret.main(args)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -4,7 +4,8 @@ Every `reload.interval` (default 5 s; 0 turns the watching off) the file is `sta
 its modification time, size or inode changed (a ConfigMap update swaps a symlink, which
 changes the inode) its content is hashed, and a new hash is loaded. The file is read and
 parsed in a thread, so a large config does not stall the event loop; the new config is
-then applied on the loop in one go (App.apply), between two queries.
+then applied on the loop in one go (Runtime.apply), between two queries. SIGHUP, the
+watcher and a worker told by its main process all take this one path (`reload`).
 
 A config that does not load is not applied: the running one stays, every error is logged
 with its file, key path and problem, and the failure is counted
@@ -22,7 +23,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from globaldns.config import Config, ConfigError
 from globaldns.config.parse import MAX_CONFIG_BYTES, parse_bytes
@@ -51,11 +52,14 @@ class Reloads:
     def __init__(self, path: str | None, config: Config, *,
                  apply: Callable[[Config], None],
                  interval: Callable[[], float],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.path = path
         self.apply = apply
         self.interval = interval
         self.clock = clock
+        self.sleep = sleep
+        """The watcher waits with it (tests pass their own and move time)."""
         self.results = {"success": 0, "failure": 0}
         self.last_error: list[str] = []
         """The errors of the last rejected reload; empty once one succeeds."""
@@ -90,7 +94,7 @@ class Reloads:
         missing = False
         while True:
             interval = self.interval()
-            await asyncio.sleep(interval if interval > 0 else 1.0)
+            await self.sleep(interval if interval > 0 else 1.0)
             if interval <= 0:
                 continue
             try:
@@ -135,23 +139,6 @@ class Reloads:
                 self._rejected = new_hash
                 return self._failed(why, _errors(path, exc))
             return self._apply(config, new_hash, why)
-
-    def reload_now(self, *, why: str) -> bool:
-        """The same, synchronously on the loop (a worker told by its main process)."""
-        if self.path is None:
-            return False
-        self._signature = signature(self.path)
-        try:
-            content = read_bounded(self.path, MAX_CONFIG_BYTES)
-        except OSError as exc:
-            return self._failed(why, [f"{self.path}: cannot read: {exc.strerror}"])
-        if blank(content):
-            return self._failed(why, [BLANK.format(path=self.path)])
-        try:
-            config = parse_bytes(content, self.path)
-        except Exception as exc:  # ConfigError, or anything else: the reload failed
-            return self._failed(why, _errors(self.path, exc))
-        return self._apply(config, digest(content), why)
 
     def _apply(self, config: Config, new_hash: str, why: str) -> bool:
         try:

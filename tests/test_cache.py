@@ -37,7 +37,7 @@ def cached_server(server_factory, upstream, *, cache: str = "", **options):
         text += f"cache: {{{cache}}}\n"
     srv = server_factory(text)
     clock = Clock()
-    srv.call(setattr, srv.app.cache, "clock", clock)
+    srv.call(setattr, srv.app.runtime.chain.cache, "clock", clock)
     return srv, clock
 
 
@@ -55,7 +55,7 @@ def test_a_cached_answer_counts_its_ttl_down(server_factory, upstream):
     clock.advance(0.2)
     assert ttls(ask(srv.port, "www.example.test")) == [292]
     assert upstream.count("www.example.test") == 1
-    cache = srv.app.cache
+    cache = srv.app.runtime.chain.cache
     assert (cache.hits, cache.misses, cache.entries) == (3, 1, 1)
 
 
@@ -149,7 +149,7 @@ def test_a_cache_hit_echoes_the_clients_question_casing(server_factory, upstream
     raw = udp_raw(srv.port, query)
     assert raw is not None and raw[12 : len(query)] == query[12:]
     assert addresses(dnslib.DNSRecord.parse(raw)) == ["192.0.2.1"]
-    assert srv.app.cache.hits == 1
+    assert srv.app.runtime.chain.cache.hits == 1
 
 
 def test_the_least_recently_used_entry_is_evicted_at_capacity(server_factory, upstream):
@@ -160,7 +160,7 @@ def test_the_least_recently_used_entry_is_evicted_at_capacity(server_factory, up
     ask(srv.port, "b.example.test")
     ask(srv.port, "a.example.test")  # a is now the most recently used
     ask(srv.port, "c.example.test")  # evicts b
-    cache = srv.app.cache
+    cache = srv.app.runtime.chain.cache
     assert (cache.entries, cache.evictions) == (2, 1)
     ask(srv.port, "a.example.test")
     assert upstream.count("a.example.test") == 1
@@ -176,7 +176,7 @@ def test_a_popular_entry_is_prefetched_before_it_expires(server_factory, upstrea
         ask(srv.port, "hot.example.test")
     clock.advance(95)  # less than 10 % of the TTL left
     assert ttls(ask(srv.port, "hot.example.test")) == [5]  # served from the cache at once...
-    cache = srv.app.cache
+    cache = srv.app.runtime.chain.cache
     assert cache.prefetches == 1
     assert wait_until(lambda: upstream.count("hot.example.test") == 2  # ...and refreshed
                       and not cache.pending)
@@ -192,7 +192,7 @@ def test_an_unpopular_entry_is_not_prefetched(server_factory, upstream):
     clock.advance(95)
     ask(srv.port, "cold.example.test")
     # A prefetch is counted when the answer that triggers it is sent (see the hot case).
-    assert upstream.count("cold.example.test") == 1 and srv.app.cache.prefetches == 0
+    assert upstream.count("cold.example.test") == 1 and srv.app.runtime.chain.cache.prefetches == 0
 
 
 def test_prefetch_can_be_turned_off(server_factory, upstream):
@@ -202,7 +202,7 @@ def test_prefetch_can_be_turned_off(server_factory, upstream):
         ask(srv.port, "hot.example.test")
     clock.advance(95)
     ask(srv.port, "hot.example.test")
-    assert upstream.count("hot.example.test") == 1 and srv.app.cache.prefetches == 0
+    assert upstream.count("hot.example.test") == 1 and srv.app.runtime.chain.cache.prefetches == 0
 
 
 def test_an_expired_answer_is_served_stale_when_the_upstreams_fail(server_factory, upstream):
@@ -219,7 +219,7 @@ def test_an_expired_answer_is_served_stale_when_the_upstreams_fail(server_factor
     # RFC 8767 4: after a failed refresh, the stale answer comes at once for a while.
     assert addresses(ask(srv.port, "www.example.test")) == ["192.0.2.1"]
     assert upstream.count("www.example.test") == 2  # the upstream is not asked again
-    assert srv.app.cache.stale_served == 2
+    assert srv.app.runtime.chain.cache.stale_served == 2
 
 
 def test_dig_shows_the_stale_answer_and_its_extended_error(server_factory, upstream):
@@ -256,7 +256,7 @@ def test_servfail_is_not_cached(server_factory, upstream):
     srv, _clock = cached_server(server_factory, upstream)
     ask(srv.port, "www.example.test")
     ask(srv.port, "www.example.test")
-    assert upstream.count("www.example.test") == 2 and srv.app.cache.entries == 0
+    assert upstream.count("www.example.test") == 2 and srv.app.runtime.chain.cache.entries == 0
 
 
 def test_a_cached_answer_is_truncated_for_udp_and_whole_over_tcp(server_factory, upstream):
@@ -294,13 +294,13 @@ def test_served_zone_answers_do_not_go_through_the_cache(server_factory, upstrea
     for _ in range(3):
         ask(srv.port, "user-service.production.global")
         ask(srv.port, "missing.production.global")
-    cache = srv.app.cache
+    cache = srv.app.runtime.chain.cache
     assert (cache.hits, cache.misses, cache.entries) == (0, 0, 0)
 
 
 def test_a_capacity_of_zero_turns_the_cache_off(server_factory, upstream):
     srv = server_factory(forward_yaml((".", [upstream])) + "cache: {capacity: 0}\n")
-    assert srv.app.cache is None
+    assert srv.app.runtime.chain.cache is None
     ask(srv.port, "www.example.test")
     ask(srv.port, "www.example.test")
     assert upstream.count("www.example.test") == 2
@@ -324,4 +324,4 @@ def test_many_clients_at_once_on_a_small_cache(server_factory, upstream):
     for t in threads:
         t.join(30)
     assert failures == []
-    assert srv.app.cache.entries <= 10 and srv.app.cache.evictions > 0
+    assert srv.app.runtime.chain.cache.entries <= 10 and srv.app.runtime.chain.cache.evictions > 0

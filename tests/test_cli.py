@@ -20,7 +20,7 @@ def test_serve_without_config_runs_the_embedded_default():
         assert sorted(addresses(ask(port, "user-service.production.global"))) == [
             "10.1.0.11", "10.1.0.12", "10.2.0.21"]
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)
         assert proc.wait(5) == 0
 
 
@@ -28,7 +28,7 @@ def test_sigint_and_sigterm_exit_zero_within_five_seconds(tmp_path: Path):
     for sig in (signal.SIGINT, signal.SIGTERM):
         port = free_port()
         config = tmp_path / "c.yaml"
-        config.write_text(f"dns: {{listen: 127.0.0.1:{port}}}\n")
+        config.write_text(f"dns: {{listen: 127.0.0.1:{port}, lameduck: 0s}}\n")
         proc = serve("--config", str(config))
         assert ask(port, "global", "SOA").rr
         proc.send_signal(sig)
@@ -47,7 +47,7 @@ def test_a_port_in_use_is_one_clear_line_and_exit_1():
         assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0]
         assert "in use" in errors[0]
     finally:
-        first.send_signal(signal.SIGTERM)
+        first.send_signal(signal.SIGINT)
         first.wait(5)
 
 
@@ -89,9 +89,9 @@ timeout: 5q
     assert lines[0].startswith(f"{bad}: timeout: unknown key (expected one of: ")
     assert "clusters, cookies, dns," in lines[0] and lines[0].endswith("zones)")
     assert lines[1:] == [
-        f"{bad}: dns.bogus: unknown key (expected one of: listen, max_inflight, "
+        f"{bad}: dns.bogus: unknown key (expected one of: lameduck, listen, max_inflight, "
         "tcp_idle_timeout, tcp_max_connections, tcp_max_connections_per_client, "
-        "tcp_max_inflight_per_connection, tcp_message_timeout, workers)",
+        "tcp_max_inflight_per_connection, tcp_message_timeout, worker_heartbeat, workers)",
         f"{bad}: dns.listen: 'nowhere' is not HOST:PORT (IPv6 as [::1]:PORT)",
         f"{bad}: services[0].endpoints[2].address: '10.0.0.x' is not an IP address",
         f"{bad}: services[0].endpoints[3].cluster: 'elsewhere' is not a cluster listed in "

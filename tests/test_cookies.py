@@ -105,7 +105,7 @@ def test_dig_cookie_shows_the_server_cookie_and_it_is_accepted_back(server_facto
     assert "status: NOERROR" in out and "10.7.0.1" in out
     # Accepted: echoed as it came (it is fresh), and counted as valid.
     assert _cookie(out) == returned
-    assert s.app.server.stats.cookies_valid == 1
+    assert s.app.runtime.server.stats.cookies_valid == 1
 
 
 def _dnspython_query(name: str, cookie: bytes, payload: int = 1232) -> dns.message.Message:
@@ -123,12 +123,12 @@ def test_a_wrong_server_cookie_gets_a_normal_answer_and_a_fresh_cookie(server_fa
     assert [str(rr) for rrset in reply.answer for rr in rrset] == ["10.7.0.1"]
     option = next(o for o in reply.options if o.otype == dns.edns.COOKIE)
     assert option.client == wrong[:8] and option.server != wrong[8:]
-    assert s.app.server.stats.cookies_invalid == 1
+    assert s.app.runtime.server.stats.cookies_invalid == 1
     # The fresh one is good.
     good = option.client + option.server
     dns.query.udp(_dnspython_query("api.prod.global", good), "127.0.0.1", port=s.port,
                   timeout=2)
-    assert s.app.server.stats.cookies_valid == 1
+    assert s.app.runtime.server.stats.cookies_valid == 1
 
 
 @pytest.mark.parametrize("length", [1, 7, 9, 15, 41])
@@ -167,14 +167,14 @@ def test_a_secret_file_makes_rfc_9018_cookies_any_implementation_can_check(
     assert _cookie(out) in (ours.hex(),
                             (client + server_cookie(bytes.fromhex(secret), client,
                                                     bytes([127, 0, 0, 1]), now + 1)).hex())
-    assert s.app.server.stats.cookies_valid == 1
+    assert s.app.runtime.server.stats.cookies_valid == 1
 
 
 def test_the_previous_secret_is_accepted_for_one_rotation_then_not(server_factory):
     s = server_factory(CONFIG + "cookies: {rotate: 1h}\n")
     start = 3600 * 500_000 + 3000  # 10 minutes before a rotation
     now = [float(start)]
-    s.call(setattr, s.app.server.cookies, "clock", lambda: now[0])
+    s.call(setattr, s.app.runtime.server.cookies, "clock", lambda: now[0])
     cookie = bytes.fromhex(_cookie(dig(s.port, "api.prod.global", "+cookie")))
 
     def echoed_at(moment: float) -> bool:
@@ -185,14 +185,15 @@ def test_the_previous_secret_is_accepted_for_one_rotation_then_not(server_factor
         return option.server == cookie[8:]
 
     assert echoed_at(start + 60)
-    assert s.app.server.stats.cookies_valid == 1
+    assert s.app.runtime.server.stats.cookies_valid == 1
     # After the rotation the secret that made it is the previous one: still valid, and the
     # reply carries a fresh cookie made with the new secret.
     assert not echoed_at(start + 660)
-    assert s.app.server.stats.cookies_valid == 2
+    assert s.app.runtime.server.stats.cookies_valid == 2
     # Its timestamp is good for an hour (RFC 9018 4.3): past it, invalid.
     echoed_at(start + 3601)
-    assert (s.app.server.stats.cookies_valid, s.app.server.stats.cookies_invalid) == (2, 1)
+    stats = s.app.runtime.server.stats
+    assert (stats.cookies_valid, stats.cookies_invalid) == (2, 1)
 
 
 def test_every_worker_process_accepts_the_cookies_of_every_other(tmp_path):

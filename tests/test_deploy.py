@@ -18,17 +18,16 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from globaldns.app import DRAIN_SECONDS
 from globaldns.cli import main
 from globaldns.config import parse_text
-from globaldns.sources.k8s import istio
+from globaldns.sources.k8s import istio, mcs
 from tests.helpers.data import ROOT
-from tests.helpers.deploy import one, render, tool
+from tests.helpers.deploy import VERSIONS, one, render, tool
 
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 OVERLAYS = ("primary", "remote", "istio", "mcs")
-# The oldest version we support, and the newest the installed kubernetes-validate knows.
-VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 BIN = Path(sys.executable).parent
 
 
@@ -97,7 +96,7 @@ def test_the_configmap_passes_check_config(overlay: str, tmp_path: Path,
     assert any(c.in_cluster for c in config.clusters)
     assert (config.remote_secrets is not None) == (overlay != "remote")
     if overlay == "mcs":
-        assert {z.name for z in config.zones} == {"global", "svc.clusterset.local"}
+        assert {z.name for z in config.zones} == {"global", "clusterset.local"}
 
     # The ports, probes and Services agree with the config.
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
@@ -117,6 +116,11 @@ def test_the_configmap_passes_check_config(overlay: str, tmp_path: Path,
     assert [p["port"] for p in metrics["spec"]["ports"]] == [9153]
     # The config's own cluster watch is what mounts the token.
     assert pod["automountServiceAccountToken"] is any(c.in_cluster for c in config.clusters)
+    # Shutdown: the server lameducks itself after SIGTERM (dns.lameduck), then finishes
+    # what is in flight (DRAIN_SECONDS); the grace period covers both with a margin, and
+    # no preStop sleep doubles the lameduck.
+    assert "lifecycle" not in container
+    assert pod["terminationGracePeriodSeconds"] >= config.dns.lameduck + DRAIN_SECONDS + 2
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -142,11 +146,6 @@ def test_the_pod_meets_the_restricted_pod_security_standard(overlay: str) -> Non
     assert container["resources"]["limits"]["memory"]
     assert "memory = 66 MB + 4.0 KB per endpoint" in (
         KUBERNETES / "base" / "deployment.yaml").read_text()
-    # Shutdown: preStop keeps answering while endpoints update; the grace period covers
-    # it and the server's own exit (under 5 s).
-    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
-    assert pre_stop[0] == "sleep"
-    assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + 5
     # The startup probe allows far more than a full sync (19.5 s at 100,000 endpoints).
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
@@ -180,6 +179,13 @@ def test_rbac_grants_only_what_the_code_reads(overlay: str) -> None:
     if watches_istio:
         # Exactly the kinds the Istio source watches (sources/k8s/istio.py).
         expected.append((("networking.istio.io",), istio.PLURALS, ("list", "watch")))
+    config = parse_text(config_text, overlay)
+    if any(c.export == "service_export" or c.service_imports for c in config.clusters):
+        # Exactly the MCS kinds the cluster source watches (sources/k8s/mcs.py).
+        assert overlay == "mcs"
+        expected.append((("multicluster.x-k8s.io",),
+                         (mcs.SERVICEEXPORTS.plural, mcs.SERVICEIMPORTS.plural),
+                         ("list", "watch")))
     assert sorted((tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"]))
                   for r in rules) == sorted(expected)
     roles = [d for d in docs if d["kind"] == "Role"]

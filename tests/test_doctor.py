@@ -285,7 +285,7 @@ def test_the_overlays_configs_pass_doctor_with_the_shipped_blocks(
         config = overlays / "primary" / "config.yaml"
     server = server_factory(CONFIG)
     corefile = (COREDNS / "global.Corefile").read_text()
-    if "svc.clusterset.local" in config.read_text():
+    if "name: clusterset.local" in config.read_text():
         corefile += (COREDNS / "clusterset.Corefile").read_text()
     (tmp_path / "Corefile").write_text(corefile)
     code = main(["doctor", "--corefile", str(tmp_path / "Corefile"), "--config", str(config),

@@ -82,7 +82,7 @@ def test_overload_says_why(server_factory: Any) -> None:
             server.port, make_query("a.example.test", edns=1232)), kwargs={"timeout": 2})
         waiting.start()
         try:
-            assert wait_until(lambda: server.app.server.inflight == 1)
+            assert wait_until(lambda: server.app.runtime.server.inflight == 1)
             reply = ask(server.port, "b.example.test", edns=1232)
             assert rcode(reply) == "REFUSED"
             assert ede(reply) == [(0, "overloaded: too many queries in flight")]
@@ -100,18 +100,18 @@ async def test_not_synced_and_stale_clusters_say_why(
     server: Running = server_factory(yaml_for([a, b], tmp_path, sync_timeout="600s",
                                               stale_for="600s"),
                                      k8s_timing=timing_for(fast))
-    await eventually(lambda: server.app.kubernetes.status()[0]["state"] == "synced")
+    await eventually(lambda: server.app.runtime.kubernetes.status()[0]["state"] == "synced")
     reply = await asyncio.to_thread(ask, server.port, "nothere.prod.global", edns=1232)
     assert rcode(reply) == "SERVFAIL"
     assert ede(reply)[0][0] == 14 and "not synced" in ede(reply)[0][1]  # Not Ready
     b.clear_faults()
-    await eventually(lambda: server.app.kubernetes.synced, timeout=10)
+    await eventually(lambda: server.app.runtime.kubernetes.synced, timeout=10)
     reply = await asyncio.to_thread(ask, server.port, "web.prod.global", edns=1232)
     assert rcode(reply) == "NOERROR" and ede(reply) == []
 
     # a goes away: its last known endpoints are still answered, and the answer says so.
     await a.stop()
-    await eventually(lambda: server.app.kubernetes.status()[0]["state"] == "stale",
+    await eventually(lambda: server.app.runtime.kubernetes.status()[0]["state"] == "stale",
                      timeout=10)
     reply = await asyncio.to_thread(ask, server.port, "web.prod.global", edns=1232)
     assert rcode(reply) == "NOERROR"
@@ -125,7 +125,7 @@ async def test_not_synced_and_stale_clusters_say_why(
     reply = await asyncio.to_thread(ask, server.port, "b.web.prod.global", edns=1232)
     assert ede(reply) == []
     await a.restart()
-    await eventually(lambda: server.app.kubernetes.status()[0]["state"] == "synced",
+    await eventually(lambda: server.app.runtime.kubernetes.status()[0]["state"] == "synced",
                      timeout=10)
     reply = await asyncio.to_thread(ask, server.port, "web.prod.global", edns=1232)
     assert ede(reply) == []

@@ -22,7 +22,7 @@ def test_repeated_queries_are_served_from_the_wire_cache_and_still_rotate(server
     s = server_factory(CONFIG)
     firsts = {addresses(ask(s.port, "api.prod.global"))[0] for _ in range(6)}
     assert firsts == {"10.7.0.1", "10.7.0.2"}
-    assert s.app.server.wire.size >= 1
+    assert s.app.runtime.server.wire.size >= 1
 
 
 def test_a_registry_change_is_seen_at_once_by_cached_queries(server_factory):
@@ -30,9 +30,9 @@ def test_a_registry_change_is_seen_at_once_by_cached_queries(server_factory):
     for _ in range(3):
         assert len(addresses(ask(s.port, "api.prod.global"))) == 2
     assert rcode(ask(s.port, "new.prod.global")) == "NXDOMAIN"
-    s.call(s.app.store.set, "k8s/east", ("prod", "api"),
+    s.call(s.app.runtime.store.set, "k8s/east", ("prod", "api"),
            ServiceData(endpoints=(Endpoint("10.9.9.9", "east", Locality("us-east1")),)))
-    s.call(s.app.store.set, "k8s/east", ("prod", "new"),
+    s.call(s.app.runtime.store.set, "k8s/east", ("prod", "new"),
            ServiceData(endpoints=(Endpoint("10.9.9.8", "east", Locality("us-east1")),)))
     assert sorted(addresses(ask(s.port, "api.prod.global"))) == [
         "10.7.0.1", "10.7.0.2", "10.9.9.9"]

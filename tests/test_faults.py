@@ -197,7 +197,7 @@ def test_reloads_to_broken_files_under_load_keep_every_answer(
             + zone_yaml())
     path.write_text(good)
     srv = server_factory(good, config_path=str(path))
-    reloads = srv.app.reloads
+    reloads = srv.app.runtime.reloads
     with Load(port, [SERVED]) as served:
         for name, breaks in BROKEN.items():
             failures = reloads.results["failure"]

@@ -280,7 +280,7 @@ def test_a_failing_upstream_is_skipped_and_probed_until_it_answers(server_factor
     assert sick.count("n2.example.test") == 0  # the unhealthy upstream is skipped
     wait_until(lambda: sick.probes() >= 2)  # `. IN NS` every probe_interval
     sick.mode = "answer"
-    pool = srv.app.forward.pools[0]
+    pool = srv.app.runtime.chain.forward.pools[0]
     wait_until(lambda: pool.upstreams[0].healthy)
     assert rcode(ask(srv.port, "n3.example.test")) == "NXDOMAIN"
     assert sick.count("n3.example.test") == 1 and good.count("n3.example.test") == 0
@@ -291,7 +291,7 @@ def test_when_every_upstream_is_unhealthy_they_are_tried_anyway(server_factory, 
     srv = server_factory(forward_yaml((".", [upstream]), timeout="200ms", tries=1,
                                       max_fails=1, probe_interval="1h"))
     assert rcode(ask(srv.port, "www.example.test")) == "SERVFAIL"
-    assert not srv.app.forward.pools[0].upstreams[0].healthy
+    assert not srv.app.runtime.chain.forward.pools[0].upstreams[0].healthy
     upstream.mode = "answer"
     assert addresses(ask(srv.port, "mail.example.test")) == ["192.0.2.25"]
 
@@ -469,10 +469,10 @@ def test_a_reload_with_the_same_forwarding_keeps_the_warm_cache(server_factory, 
     text = forward_yaml((".", [upstream]))
     srv = server_factory(text)
     ask(srv.port, "www.example.test")
-    cache, forward = srv.app.cache, srv.app.forward
+    cache, forward = srv.app.runtime.chain.cache, srv.app.runtime.chain.forward
     config = parse_text(f"dns: {{listen: 127.0.0.1:{srv.port}}}\n" + text, "test.yaml")
-    srv.call(srv.app.apply, config)
-    assert srv.app.cache is cache and srv.app.forward is forward
+    srv.call(srv.app.runtime.apply, config)
+    assert srv.app.runtime.chain.cache is cache and srv.app.runtime.chain.forward is forward
     ask(srv.port, "www.example.test")
     assert upstream.count("www.example.test") == 1
 

@@ -61,7 +61,7 @@ services:
 
 
 def state(server, address: str):  # type: ignore[no-untyped-def]
-    [found] = [e for e in server.app.health.endpoints.values() if e.address == address]
+    [found] = [e for e in server.app.runtime.health.endpoints.values() if e.address == address]
     return found
 
 
@@ -232,7 +232,7 @@ def test_a_stopped_http_server_leaves_the_answer_and_comes_back(server_factory, 
         "127.0.0.3"]
     b.start()
     wait_until(lambda: answers(s.port, "legacy-billing") == ["127.0.0.2", "127.0.0.3"])
-    health = s.app.health
+    health = s.app.runtime.health
     assert health.transitions == {"healthy": 1, "unhealthy": 1}
     assert set(health.checks) == set(RESULTS)
 
@@ -259,7 +259,7 @@ def test_an_http_500_fails_the_check_and_a_200_brings_the_endpoint_back(server_f
     server.status = 204
     wait_until(lambda: answers(s.port, "api") == ["127.0.0.2"])
     assert state(s, "127.0.0.2").consecutive_successes >= 3  # healthy_threshold
-    assert s.app.health.checks["status"] >= 2
+    assert s.app.runtime.health.checks["status"] >= 2
 
 
 @pytest.mark.parametrize(("status", "expect", "healthy"), [
@@ -311,7 +311,7 @@ def test_a_tcp_check_follows_a_listener_going_away_and_coming_back(server_factor
     wait_until(lambda: answers(s.port, "cache") == ["10.9.0.1"])
     listener.start()
     wait_until(lambda: answers(s.port, "cache") == ["10.9.0.1", "127.0.0.4"])
-    assert [e.address for e in s.app.health.endpoints.values()] == ["127.0.0.4"]
+    assert [e.address for e in s.app.runtime.health.endpoints.values()] == ["127.0.0.4"]
 
 
 @pytest.mark.parametrize("kind", ["http", "tcp"])
@@ -374,18 +374,18 @@ def test_a_reload_restarts_only_the_checks_that_changed(server_factory, targets)
     yaml = config(services.format(closed=closed, port=up.port, interval="50ms"))
     s = server_factory(yaml)
     wait_until(lambda: answers(s.port, "a") == [])
-    health = s.app.health
+    health = s.app.runtime.health
     before = dict(health.endpoints)
 
     # The same config again: every check keeps running with its state, so `a` stays out
     # of the answer instead of starting over as healthy.
-    s.call(s.app.apply, parse_text(yaml, "test.yaml"))
+    s.call(s.app.runtime.apply, parse_text(yaml, "test.yaml"))
     assert health.endpoints == before
     assert all(health.endpoints[k] is v for k, v in before.items())
     assert answers(s.port, "a") == []
 
     # Only b's interval changes: b's check starts over, a's does not.
-    s.call(s.app.apply, parse_text(config(services.format(
+    s.call(s.app.runtime.apply, parse_text(config(services.format(
         closed=closed, port=up.port, interval="60ms")), "test.yaml"))
     [a_key] = [k for k in before if k.service == ("production", "a")]
     assert health.endpoints[a_key] is before[a_key]
@@ -396,7 +396,7 @@ def test_a_reload_restarts_only_the_checks_that_changed(server_factory, targets)
         f"healthcheck {k.address}:{k.check.port}" for k in health.endpoints)
 
     # A check removed from the config stops, and its endpoint's readiness is the config's.
-    s.call(s.app.apply, parse_text(config("""
+    s.call(s.app.runtime.apply, parse_text(config("""
   - name: a
     namespace: production
     endpoints: [{address: 127.0.0.3, cluster: primary}]

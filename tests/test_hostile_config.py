@@ -184,11 +184,11 @@ def test_a_bad_reload_is_recorded_and_the_old_config_keeps_answering(
     server: Running = server_factory(head, config_path=str(path))
     assert sorted(addresses(ask(port, "web.prod.global"))) == ["10.0.0.1", "10.0.0.2"]
     path.write_text(head + extra)
-    applied = asyncio.run_coroutine_threadsafe(server.app.reloads.reload(why="test"),
+    applied = asyncio.run_coroutine_threadsafe(server.app.runtime.reloads.reload(why="test"),
                                                server.loop).result(30)
     assert applied is False
-    assert server.app.reloads.results == {"success": 0, "failure": 1}
-    assert all(line.startswith(f"{path}: ") for line in server.app.reloads.last_error)
+    assert server.app.runtime.reloads.results == {"success": 0, "failure": 1}
+    assert all(line.startswith(f"{path}: ") for line in server.app.runtime.reloads.last_error)
     m = scrape(server)
     assert value(m, "globaldns_config_last_reload_successful") == 0
     assert value(m, "globaldns_config_reloads_total", result="failure") == 1

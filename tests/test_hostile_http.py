@@ -67,7 +67,7 @@ def closed_by_server(conn: socket.socket, within: float = 5.0) -> bool:
 
 def http_stats(server: Any, what: str) -> Any:
     h = server.app.http
-    read = {"open": lambda: len(h.connections), "closed": lambda: dict(h.closed)}[what]
+    read = {"open": lambda: len(h.connections), "closed": lambda: dict(h.counts.closed)}[what]
     return server.call(read)
 
 
@@ -175,7 +175,7 @@ class FailingExplain(HttpServer):
 
 def test_a_500_reply_carries_no_exception_text(server_factory: Any) -> None:
     s = server_factory(STATIC)
-    failing = FailingExplain(s.app)
+    failing = FailingExplain(s.app.runtime, s.app.metrics)
     s.run(failing.start(ListenAddress("127.0.0.1", 0)))
     try:
         status, body = request(failing.port, "/debug/explain?name=api.prod.global")

@@ -69,7 +69,7 @@ def read_replies(conn: socket.socket, count: int, *, timeout: float = 10.0) -> l
 
 
 def tcp_stats(server: Any, what: str) -> Any:
-    tcp = server.app.tcp_connections
+    tcp = server.app.runtime.tcp_connections
     read = {"open": lambda: len(tcp.open), "ports": lambda: sorted(c.peer[1] for c in tcp.open),
             "closed": lambda: dict(tcp.closed), "rejected": lambda: tcp.rejected}[what]
     return server.call(read)
@@ -197,7 +197,7 @@ def test_pipelined_forwarded_queries_in_one_write_never_pass_max_inflight(
         assert len(answered) == 100
         assert {r.header.id for r in refused + answered} == set(range(3000))
         assert upstream.count() == 100 and upstream.peak == 100
-        assert s.call(lambda: s.app.server.inflight) == 0
+        assert s.call(lambda: s.app.runtime.server.inflight) == 0
 
 
 def test_one_connection_waits_on_at_most_tcp_max_inflight_per_connection_queries(
@@ -210,7 +210,7 @@ def test_one_connection_waits_on_at_most_tcp_max_inflight_per_connection_queries
         with connect(s.port) as conn:
             conn.sendall(burst(3000))
             assert wait_until(lambda: upstream.waiting == 100)
-            assert s.call(lambda: s.app.server.inflight) == 100
+            assert s.call(lambda: s.app.runtime.server.inflight) == 100
             assert upstream.count() == 100
             upstream.release()
             replies = [dnslib.DNSRecord.parse(r) for r in read_replies(conn, 3000)]

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from globaldns.app import StartupError
+from globaldns.ops.http import LoopLag
+from tests.helpers.clock import Ticks
 from tests.helpers.dns import ask, make_query, rcode
 from tests.helpers.http import get, get_json, scrape, value
 from tests.helpers.k8s import FastTime, timing_for, web, yaml_for
@@ -58,7 +60,7 @@ async def test_ready_waits_until_a_cluster_slow_to_list_has_listed(
     status, body = await fetch(server, "/ready")
     assert status == 503
     assert body["ready"] is False and "slow" in body["reason"]
-    await eventually(lambda: server.app.kubernetes.status()[0]["state"] == "synced")
+    await eventually(lambda: server.app.runtime.kubernetes.status()[0]["state"] == "synced")
     status, body = await fetch(server, "/ready")
     assert status == 503
     assert body["reason"] == "clusters not synced: slow"
@@ -70,7 +72,7 @@ async def test_ready_waits_until_a_cluster_slow_to_list_has_listed(
     reply = await asyncio.to_thread(ask, server.port, "nothere.prod.global")
     assert rcode(reply) == "SERVFAIL"
 
-    await eventually(lambda: server.app.kubernetes.synced, timeout=10)
+    await eventually(lambda: server.app.runtime.kubernetes.synced, timeout=10)
     status, body = await fetch(server, "/ready")
     assert status == 200 and body == {"ready": True,
                                       "clusters": {"quick": "synced", "slow": "synced"}}
@@ -88,8 +90,8 @@ async def test_ready_waits_until_a_cluster_slow_to_list_has_listed(
 
     # Watch events are counted by type.
     web(quick, "10.2.0.1", "10.2.0.2")
-    await eventually(lambda: server.app.store.get(("prod", "web")) is not None and len(
-        server.app.store.get(("prod", "web")).endpoints) == 3)  # type: ignore[union-attr]
+    await eventually(lambda: server.app.runtime.store.get(("prod", "web")) is not None and len(
+        server.app.runtime.store.get(("prod", "web")).endpoints) == 3)  # type: ignore[union-attr]
     m = await asyncio.to_thread(scrape, server)
     assert value(m, "globaldns_k8s_events_total", cluster="quick", type="MODIFIED") >= 1
 
@@ -103,7 +105,7 @@ async def test_ready_after_sync_timeout_when_a_cluster_never_lists(
                             k8s_timing=timing_for(fast))
     status, body = await fetch(server, "/ready")
     assert status == 503 and "denied" in body["reason"]
-    await eventually(lambda: server.app.kubernetes.ready, timeout=10)
+    await eventually(lambda: server.app.runtime.kubernetes.ready, timeout=10)
     status, body = await fetch(server, "/ready")
     assert status == 200
     assert "sync_timeout" in body["note"]
@@ -141,15 +143,23 @@ def test_ready_is_503_while_shutting_down(server_factory: Any) -> None:
 
 def test_health_answers_while_the_loop_keeps_up_and_reports_a_stall(server_factory: Any) -> None:
     server = server_factory(STATIC)
+    http = server.app.http
+    ticks = Ticks(server.loop)
+    server.run(http.lag.stop())
+    http.lag = LoopLag(clock=ticks.clock, sleep=ticks.sleep)
+    server.call(http.lag.start)
+    ticks.tick(0.5)  # on time
+    assert wait_until(lambda: ticks.sleeping == 2)
     status, body = get_json(server, "/health")
-    assert status == 200 and body["status"] == "ok"
-    # Real time, until the loop-lag check (app.py) takes an injected clock.
-    time.sleep(1.1)  # a few lag samples
-    # Block the server's loop for 2.6 s (as a runaway computation would).
-    server.call(time.sleep, 2.6)
+    assert status == 200 and body == {"status": "ok", "loop_lag_seconds": 0.0}
+    ticks.tick(3.1)  # the loop ran the timer 2.6 s late (a runaway computation)
+    assert wait_until(lambda: ticks.sleeping == 3)
     status, body = get_json(server, "/health")
-    assert status == 503
-    assert body["loop_lag_seconds"] > 2
+    assert status == 503 and body == {"status": "event loop lagging", "loop_lag_seconds": 2.6}
+    for _ in range(21):  # on time again until the stall is older than the 10 s window
+        ticks.tick(0.5)
+    assert wait_until(lambda: ticks.sleeping == 24)
+    assert get_json(server, "/health")[0] == 200
 
 
 # -- /debug ------------------------------------------------------------------------------------
@@ -202,8 +212,8 @@ async def test_status_page_shows_clusters_services_and_upstreams(
     config = (STATIC.replace("clusters:\n", "clusters:\n" + watched.split("\n", 2)[2])
               + "forward: [{zone: example.test, upstreams: ['127.0.0.1:9'], timeout: 1s}]\n")
     server = server_factory(config, k8s_timing=timing_for(fast))
-    await eventually(lambda: server.app.kubernetes.synced, timeout=10)
-    await eventually(lambda: server.app.store.get(("prod", "web")) is not None)
+    await eventually(lambda: server.app.runtime.kubernetes.synced, timeout=10)
+    await eventually(lambda: server.app.runtime.store.get(("prod", "web")) is not None)
     status, page = await fetch(server, "/")
     assert status == 200
     assert page.startswith("<!doctype html>")
@@ -279,7 +289,7 @@ def test_a_reload_moves_the_http_listener(server_factory: Any, tmp_path: Path) -
     server = server_factory(path.read_text(), config_path=str(path))
     assert server.app.http.port == first
     path.write_text(dns + f"http: {{listen: 127.0.0.1:{second}}}\n" + STATIC)
-    assert server.call(server.app.reload) is True
+    assert server.run(server.app.runtime.reloads.reload(why="test")) is True
     wait_until(lambda: server.app.http.port == second)
     assert get(server, "/health")[0] == 200
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", first), timeout=1):

@@ -135,12 +135,12 @@ def test_registry_gauges_follow_registry_changes(server: Running) -> None:
     data = ServiceData(endpoints=tuple(
         Endpoint(address=f"10.9.0.{i}", cluster="west", locality=Locality("r2"),
                  ready=i % 2 == 0) for i in range(1, 6)))
-    server.call(server.app.store.set, "test", ("prod", "extra"), data)
+    server.call(server.app.runtime.store.set, "test", ("prod", "extra"), data)
     m = scrape(server)
     assert value(m, "globaldns_registry_services") == 2
     assert value(m, "globaldns_registry_endpoints", cluster="west", ready="true") == 2 + 2
     assert value(m, "globaldns_registry_endpoints", cluster="west", ready="false") == 3
-    server.call(server.app.store.delete, "test", ("prod", "extra"))
+    server.call(server.app.runtime.store.delete, "test", ("prod", "extra"))
     m = scrape(server)
     assert value(m, "globaldns_registry_services") == 1
     assert value(m, "globaldns_registry_endpoints", cluster="west", ready="false") == 0
@@ -172,7 +172,7 @@ def test_no_label_takes_a_query_name_or_a_client_address(server: Running) -> Non
 
 def test_counters_stay_bounded_under_a_flood_of_odd_keys(server: Running) -> None:
     """Many distinct (qtype, size) keys fold into totals; the numbers stay exact."""
-    stats = server.app.server.stats
+    stats = server.app.runtime.server.stats
     before = scrape(server)
     server.call(setattr, stats, "max_keys", 5)
     for qtype in range(65000, 65020):
@@ -194,7 +194,7 @@ def test_acl_counters_run_on_across_a_reload(server_factory, tmp_path) -> None: 
     srv = server_factory(path.read_text(), config_path=str(path))
     assert rcode(ask(srv.port, "api.prod.global")) == "REFUSED"
     path.write_text(base + "log: {queries: false}\n")
-    assert srv.call(srv.app.reload) is True
+    assert srv.run(srv.app.runtime.reloads.reload(why="test")) is True
     assert rcode(ask(srv.port, "api.prod.global")) == "REFUSED"
     m = scrape(srv)
     assert value(m, "globaldns_acl_refused_total", reason="query") == 2
@@ -306,7 +306,7 @@ def test_workers_counters_add_up_in_the_main_process(tmp_path) -> None:  # type:
 
         assert wait_until(lambda: requests() == 60, timeout=10)
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0
 
 
@@ -324,15 +324,15 @@ def test_clusters_below_min_healthy_follow_changes_and_reloads(server_factory,
     assert value(scrape(server), "globaldns_registry_unhealthy_services", cluster="west") == 0
     # Another source adds ready east endpoints to api.prod: east is healthy again (one
     # above the threshold: the hysteresis of min_healthy).
-    server.call(server.app.store.set, "test", ("prod", "api"), ServiceData(endpoints=tuple(
+    server.call(server.app.runtime.store.set, "test", ("prod", "api"), ServiceData(endpoints=tuple(
         Endpoint(address=f"10.0.0.{i}", cluster="east", locality=Locality("r1"))
         for i in (8, 9))))
     assert value(scrape(server), "globaldns_registry_unhealthy_services", cluster="east") == 0
-    server.call(server.app.store.delete, "test", ("prod", "api"))
+    server.call(server.app.runtime.store.delete, "test", ("prod", "api"))
     assert value(scrape(server), "globaldns_registry_unhealthy_services", cluster="east") == 1
     # A reload that drops min_healthy rebuilds the answers and the gauge with them.
     path.write_text(text.replace("min_healthy: 2", "min_healthy: 0"))
-    assert server.call(server.app.reload) is True
+    assert server.run(server.app.runtime.reloads.reload(why="test")) is True
     assert value(scrape(server), "globaldns_registry_unhealthy_services", cluster="east") == 0
     gauges = server.app.metrics.gauges
     assert gauges.unhealthy == {} and gauges.unhealthy_of == {}

@@ -50,7 +50,7 @@ def test_one_line_per_query_with_how_it_was_answered(server_factory: Any, tmp_pa
         f"forward: [{{zone: example.test, upstreams: ['{upstream}'], timeout: 500ms}}]\n")
     port = server.port
     clock = Clock()
-    server.call(setattr, server.app.cache, "clock", clock)
+    server.call(setattr, server.app.runtime.chain.cache, "clock", clock)
     assert rcode(ask(port, "api.prod.global")) == "NOERROR"                       # zone
     assert rcode(ask(port, "nope.prod.global", "AAAA", tcp=True)) == "NXDOMAIN"   # zone
     assert rcode(ask(port, "www.example.test")) == "NOERROR"                      # forward
@@ -88,7 +88,7 @@ def test_one_line_per_query_with_how_it_was_answered(server_factory: Any, tmp_pa
 
 def test_off_by_default_and_sampled_when_asked(server_factory: Any, tmp_path: Path) -> None:
     server: Running = server_factory(CONFIG)
-    assert server.app.querylog is None and server.app.server.observers == []
+    assert server.app.querylog is None and server.app.runtime.server.observers == []
     log = tmp_path / "sampled.log"
     server = server_factory(CONFIG + f"log: {{queries: true, sample: 0.25, file: {log}}}\n")
     for _ in range(400):

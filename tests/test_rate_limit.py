@@ -40,7 +40,7 @@ class Clock:
 def limited(server_factory, config=CONFIG):  # type: ignore[no-untyped-def]
     s = server_factory(config)
     clock = Clock()
-    s.call(setattr, s.app.server.rate_limit, "clock", clock)
+    s.call(setattr, s.app.runtime.server.rate_limit, "clock", clock)
     return s, clock
 
 
@@ -79,7 +79,7 @@ def test_past_the_rate_every_second_reply_slips_with_tc_and_the_rest_are_dropped
     replies = burst(s.port, same("api.prod.global", 25), source="127.0.0.2")
     # 5 answered (a second's credit), 20 limited: every 2nd slips (TC, empty), 10 dropped.
     assert counts(replies) == (5, 10)
-    stats = s.app.server.stats
+    stats = s.app.runtime.server.stats
     assert (stats.rate_limit_dropped, stats.rate_limit_slipped) == (10, 10)
     tc = next(r for r in replies.values() if r[2] & 0x02)
     assert tc[4:6] == b"\0\x01" and rcode_of(tc) == 0  # the question, NOERROR, no records
@@ -97,7 +97,7 @@ def test_wire_cache_hits_are_rate_limited_too(server_factory):
     # The entry is made by another client of the same class; every query of the burst
     # is then answered from the wire cache.
     udp_raw(s.port, query, source="127.0.0.4")
-    assert s.app.server.wire.size == 1
+    assert s.app.runtime.server.wire.size == 1
     queries = [struct.pack("!H", i) + query[2:] for i in range(1, 26)]
     replies = burst(s.port, queries, source="127.0.0.2")
     assert counts(replies) == (5, 10)
@@ -130,7 +130,7 @@ def test_tcp_is_never_limited(server_factory):
     s, _ = limited(server_factory.__call__, CONFIG.replace("[127.0.0.9/32]", "[]"))
     replies = tcp_raw(s.port, same("api.prod.global", 25))
     assert len(replies) == 25 and all(r[7] == 1 and not r[2] & 0x02 for r in replies)
-    assert s.app.server.stats.rate_limit_dropped == 0
+    assert s.app.runtime.server.stats.rate_limit_dropped == 0
 
 
 def test_an_exempt_client_is_never_limited(server_factory):
@@ -171,7 +171,7 @@ def test_a_valid_server_cookie_is_never_limited(server_factory):
     good = option.client + option.server
     replies = burst(s.port, [cookie_query(i, good) for i in range(1, 31)], source="127.0.0.2")
     assert len(replies) == 30 and all(not r[2] & 0x02 and r[7] for r in replies.values())
-    assert s.app.server.stats.rate_limit_dropped == 0
+    assert s.app.runtime.server.stats.rate_limit_dropped == 0
 
 
 def test_a_limited_client_that_sent_a_cookie_slips_with_badcookie_and_a_fresh_one(
@@ -223,7 +223,7 @@ def test_the_accounts_are_bounded_by_table_size(server_factory):
                                                   "table_size: 8"))
     for i in range(10, 40):  # 30 clients: 30 accounts made, the oldest evicted
         assert udp_raw(s.port, bytes(make_query("api.prod.global")), source=f"127.0.0.{i}")
-    accounts = s.app.server.rate_limit.accounts
+    accounts = s.app.runtime.server.rate_limit.accounts
     assert len(accounts) == 8
     assert {key[0][3] for key in accounts} == set(range(32, 40))
 
@@ -247,7 +247,7 @@ def test_clients_are_accounted_per_prefix(client, account):
 
 def test_without_the_key_nothing_is_limited(server_factory):
     s = server_factory(CONFIG.split("rate_limit:")[0])
-    assert s.app.server.rate_limit is None
+    assert s.app.runtime.server.rate_limit is None
     assert counts(burst(s.port, same("api.prod.global", 26), source="127.0.0.2")) == (26, 0)
 
 

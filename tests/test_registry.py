@@ -22,14 +22,14 @@ def endpoint(address: str, cluster: str = "east", **kw) -> Endpoint:  # type: ig
 
 def test_a_source_write_changes_the_answer_and_touches_only_that_service(server_factory):
     s = server_factory(CONFIG)
-    store = s.app.store
+    store = s.app.runtime.store
     assert rcode(ask(s.port, "api.prod.global")) == "NXDOMAIN"
-    other = s.app.snapshot.names[text_to_wire("other.prod.global")]
+    other = s.app.runtime.snapshot.names[text_to_wire("other.prod.global")]
 
     s.call(store.set, "k8s/east", ("prod", "api"),
            ServiceData(ports=(Port("http", 8080),), endpoints=(endpoint("10.5.0.1"),)))
     assert addresses(ask(s.port, "api.prod.global")) == ["10.5.0.1"]
-    assert s.app.snapshot.names[text_to_wire("other.prod.global")] is other
+    assert s.app.runtime.snapshot.names[text_to_wire("other.prod.global")] is other
 
     s.call(store.set, "k8s/west", ("prod", "api"),
            ServiceData(endpoints=(endpoint("10.6.0.1", "west"),)))
@@ -43,12 +43,12 @@ def test_a_source_write_changes_the_answer_and_touches_only_that_service(server_
     assert rcode(ask(s.port, "api.prod.global")) == "NXDOMAIN"
     assert rcode(ask(s.port, "10-6-0-1.west.api.prod.global")) == "NXDOMAIN"
     assert addresses(ask(s.port, "other.prod.global")) == ["10.7.0.1"]
-    assert s.app.snapshot.names[text_to_wire("other.prod.global")] is other
+    assert s.app.runtime.snapshot.names[text_to_wire("other.prod.global")] is other
 
 
 def test_a_namespace_stays_an_empty_non_terminal_while_any_service_lives_in_it(server_factory):
     s = server_factory(CONFIG)
-    store = s.app.store
+    store = s.app.runtime.store
     s.call(store.set, "k8s/east", ("shop", "a"), ServiceData(endpoints=(endpoint("10.1.1.1"),)))
     s.call(store.set, "k8s/east", ("shop", "b"), ServiceData(endpoints=(endpoint("10.1.1.2"),)))
     assert rcode(ask(s.port, "shop.global")) == "NOERROR"
@@ -60,7 +60,7 @@ def test_a_namespace_stays_an_empty_non_terminal_while_any_service_lives_in_it(s
 
 def test_an_external_name_service_answers_a_cname(server_factory):
     s = server_factory(CONFIG)
-    s.call(s.app.store.set, "k8s/east", ("prod", "db"),
+    s.call(s.app.runtime.store.set, "k8s/east", ("prod", "db"),
            ServiceData(external_name="db.example.com"))
     reply = ask(s.port, "db.prod.global")
     assert [str(rr.rdata) for rr in reply.rr] == ["db.example.com."]
@@ -68,11 +68,11 @@ def test_an_external_name_service_answers_a_cname(server_factory):
 
 def test_before_sync_an_unknown_name_is_servfail_not_nxdomain(server_factory):
     s = server_factory(CONFIG)
-    s.call(s.app.snapshot.set_synced, False)
+    s.call(s.app.runtime.snapshot.set_synced, False)
     reply = ask(s.port, "unknown.prod.global", edns=1232)
     assert rcode(reply) == "SERVFAIL"
     assert addresses(ask(s.port, "other.prod.global")) == ["10.7.0.1"]
-    s.call(s.app.snapshot.set_synced, True)
+    s.call(s.app.runtime.snapshot.set_synced, True)
     assert rcode(ask(s.port, "unknown.prod.global")) == "NXDOMAIN"
 
 
@@ -90,8 +90,8 @@ def test_the_snapshot_is_unsynced_before_the_listeners_open(tmp_path):
     from globaldns.app import App
     from globaldns.config import parse_text
     config = parse_text(f"clusters: [{{name: east, kubeconfig: {tmp_path / 'k'}}}]\n", "t.yaml")
-    assert App(config).snapshot.synced is False
-    assert App(parse_text(CONFIG, "t.yaml")).snapshot.synced is True
+    assert App(config).runtime.snapshot.synced is False
+    assert App(parse_text(CONFIG, "t.yaml")).runtime.snapshot.synced is True
 
 
 def test_a_replaced_service_leaves_no_reference_cycle_for_the_collector(server_factory):
@@ -101,7 +101,7 @@ def test_a_replaced_service_leaves_no_reference_cycle_for_the_collector(server_f
     import gc
 
     s = server_factory(CONFIG)
-    store = s.app.store
+    store = s.app.runtime.store
 
     def version(n: int) -> ServiceData:
         return ServiceData(ports=(Port("http", 8080),), endpoints=tuple(
@@ -123,6 +123,6 @@ def test_a_big_new_service_answers_as_soon_as_it_is_written(server_factory):
     s = server_factory(CONFIG)
     big = ServiceData(endpoints=tuple(endpoint(f"10.9.{i >> 8}.{i & 255}")
                                       for i in range(1500)))
-    s.call(s.app.store.set, "k8s/east", ("prod", "big"), big)
+    s.call(s.app.runtime.store.set, "k8s/east", ("prod", "big"), big)
     assert rcode(ask(s.port, "big.prod.global")) == "NOERROR"
     assert addresses(ask(s.port, "10-9-5-219.east.big.prod.global")) == ["10.9.5.219"]

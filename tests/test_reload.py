@@ -18,6 +18,7 @@ from typing import Any
 
 import dnslib
 
+from tests.helpers.clock import Ticks
 from tests.helpers.data import ROOT
 from tests.helpers.dns import addresses, ask, make_query, rcode
 from tests.helpers.http import get, scrape, value
@@ -117,18 +118,16 @@ def test_an_invalid_config_keeps_the_running_one(server_factory: Any, tmp_path: 
     path = tmp_path / "gd.yaml"
     path.write_text(config(port, "10.0.0.1"))
     server: Running = server_factory(path.read_text(), config_path=str(path))
-    hash_before = server.app.reloads.hash
+    hash_before = server.app.runtime.reloads.hash
     caplog.set_level(logging.ERROR, logger="globaldns.reload")
     with QueryLoop(port) as loop:
         wait_until(lambda: loop.answered >= 10)
         publish(path, config(port, "10.0.0.x", "10.0.0.2") + "cache: {capacity: lots}\n")
-        assert wait_until(lambda: server.app.reloads.results["failure"] == 1)
-        # The watcher keeps looking, but does not retry the same content. (A real wait for
-        # something not to happen, until reload.py's watcher takes an injected clock.)
-        time.sleep(0.5)
+        assert wait_until(lambda: server.app.runtime.reloads.results["failure"] == 1)
+        time.sleep(0.5)  # the watcher keeps looking, but does not retry the same content
     assert loop.lost == 0 and loop.answered > 20
     assert loop.seen == {("10.0.0.1",)}
-    assert server.app.reloads.results == {"success": 0, "failure": 1}
+    assert server.app.runtime.reloads.results == {"success": 0, "failure": 1}
     errors = [r.getMessage() for r in caplog.records if "reload rejected:" in r.getMessage()]
     assert f"reload rejected: {path}: services[0].endpoints[0].address: '10.0.0.x' is not " \
         "an IP address" in errors
@@ -142,8 +141,8 @@ def test_an_invalid_config_keeps_the_running_one(server_factory: Any, tmp_path: 
     # Fixed: applied, and the failure state clears.
     publish(path, config(port, "10.0.0.5"))
     assert wait_until(lambda: addresses(ask(port, "api.prod.global")) == ["10.0.0.5"])
-    assert server.app.reloads.last_error == []
-    assert server.app.reloads.hash != hash_before
+    assert server.app.runtime.reloads.last_error == []
+    assert server.app.runtime.reloads.hash != hash_before
 
 
 def test_touching_the_file_without_changing_it_reloads_nothing(server_factory: Any,
@@ -152,11 +151,21 @@ def test_touching_the_file_without_changing_it_reloads_nothing(server_factory: A
     path = tmp_path / "gd.yaml"
     path.write_text(config(port, "10.0.0.1"))
     server: Running = server_factory(path.read_text(), config_path=str(path))
+    reloads = server.app.runtime.reloads
+    ticks = Ticks(server.loop)  # the watcher looks when the test says so
+    server.run(reloads.stop())
+    reloads.sleep = ticks.sleep
+    server.call(reloads.start)
     os.utime(path, (time.time() + 5, time.time() + 5))
-    # A real wait for something not to happen, until reload.py's watcher takes an injected
-    # clock.
-    time.sleep(0.5)
-    assert server.app.reloads.results == {"success": 0, "failure": 0}
+    ticks.tick(0.1)
+    assert wait_until(lambda: ticks.sleeping == 2)  # it looked, and waits again
+    assert reloads.results == {"success": 0, "failure": 0}
+    # The same watcher applies a real change at its next look.
+    publish(path, config(port, "10.0.0.9"))
+    ticks.tick(0.1)
+    assert wait_until(lambda: ticks.sleeping == 3)
+    assert reloads.results == {"success": 1, "failure": 0}
+    assert addresses(ask(port, "api.prod.global")) == ["10.0.0.9"]
 
 
 def test_what_needs_a_restart_keeps_running_and_the_rest_applies(server_factory: Any,
@@ -167,8 +176,8 @@ def test_what_needs_a_restart_keeps_running_and_the_rest_applies(server_factory:
     server: Running = server_factory(path.read_text(), config_path=str(path))
     path.write_text(config(other, "10.0.0.2", extra="log: {queries: true, file: "
                            f"{tmp_path / 'q.log'}}}\nacl: {{allow_query: [127.0.0.1/32]}}\n"))
-    assert server.call(server.app.reload) is True
-    assert server.app.config.dns.listen.port == port
+    assert server.run(server.app.runtime.reloads.reload(why="test")) is True
+    assert server.app.runtime.config.dns.listen.port == port
     assert addresses(ask(port, "api.prod.global")) == ["10.0.0.2"]
     # The ACL and the query log took effect.
     assert rcode(ask(port, "api.prod.global", source="127.0.0.2")) == "REFUSED"
@@ -188,7 +197,7 @@ async def test_unchanged_clusters_keep_their_watches(
     path.write_text(base + yaml_for([a, b], tmp_path))
     server: Running = server_factory(path.read_text(), config_path=str(path),
                                      k8s_timing=timing_for(fast))
-    await eventually(lambda: server.app.kubernetes.synced and a.open_watches == 2
+    await eventually(lambda: server.app.runtime.kubernetes.synced and a.open_watches == 2
                      and b.open_watches == 2, timeout=10)
     opens = (a.watch_opens, b.watch_opens)
     lists = (a.lists, b.lists)
@@ -210,7 +219,7 @@ async def test_unchanged_clusters_keep_their_watches(
 async def _reload(server: Running) -> bool:
     import asyncio
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
-        server.app.reloads.reload(why="test"), server.loop))
+        server.app.runtime.reloads.reload(why="test"), server.loop))
 
 
 async def _ask(port: int, name: str) -> dnslib.DNSRecord:
@@ -254,7 +263,7 @@ def test_sighup_reloads_a_running_server(tmp_path: Path) -> None:
         assert 'globaldns_config_reloads_total{result="success"} 1.0' in metrics
         assert 'globaldns_config_reloads_total{result="failure"} 1.0' in metrics
     finally:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=10)
     assert process.returncode == 0
     assert "reload (SIGHUP) rejected" in err and "not valid YAML" in err

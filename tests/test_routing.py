@@ -4,33 +4,10 @@ thresholds, panic, subsets and aliases."""
 
 from __future__ import annotations
 
-import socket
-from collections import Counter
-
 import dnslib
 
 from tests.helpers.configs import CLUSTERS, DISTRIBUTE, VIEWS, WEIGHTS
-from tests.helpers.dns import addresses, ask, ecs, ede, make_query, rcode
-
-
-def first_records(port: int, name: str, count: int, *, source: str = "127.0.0.1",
-                  options: list[tuple[int, bytes]] = ()) -> Counter[str]:  # type: ignore[assignment]
-    seen: Counter[str] = Counter()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((source, 0))
-        s.settimeout(2)
-        for _ in range(count):
-            s.sendto(make_query(name, edns=1232 if options else None, options=options),
-                     ("127.0.0.1", port))
-            reply = dnslib.DNSRecord.parse(s.recv(4096))
-            seen[str(reply.rr[0].rdata)] += 1
-    return seen
-
-
-def share(counter: Counter[str], prefix: str) -> float:
-    return 100 * sum(n for a, n in counter.items() if a.startswith(prefix)) / counter.total()
-
-
+from tests.helpers.dns import addresses, ask, ecs, ede, first_records, rcode, share
 
 
 def test_distribute_splits_the_first_record_80_20_over_20000_queries(server_factory):
@@ -243,7 +220,7 @@ routing:
                           for i in range(1, 5))
         endpoints += (Endpoint(address="10.2.0.1", cluster="remote",
                                locality=Locality("us-west1")),)
-        s.call(s.app.store.set, "k8s/test", ("production", "flappy"),
+        s.call(s.app.runtime.store.set, "k8s/test", ("production", "flappy"),
                ServiceData(endpoints=endpoints))
 
     def primary_answered() -> bool:

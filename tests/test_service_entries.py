@@ -57,7 +57,7 @@ def test_a_served_host_is_ours_and_an_outside_name_is_refused_as_before(
     # it goes with the last host under it.
     reply = ask(server.port, "default.global")
     assert rcode(reply) == "NOERROR" and not reply.rr
-    server.call(server.app.store.drop_source, "service_entries")
+    server.call(server.app.runtime.store.drop_source, "service_entries")
     assert rcode(ask(server.port, "default.global")) == "NXDOMAIN"
     assert rcode(ask(server.port, "nope.users.api.example.com")) == "NXDOMAIN"
     # vms.example.org matches no serve_hosts entry: not served, refused as before.
@@ -111,9 +111,9 @@ def test_serve_hosts_changed_by_a_reload_take_effect(server_factory: Any) -> Non
     without = config.replace("serve_hosts: [users.api.example.com]", "serve_hosts: []")
     server = server_factory(without)
     assert rcode(ask(server.port, "users.api.example.com")) == "REFUSED"
-    server.call(server.app.apply, parse_text(config, "reloaded.yaml"))
+    server.call(server.app.runtime.apply, parse_text(config, "reloaded.yaml"))
     assert dig(server.port, "+short", "users.api.example.com").split() == ["203.0.113.10"]
-    server.call(server.app.apply, parse_text(without, "reloaded.yaml"))
+    server.call(server.app.runtime.apply, parse_text(without, "reloaded.yaml"))
     assert rcode(ask(server.port, "users.api.example.com")) == "REFUSED"
 
 
@@ -126,4 +126,4 @@ def test_a_numeric_looking_host_name_endpoint_is_a_cname_not_an_address(
         "service_entries:\n"
         "  - {hosts: [a.example.org], resolution: DNS, endpoints: [{address: 1.2.3}]}\n")
     assert dig(server.port, "+short", "a.example.org").split() == ["1.2.3."]
-    assert server.app.store.skipped.counts["build_failed"] == 0
+    assert server.app.runtime.store.skipped.counts["build_failed"] == 0

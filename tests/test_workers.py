@@ -51,5 +51,5 @@ def test_two_workers_share_the_port_and_follow_the_main_registry(tmp_path):
         proc.send_signal(signal.SIGHUP)
         wait_until(lambda: sample(port) == ({"10.2.2.2"}, {"gd", "gd/1"}))
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from globaldns.answers import clusterset
 from globaldns.answers.snapshot import Snapshot
 from globaldns.dns.message import text_to_wire
 from globaldns.registry.store import Store
@@ -45,6 +46,8 @@ def explain(snapshot: Snapshot, store: Store, name: str, *, client: str = "127.0
         return out
     labels = name[: -len(zone.name) - 1].split(".") if name != zone.name else []
     out["zone"] = zone.name
+    if zone.name == clusterset.ZONE and labels[-1:] == ["svc"]:
+        labels = labels[:-1]  # <service>.<namespace>.svc.clusterset.local
     if "host" in out:
         labels = [name, ""]
     elif len(labels) not in (2, 3):
@@ -66,8 +69,8 @@ def explain(snapshot: Snapshot, store: Store, name: str, *, client: str = "127.0
             return out
         members = [e for e in members if set(subset.labels) <= set(e.labels)]
         out["subset"] = f"{subset.name} {dict(subset.labels)}"
-    p, matched, health = snapshot.plan(key, members, profile, zone.config)
-    out["rule"] = matched[1].match if matched else "(none: locality tiers and rotation)"
+    p, _, health = snapshot.plan(key, members, profile, zone.config)
+    out["rule"] = snapshot.rule_for(service)[1]
     group_of: dict[str, str] = {}
     total = sum(w for w, _ in p.groups)
     # A plan with nothing to answer (a view or subset matching no endpoint) has one empty

@@ -16,9 +16,10 @@ import gc
 import itertools
 import logging
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from functools import partial
 
+from globaldns.answers import clusterset
 from globaldns.config.model import AliasConfig, Config, RoutingRule, SubsetConfig, ZoneConfig
 from globaldns.dns import records as R
 from globaldns.dns.message import presentation, text_to_wire
@@ -26,6 +27,7 @@ from globaldns.dns.names import Ede, QType, Rcode
 from globaldns.dns.wire import ZONE, Body, Reply
 from globaldns.registry.model import Endpoint, Locality, Port, ServiceKey
 from globaldns.registry.store import MergedService, Store, printable
+from globaldns.routing.annotated import annotated
 from globaldns.routing.locality import Rotations, tier, tiers
 from globaldns.routing.policy import (
     ClientLocator,
@@ -114,6 +116,15 @@ class PerClient:
 Answers = AnswerSet | WeightedAnswers | PerClient
 NameTable = dict[int, Answers]
 Encoder = Callable[[list[Endpoint], Locality], Body]
+Router = Callable[[Sequence[Endpoint], Encoder], Answers]
+"""`router(members, encode)`: the answers of these endpoints."""
+
+
+def ttl_of(zone: Zone, service: MergedService) -> int:
+    """The TTL of a service's records: its `globaldns.io/ttl` annotation, else the zone's."""
+    if service.policy is not None and service.policy.ttl is not None:
+        return service.policy.ttl
+    return zone.config.ttl
 
 
 class Zone:
@@ -203,6 +214,12 @@ class Snapshot:
         """Times preparing a big service gave the loop back."""
         self.rebuild(config)
         store.subscribe(self.update)
+
+    @property
+    def health(self) -> Mapping[ServiceKey, dict[str, bool]]:
+        """Service → cluster → at least the rule's `min_healthy` of its endpoints ready
+        (only services under such a rule appear)."""
+        return self._health
 
     def rebuild(self, config: Config) -> None:
         """Whole rebuild, for a new config (not for registry changes). If it fails, the
@@ -323,7 +340,9 @@ class Snapshot:
              zone: ZoneConfig) -> tuple[Plan, tuple[int, RoutingRule] | None, dict[str, bool]]:
         """The plan answers for `members` of a service are built from, with the rule and
         the cluster health it used (for `explain`: the same function the answers use)."""
-        rule = self.rules.match(key[1], key[0])
+        service = self.store.get(key)
+        rule = self.rule_for(service)[0] if service is not None \
+            else self.rules.match(key[1], key[0])
         health = self._health.get(key, {})
         return answer_plan(members, rule=rule, rules=self.rules, profile=profile, zone=zone,
                            health=health), rule, health
@@ -341,6 +360,8 @@ class Snapshot:
             QType.ANY: AnswerSet([_answer(R.body(name, answer=[R.hinfo_rfc8482(name, ttl)]))]),
             NODATA: zone.nodata,
         }}
+        if name == clusterset.ZONE:
+            out.update(clusterset.apex(zone))
         if glue:
             ns_name = f"ns.{name}"
             out[text_to_wire(ns_name)] = {
@@ -404,7 +425,7 @@ class Snapshot:
         if service is None:
             return new, {}
         try:
-            rule = self.rules.match(key[1], key[0])
+            rule, _ = self.rule_for(service)
             previous = self._health.get(key, {})
             health = cluster_health(rule[1] if rule else None, service.endpoints, previous)
             if not key[0]:  # a ServiceEntry host: one name, where it is served
@@ -416,7 +437,11 @@ class Snapshot:
                     new.update((yield from self._service_names(zone, service, rule, health,
                                                                base=key[1])))
             for zone in self.zones.values() if key[0] else ():
-                new.update((yield from self._service_names(zone, service, rule, health)))
+                if zone.name == clusterset.ZONE:
+                    new.update((yield from clusterset.names(self, zone, service, rule,
+                                                            health)))
+                elif service.exists:
+                    new.update((yield from self._service_names(zone, service, rule, health)))
         except Exception:
             # A source gave data we cannot answer from (a bug, or a check missed): this
             # service keeps its previous answers, every other name is untouched.
@@ -466,7 +491,8 @@ class Snapshot:
                     wire = text_to_wire(alias.name)
                     names[wire] = self._dangling_alias(alias)
                     changed.add(wire)
-        namespace_names = [text_to_wire(f"{key[0]}.{z.name}") for z in self.zones.values()]
+        namespace_names = [text_to_wire(clusterset.namespace_name(key[0], z.name))
+                           for z in self.zones.values()]
         if new:
             self._owned[key] = list(new)
             if not old:
@@ -565,7 +591,7 @@ class Snapshot:
                        ) -> Generator[None, None, dict[bytes, NameTable]]:
         namespace, name = service.key
         base = base or f"{name}.{namespace}.{zone.name}"
-        ttl = zone.config.ttl
+        ttl = ttl_of(zone, service)
         out: dict[bytes, NameTable] = {}
         skipped = self.store.skipped
         if not fits(base):
@@ -577,23 +603,7 @@ class Snapshot:
                 R.cname(base, ttl, service.external_name)]))])}
             return out
 
-        def answers(members: Sequence[Endpoint], encode: Encoder) -> Answers:
-            def build(profile: Profile) -> WeightedAnswers:
-                p = answer_plan(members, rule=rule, rules=self.rules, profile=profile,
-                                zone=zone.config, health=health)
-                ede: tuple[tuple[int, str], ...] = ((Ede.OTHER, p.ede),) if p.ede else ()
-                if self.stale:
-                    stale = sorted({e.cluster for _, orders in p.groups
-                                    for group in orders.groups for e in group
-                                    if e.cluster in self.stale})
-                    ede += tuple((Ede.STALE_ANSWER, f"cluster {c} {self.stale[c]}") for c in stale)
-                locality, scope = profile.locality, profile.scope
-                return WeightedAnswers(
-                    p.groups, lambda order: _answer(encode(order, locality), ede=ede,
-                                                    ecs_scope=scope))
-            if self.locator.dependent:
-                return PerClient(build)
-            return build(self.locator.default_profile)
+        answers = self.router(zone, rule, health)
 
         records: dict[str, bytes] = {}
 
@@ -690,12 +700,47 @@ class Snapshot:
                        if self.port_of(e, port) and id(e) not in unnamed]
             table = {NODATA: zone.nodata}
             if targets:
-                table[QType.SRV] = answers(targets, self._srv_encoder(zone, base, sname, port))
+                table[QType.SRV] = answers(targets, self._srv_encoder(zone, base, sname, port,
+                                                                      ttl=ttl))
             out[text_to_wire(sname)] = table
         return out
 
-    def _srv_encoder(self, zone: Zone, base: str, sname: str, port: Port) -> Encoder:
-        ttl = zone.config.ttl
+    def router(self, zone: Zone, rule: tuple[int, RoutingRule] | None,
+               health: dict[str, bool]) -> Router:
+        """How a service's endpoints become answers: planned per client profile (routing,
+        health, locality), each planned order encoded by the caller's encoder."""
+        def answers(members: Sequence[Endpoint], encode: Encoder) -> Answers:
+            def build(profile: Profile) -> WeightedAnswers:
+                p = answer_plan(members, rule=rule, rules=self.rules, profile=profile,
+                                zone=zone.config, health=health)
+                ede: tuple[tuple[int, str], ...] = ((Ede.OTHER, p.ede),) if p.ede else ()
+                if self.stale:
+                    stale = sorted({e.cluster for _, orders in p.groups
+                                    for group in orders.groups for e in group
+                                    if e.cluster in self.stale})
+                    ede += tuple((Ede.STALE_ANSWER, f"cluster {c} {self.stale[c]}") for c in stale)
+                locality, scope = profile.locality, profile.scope
+                return WeightedAnswers(
+                    p.groups, lambda order: _answer(encode(order, locality), ede=ede,
+                                                    ecs_scope=scope))
+            if self.locator.dependent:
+                return PerClient(build)
+            return build(self.locator.default_profile)
+        return answers
+
+    def rule_for(self, service: MergedService) -> tuple[tuple[int, RoutingRule] | None, str]:
+        """The routing of a service and where it comes from: its annotations over the
+        config's rule (`routing/annotated.py`), else the rule, else none."""
+        key = service.key
+        matched = self.rules.match(key[1], key[0])
+        if service.policy is None:  # the usual service: no walk over its endpoints
+            return annotated(matched, None, ())
+        return annotated(matched, service.policy, sorted({e.cluster
+                                                          for e in service.endpoints}))
+
+    def _srv_encoder(self, zone: Zone, base: str, sname: str, port: Port, *,
+                     ttl: int | None = None) -> Encoder:
+        ttl = zone.config.ttl if ttl is None else ttl
         answers: dict[tuple[str, int], bytes] = {}
         glue: dict[str, bytes] = {}
         # The body starts after the header and the question (name, type, class).

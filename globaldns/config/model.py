@@ -37,6 +37,12 @@ class DnsConfig:
     # Queries waiting for the slow path (forwarding); beyond this we answer REFUSED.
     max_inflight: int = 1000
     workers: int = 1
+    # CoreDNS's `health { lameduck 5s }`: after SIGTERM, keep answering this long while the
+    # endpoint removal reaches every kube-proxy, so a rolling update drops no query.
+    lameduck: float = 5.0
+    # The main process pings each worker this often; three missed answers (a stopped or
+    # stuck worker) and it is replaced. 1 s: a black-holed worker loses at most ~3 s.
+    worker_heartbeat: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,15 @@ class ClusterConfig:
     # Loopback, link-local, unspecified and multicast addresses name no endpoint another
     # host can reach; a cluster whose pods really use them (a test rig) opts in.
     allow_special_addresses: bool = False
+    # Every Service, as before export policies existed: a config that names no policy
+    # keeps answering what it answered (the policy in force is logged once at start).
+    export: str = "all"
+    """`all`, `service_export` (a ServiceExport of the same name) or `labeled`
+    (`globaldns.io/export: "true"`): which Services reach the registry (docs/mcs.md)."""
+    # Reading ServiceImports needs the MCS CRDs and RBAC; only the cluster globaldns runs
+    # in (whose MCS controller owns the clusterset IPs) has a reason to.
+    service_imports: bool = False
+    """Watch this cluster's ServiceImports: their clusterset IPs answer `clusterset.local`."""
     # Istio's kinds exist only where Istio is installed, and reading them needs RBAC the
     # base deployment does not grant: on where the operator says so.
     istio: bool = False

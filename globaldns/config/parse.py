@@ -178,7 +178,7 @@ def _dns(r: _Reader, raw: Any) -> DnsConfig:
     d = r.mapping(raw, "dns", {"listen", "tcp_idle_timeout", "tcp_max_connections",
                                "tcp_message_timeout", "tcp_max_connections_per_client",
                                "tcp_max_inflight_per_connection", "max_inflight",
-                               "workers"})
+                               "workers", "lameduck", "worker_heartbeat"})
     base = DnsConfig()
     return DnsConfig(
         listen=r.get(d, "listen", "dns", listen_address, base.listen),
@@ -195,6 +195,9 @@ def _dns(r: _Reader, raw: Any) -> DnsConfig:
                                               base.tcp_max_inflight_per_connection),
         max_inflight=r.get(d, "max_inflight", "dns", integer(1, 1_000_000), base.max_inflight),
         workers=r.get(d, "workers", "dns", integer(1, 64), base.workers),
+        lameduck=r.get(d, "lameduck", "dns", duration, base.lameduck),
+        worker_heartbeat=r.get(d, "worker_heartbeat", "dns", positive_duration,
+                               base.worker_heartbeat),
     )
 
 
@@ -243,7 +246,8 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
         path = f"clusters[{i}]"
         d = r.mapping(item, path, {"name", "locality", "kubeconfig", "context", "in_cluster",
                                    "namespaces", "label_selector", "stale_for",
-                                   "watch_idle_timeout", "allow_special_addresses", "istio"})
+                                   "watch_idle_timeout", "allow_special_addresses", "export",
+                                   "service_imports", "istio"})
         base = ClusterConfig("")
         cluster = ClusterConfig(
             name=r.required(d, "name", path, cluster_name, f"invalid-{i}"),
@@ -260,6 +264,9 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
                                      base.watch_idle_timeout),
             allow_special_addresses=r.get(d, "allow_special_addresses", path, boolean,
                                           base.allow_special_addresses),
+            export=r.get(d, "export", path, choice("all", "service_export", "labeled"),
+                         base.export),
+            service_imports=r.get(d, "service_imports", path, boolean, base.service_imports),
             istio=r.get(d, "istio", path, boolean, base.istio),
         )
         if len(set(cluster.namespaces)) != len(cluster.namespaces):

@@ -34,9 +34,9 @@ import json
 import logging
 import socket
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from aiohttp import web
 from prometheus_client import generate_latest
@@ -44,12 +44,10 @@ from prometheus_client import generate_latest
 from globaldns import __version__
 from globaldns.answers.explain import explain, lines
 from globaldns.config.model import ListenAddress
-from globaldns.ops.metrics import dns_summary, pools, rcode_name
+from globaldns.ops.metrics import Metrics, dns_summary, pools, rcode_name
 from globaldns.registry.model import ServiceKey
 from globaldns.registry.store import Store
-
-if TYPE_CHECKING:
-    from globaldns.app import App
+from globaldns.runtime import Runtime
 
 log = logging.getLogger("globaldns.http")
 
@@ -74,11 +72,15 @@ STATUS_SERVICES: Final = 500
 
 
 class LoopLag:
-    """How late the event loop runs a timer: its recent worst lag."""
+    """How late the event loop runs a timer: its recent worst lag. The clock and sleep
+    default to the loop's (tests pass their own and move time)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.samples: deque[tuple[float, float]] = deque()
         self.task: asyncio.Task[None] | None = None
+        self.clock = clock
+        self.sleep = sleep
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run(), name="loop lag")
@@ -90,11 +92,11 @@ class LoopLag:
                 await self.task
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        clock = self.clock or asyncio.get_running_loop().time
         while True:
-            before = loop.time()
-            await asyncio.sleep(LAG_EVERY)
-            now = loop.time()
+            before = clock()
+            await self.sleep(LAG_EVERY)
+            now = clock()
             self.samples.append((now, max(now - before - LAG_EVERY, 0.0)))
             while self.samples and self.samples[0][0] < now - LAG_WINDOW:
                 self.samples.popleft()
@@ -132,7 +134,7 @@ class Guarded(asyncio.Protocol):
         self.waiting_since = loop.time()
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = loop.call_later(self.owner.app.config.http.header_timeout, self.close,
+        self.timer = loop.call_later(self.owner.runtime.config.http.header_timeout, self.close,
                                      "header_timeout")
 
     def request_started(self) -> None:
@@ -142,7 +144,7 @@ class Guarded(asyncio.Protocol):
             self.timer = None
 
     def close(self, reason: str) -> None:
-        self.owner.closed[reason] += 1
+        self.owner.counts.closed[reason] += 1
         self.request_started()
         self.owner.connections.discard(self)
         if self.transport is not None and not self.transport.is_closing():
@@ -243,20 +245,20 @@ class ServiceIndex:
 
 
 class HttpServer:
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.services = ServiceIndex(app.store)
+    def __init__(self, runtime: Runtime, metrics: Metrics, *,
+                 lag: LoopLag | None = None) -> None:
+        self.runtime = runtime
+        self.collector = metrics
+        self.counts = metrics.http
+        self.services = ServiceIndex(runtime.store)
         self.runner: web.AppRunner | None = None
         self.server: asyncio.Server | None = None
         self.listen: ListenAddress | None = None
         self.port = 0
-        self.lag = LoopLag()
+        self.lag = lag or LoopLag()
         self.started = time.time()
         self.connections: set[Guarded] = set()
         self.by_transport: dict[asyncio.BaseTransport, Guarded] = {}
-        self.closed: Counter[str] = Counter()
-        """Connections closed by us: header_timeout, evicted, rejected (at the cap)."""
-        self.forbidden = 0
         self._debug_nets: tuple[tuple[str, ...], list[IPNetwork]] = ((), [])
 
     # --- lifetime ---------------------------------------------------------------------
@@ -295,10 +297,10 @@ class HttpServer:
 
     def admit(self, connection: Guarded) -> bool:
         """Make room for a new connection, or say it cannot have one."""
-        if len(self.connections) >= self.app.config.http.max_connections:
+        if len(self.connections) >= self.runtime.config.http.max_connections:
             waiting = [c for c in self.connections if c.waiting_since is not None]
             if not waiting:
-                self.closed["rejected"] += 1
+                self.counts.closed["rejected"] += 1
                 return False
             min(waiting, key=lambda c: c.waiting_since).close("evicted")  # type: ignore[arg-type, return-value]
         self.connections.add(connection)
@@ -350,12 +352,12 @@ class HttpServer:
                       ) -> web.StreamResponse:
         if request.path in PUBLIC_PATHS or self._debug_allowed(request.remote):
             return await handler(request)
-        self.forbidden += 1
+        self.counts.forbidden += 1
         return web.json_response({"error": "forbidden: only acl.allow_debug clients may "
                                            "read this page"}, status=403)
 
     def _debug_allowed(self, remote: str | None) -> bool:
-        allowed = self.app.config.acl.allow_debug
+        allowed = self.runtime.config.acl.allow_debug
         if self._debug_nets[0] != allowed:
             self._debug_nets = (allowed, [ipaddress.ip_network(n) for n in allowed])
         try:
@@ -369,7 +371,7 @@ class HttpServer:
     # --- probes and metrics -----------------------------------------------------------
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.app.metrics.registry)
+        body = generate_latest(self.collector.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def health(self, request: web.Request) -> web.Response:
@@ -380,7 +382,7 @@ class HttpServer:
                                  status=200 if ok else 503)
 
     async def ready(self, request: web.Request) -> web.Response:
-        ok, detail = self.app.readiness()
+        ok, detail = self.runtime.readiness()
         return web.json_response(detail, status=200 if ok else 503)
 
     # --- debug ------------------------------------------------------------------------
@@ -399,7 +401,7 @@ class HttpServer:
             raise web.HTTPBadRequest(text="continue must be a token from a previous "
                                           "page") from None
         index = [] if wanted else await self.services.current()
-        return web.json_response(registry_json(self.app, index, wanted=wanted, limit=limit,
+        return web.json_response(registry_json(self.runtime, index, wanted=wanted, limit=limit,
                                                after=after), dumps=json.dumps)
 
     async def explain(self, request: web.Request) -> web.Response:
@@ -409,15 +411,16 @@ class HttpServer:
         client = request.query.get("client") or request.remote or "127.0.0.1"
         ecs = request.query.get("ecs") or None
         try:
-            report = explain(self.app.snapshot, self.app.store, name, client=client, ecs=ecs)
-            report.setdefault("notes", []).append(self.app.rate_limit_note(client))
+            report = explain(self.runtime.snapshot, self.runtime.store, name, client=client,
+                             ecs=ecs)
+            report.setdefault("notes", []).append(self.runtime.rate_limit_note(client))
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         report["lines"] = lines(report)
         return web.json_response(report, dumps=_dumps)
 
     async def index(self, request: web.Request) -> web.Response:
-        return web.Response(text=status_page(self.app, started=self.started),
+        return web.Response(text=status_page(self.runtime, self.collector, started=self.started),
                             content_type="text/html")
 
 
@@ -463,12 +466,12 @@ def _cursor(token: str) -> Cursor | None:
     return (namespace, name), int(offset)
 
 
-def registry_json(app: App, index: list[ServiceKey], *, wanted: str = "",
+def registry_json(runtime: Runtime, index: list[ServiceKey], *, wanted: str = "",
                   limit: int = REGISTRY_LIMIT, after: Cursor | None = None) -> dict[str, Any]:
     """One page: services in (namespace, name) order (`index`, every key sorted) from
     `after` on, with at most `limit` endpoints in all; its cost is bounded by `limit`,
     not by the registry."""
-    store, snapshot = app.store, app.snapshot
+    store, snapshot = runtime.store, runtime.snapshot
     start, offset = after if after is not None else (("", ""), 0)
     if wanted:
         name, _, namespace = wanted.partition(".")
@@ -480,7 +483,7 @@ def registry_json(app: App, index: list[ServiceKey], *, wanted: str = "",
         keys = index[i : i + limit + 1]
     page = set(keys)
     checks: dict[tuple[tuple[str, str], str], Any] = {
-        (h.service, h.address): h for h in app.health.endpoints.values() if h.service in page}
+        (h.service, h.address): h for h in runtime.health.endpoints.values() if h.service in page}
     services: list[dict[str, Any]] = []
     left = limit
     cursor: Cursor | None = None
@@ -523,7 +526,7 @@ def registry_json(app: App, index: list[ServiceKey], *, wanted: str = "",
                       for p in ports.values()],
             "external_name": external_name or None,
             "sources": [source for source, _ in by_source],
-            "cluster_healthy": snapshot._health.get(key, {}),
+            "cluster_healthy": snapshot.health.get(key, {}),
             "endpoints_total": count,
             "endpoints_from": skip,
             "endpoints": endpoints,
@@ -585,28 +588,28 @@ def _table(head: list[str], rows: list[list[str]], *, numeric: set[int] = frozen
 STATE_KIND = {"synced": "ok", "syncing": "warn", "stale": "warn", "failed": "bad"}
 
 
-def status_page(app: App, *, started: float) -> str:
+def status_page(runtime: Runtime, metrics: Metrics, *, started: float) -> str:
     now = time.time()
-    config = app.config
-    ready, detail = app.readiness()
+    config = runtime.config
+    ready, detail = runtime.readiness()
     parts = [f"<!doctype html><html><head><meta charset=utf-8>"
-             f"<meta http-equiv=refresh content=10><title>globaldns {_e(app.instance(config))}"
+             f"<meta http-equiv=refresh content=10><title>globaldns {_e(runtime.instance())}"
              f"</title><style>{_STYLE}</style></head><body>"]
-    parts.append(f"<h1>globaldns {_e(__version__)} — {_e(app.instance(config))}</h1>")
-    totals = dns_summary(app)["totals"]
+    parts.append(f"<h1>globaldns {_e(__version__)} — {_e(runtime.instance())}</h1>")
+    totals = dns_summary(runtime)["totals"]
     queries = sum(n for (kind, _, _), n in totals.items() if kind == "rcode")
     rcodes: dict[int, int] = {}
     for (kind, rcode, _), n in totals.items():
         if kind == "rcode":
             rcodes[rcode] = rcodes.get(rcode, 0) + n
     rcode_text = ", ".join(f"{rcode_name(r)} {n}" for r, n in sorted(rcodes.items())) or "-"
-    reloads = app.reloads
+    reloads = runtime.reloads
     reload_state = _badge("last reload rejected", "bad") if reloads.last_error else \
         _badge("ok", "ok")
     parts.append(_table(["", ""], [
         ["ready", _badge("ready", "ok") if ready else
          _badge("not ready: " + str(detail.get("reason", "")), "bad")],
-        ["DNS", f"<code>{_e(config.dns.listen.host)}:{app.port}</code> udp+tcp; zones "
+        ["DNS", f"<code>{_e(config.dns.listen.host)}:{runtime.port}</code> udp+tcp; zones "
                 + _e(", ".join(z.name for z in config.zones))],
         ["queries", f"{queries} ({_e(rcode_text)})"],
         ["up", _ago(started, now).replace(" ago", "")],
@@ -623,7 +626,7 @@ def status_page(app: App, *, started: float) -> str:
     parts.append("<h2>Clusters</h2>")
     rows = []
     watched = set()
-    for status in app.kubernetes.status():
+    for status in runtime.kubernetes.status():
         watched.add(status["cluster"])
         state = status["state"]
         rows.append([
@@ -641,11 +644,11 @@ def status_page(app: App, *, started: float) -> str:
     parts.append(_table(["cluster", "locality", "state", "last full sync", "services",
                          "endpoints", "relists", "errors", "last error", "origin"], rows,
                         numeric={4, 5, 6, 7}, empty="no clusters"))
-    skipped = {r: n for r, n in app.store.skipped.counts.items() if n}
+    skipped = {r: n for r, n in runtime.store.skipped.counts.items() if n}
     parts.append("<p>Skipped cluster data (not DNS-able, special address, past a limit): "
                  + (_badge(", ".join(f"{r} {n}" for r, n in skipped.items()), "warn")
                     if skipped else "none") + "</p>")
-    discovery = app.kubernetes.discovery_status()
+    discovery = runtime.kubernetes.discovery_status()
     if discovery is not None:
         parts.append(f"<p>Remote Secrets in <code>{_e(discovery['namespace'])}</code> of "
                      f"{_e(discovery['cluster'])} ({_e(discovery['label'])}): "
@@ -655,13 +658,13 @@ def status_page(app: App, *, started: float) -> str:
                         if discovery["last_error"] else "") + "</p>")
 
     parts.append("<h2>Services</h2>")
-    per_service = app.metrics.gauges.per_service
+    per_service = metrics.gauges.per_service
     keys = sorted(per_service, key=lambda k: (k[1], k[0]))
     rows = []
     for key in keys[:STATUS_SERVICES]:
         counts = per_service[key]
         clusters = sorted({c for c, _ in counts})
-        health = app.snapshot._health.get(key, {})
+        health = runtime.snapshot.health.get(key, {})
         cells = []
         for cluster in clusters:
             ready_n = counts.get((cluster, True), 0)
@@ -681,7 +684,7 @@ def status_page(app: App, *, started: float) -> str:
 
     parts.append("<h2>Upstreams</h2>")
     rows = []
-    forward = app.forward
+    forward = runtime.chain.forward
     if forward is not None:
         for fc, pool in zip(forward.configs, pools(forward), strict=True):
             for upstream in pool.upstreams:
@@ -692,10 +695,10 @@ def status_page(app: App, *, started: float) -> str:
     parts.append(_table(["zone", "upstream", "state", "queries", "failures"], rows,
                         numeric={3, 4}, empty="no forwarding configured"))
 
-    if app.health.endpoints:
+    if runtime.health.endpoints:
         parts.append("<h2>Health checks</h2>")
         rows = []
-        for h in sorted(app.health.endpoints.values(), key=lambda h: (h.service, h.address)):
+        for h in sorted(runtime.health.endpoints.values(), key=lambda h: (h.service, h.address)):
             rows.append([f"<code>{_e(h.service[1])}.{_e(h.service[0])}</code>",
                          f"{_e(h.address)} {_e(h.kind)}:{h.port}",
                          _badge("healthy", "ok") if h.healthy else _badge("unhealthy", "bad"),

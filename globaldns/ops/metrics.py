@@ -14,8 +14,10 @@ service by `RegistryGauges`, so a scrape costs O(clusters), not O(endpoints).
 from __future__ import annotations
 
 import platform
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -34,9 +36,7 @@ from globaldns.dns.stats import DURATION_BOUNDS, SIZE_BOUNDS, combined
 from globaldns.dns.tcp import CLOSE_REASONS
 from globaldns.registry.model import ServiceKey
 from globaldns.registry.store import Store
-
-if TYPE_CHECKING:
-    from globaldns.app import App
+from globaldns.runtime import Runtime
 
 # The qtype label's closed set (as CoreDNS's `type` label); every other qtype is `other`.
 QTYPES = {int(t): t.name for t in (
@@ -89,11 +89,11 @@ class RegistryGauges:
         if names is None:
             self.unhealthy_of = {}
             self.unhealthy = {}
-            for key in self.snapshot._health:
+            for key in self.snapshot.health:
                 self._health_changed(key)
 
     def _health_changed(self, key: ServiceKey) -> None:
-        health = self.snapshot._health.get(key, {})
+        health = self.snapshot.health.get(key, {})
         bad = frozenset(c for c, ok in health.items() if not ok)
         old = self.unhealthy_of.pop(key, frozenset())
         if bad == old:
@@ -137,12 +137,23 @@ class RegistryGauges:
         return len(self.per_service)
 
 
-class Metrics(Collector):
-    """The collector for one App. `registry` holds it (and the process collectors)."""
+@dataclass(slots=True)
+class HttpCounts:
+    """The HTTP endpoint's own counters (ops/http.py counts, the collector reads)."""
 
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.gauges = RegistryGauges(app.store, app.snapshot)
+    forbidden: int = 0
+    """Requests refused (403): the client is not in acl.allow_debug."""
+    closed: Counter[str] = field(default_factory=Counter)
+    """Connections closed by us: header_timeout, evicted, rejected (at the cap)."""
+
+
+class Metrics(Collector):
+    """The collector for one Runtime. `registry` holds it (and the process collectors)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.http = HttpCounts()
+        self.gauges = RegistryGauges(runtime.store, runtime.snapshot)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         ProcessCollector(registry=self.registry)
@@ -152,16 +163,17 @@ class Metrics(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        app = self.app
+        runtime = self.runtime
         yield from self._build()
-        yield from self._dns(app)
-        yield from self._chain(app)
-        yield from self._forward(app)
-        yield from self._kubernetes(app)
-        yield from self._registry(app)
-        yield from self._healthcheck(app)
-        yield from self._config(app)
-        yield from self._querylog(app)
+        yield from self._dns(runtime)
+        yield from self._chain(runtime)
+        yield from self._forward(runtime)
+        yield from self._kubernetes(runtime)
+        yield from self._registry(runtime)
+        yield from self._healthcheck(runtime)
+        yield from self._config(runtime)
+        yield from self._querylog(runtime)
+        yield from self._workers(runtime)
 
     # --- the families ---------------------------------------------------------------
 
@@ -172,9 +184,9 @@ class Metrics(Collector):
         info.add_metric([__version__, platform.python_version()], 1)
         yield info
 
-    def _dns(self, app: App) -> Iterator[Metric]:
-        summary = dns_summary(app)
-        listen = app.config.dns.listen
+    def _dns(self, runtime: Runtime) -> Iterator[Metric]:
+        summary = dns_summary(runtime)
+        listen = runtime.config.dns.listen
         family = "2" if ":" in listen.host else "1"
         totals = summary["totals"]
         requests = CounterMetricFamily(
@@ -252,7 +264,7 @@ class Metrics(Collector):
                                   value=summary["inflight_refused"])
         yield GaugeMetricFamily("globaldns_dns_inflight", "Queries waiting on upstreams",
                                 value=summary["inflight"])
-        tcp = app.tcp_connections
+        tcp = runtime.tcp_connections
         if tcp is not None:
             yield GaugeMetricFamily("globaldns_dns_tcp_connections", "Open TCP connections",
                                     value=len(tcp.open))
@@ -265,7 +277,7 @@ class Metrics(Collector):
             for reason in CLOSE_REASONS:
                 closed.add_metric([reason], tcp.closed[reason])
             yield closed
-        http = app.http
+        http = self.http
         yield CounterMetricFamily("globaldns_http_forbidden",
                                   "HTTP requests refused (403): client not in acl.allow_debug",
                                   value=http.forbidden)
@@ -275,7 +287,7 @@ class Metrics(Collector):
         for reason in ("header_timeout", "evicted", "rejected"):
             http_closed.add_metric([reason], http.closed[reason])
         yield http_closed
-        wire = app.server.wire
+        wire = runtime.server.wire
         if wire is not None:
             yield GaugeMetricFamily("globaldns_dns_wire_cache_entries",
                                     "Replies kept as bytes for repeated UDP queries",
@@ -286,28 +298,27 @@ class Metrics(Collector):
             yield GaugeMetricFamily("globaldns_dns_wire_cache_max_bytes",
                                     "cache.wire_max_bytes", value=wire.max_bytes)
         yield GaugeMetricFamily("globaldns_ready", "1 when /ready answers 200",
-                                value=1 if app.readiness()[0] else 0)
+                                value=1 if runtime.readiness()[0] else 0)
 
     @staticmethod
-    def _chain(app: App) -> Iterator[Metric]:
-        acl = app.acl
+    def _chain(runtime: Runtime) -> Iterator[Metric]:
+        acl = runtime.chain.acl
         refused = CounterMetricFamily("globaldns_acl_refused",
                                       "Queries refused by the ACL, by which list refused them",
                                       labels=["reason"])
         refused.add_metric(["query"], acl.refused_queries)
         refused.add_metric(["recursion"], acl.refused_recursion)
-        chaos = getattr(app, "chaos", None)
-        refused.add_metric(["debug"], chaos.refused if chaos is not None else 0)
+        chaos = runtime.chain.chaos
+        refused.add_metric(["debug"], chaos.refused)
         yield refused
         yield CounterMetricFamily("globaldns_acl_ecs_ignored",
                                   "ECS options ignored: the client is outside acl.ecs_from",
                                   value=acl.ecs_ignored)
-        if chaos is not None:
-            yield _labelled_counter("globaldns_chaos_answers",
-                                    "CHAOS-class TXT queries answered, by kind", "kind",
-                                    chaos.answers)
+        yield _labelled_counter("globaldns_chaos_answers",
+                                "CHAOS-class TXT queries answered, by kind", "kind",
+                                chaos.answers)
 
-        cache = app.cache
+        cache = runtime.chain.cache
         if cache is None:
             return
         yield CounterMetricFamily("globaldns_cache_hits", "Forwarded answers served from the "
@@ -331,8 +342,8 @@ class Metrics(Collector):
                                   value=cache.stale_served)
 
     @staticmethod
-    def _forward(app: App) -> Iterator[Metric]:
-        forward = app.forward
+    def _forward(runtime: Runtime) -> Iterator[Metric]:
+        forward = runtime.chain.forward
         if forward is None:
             return
         labels = ["zone", "to"]
@@ -382,8 +393,8 @@ class Metrics(Collector):
                                   value=forward.unreachable)
 
     @staticmethod
-    def _kubernetes(app: App) -> Iterator[Metric]:
-        sources = app.kubernetes
+    def _kubernetes(runtime: Runtime) -> Iterator[Metric]:
+        sources = runtime.kubernetes
         clusters = sources.clusters()
         up = GaugeMetricFamily("globaldns_k8s_watch_up",
                                "1 while every watch of the cluster is healthy",
@@ -440,7 +451,7 @@ class Metrics(Collector):
                 rejected.add_metric([reason], n)
             yield rejected
 
-    def _registry(self, app: App) -> Iterator[Metric]:
+    def _registry(self, runtime: Runtime) -> Iterator[Metric]:
         gauges = self.gauges
         yield GaugeMetricFamily("globaldns_registry_services",
                                 "Services in the merged registry", value=gauges.services)
@@ -460,17 +471,17 @@ class Metrics(Collector):
         skipped = CounterMetricFamily("globaldns_registry_skipped",
                                       "Cluster data that could not become DNS records, "
                                       "skipped, by reason", labels=["reason"])
-        for reason, n in app.store.skipped.counts.items():
+        for reason, n in runtime.store.skipped.counts.items():
             skipped.add_metric([reason], n)
         yield skipped
         yield GaugeMetricFamily("globaldns_registry_synced",
                                 "1 when negative answers are given (every source synced or "
                                 "sync_timeout passed); 0: SERVFAIL for unknown names",
-                                value=int(app.snapshot.synced))
+                                value=int(runtime.snapshot.synced))
 
     @staticmethod
-    def _healthcheck(app: App) -> Iterator[Metric]:
-        health = app.health
+    def _healthcheck(runtime: Runtime) -> Iterator[Metric]:
+        health = runtime.health
         yield _labelled_counter("globaldns_healthcheck_checks",
                                 "Active health check results", "result", health.checks)
         yield _labelled_counter("globaldns_healthcheck_transitions",
@@ -485,14 +496,14 @@ class Metrics(Collector):
         yield endpoints
 
     @staticmethod
-    def _config(app: App) -> Iterator[Metric]:
-        reloads = app.reloads
+    def _config(runtime: Runtime) -> Iterator[Metric]:
+        reloads = runtime.reloads
         yield _labelled_counter("globaldns_config_reloads", "Config reloads by result",
                                 "result", reloads.results)
         info = GaugeMetricFamily("globaldns_config_info",
                                  "The running config: its file and SHA-256 (value 1)",
                                  labels=["source", "hash"])
-        info.add_metric([reloads.path or app.config.source, reloads.hash], 1)
+        info.add_metric([reloads.path or runtime.config.source, reloads.hash], 1)
         yield info
         yield GaugeMetricFamily("globaldns_config_load_timestamp_seconds",
                                 "When the running config was loaded", value=reloads.loaded_at)
@@ -501,8 +512,8 @@ class Metrics(Collector):
                                 value=0 if reloads.last_error else 1)
 
     @staticmethod
-    def _querylog(app: App) -> Iterator[Metric]:
-        querylog = app.querylog
+    def _querylog(runtime: Runtime) -> Iterator[Metric]:
+        querylog = runtime.querylog
         if querylog is None:
             return
         yield CounterMetricFamily("globaldns_log_queries", "Query log lines written",
@@ -511,12 +522,22 @@ class Metrics(Collector):
                                   "the writer fell behind or could not write",
                                   value=querylog.dropped + querylog.lost)
 
+    @staticmethod
+    def _workers(runtime: Runtime) -> Iterator[Metric]:
+        replicas = runtime.replicas
+        yield GaugeMetricFamily("globaldns_workers_answering",
+                                "Worker processes (dns.workers - 1) that listen and answer "
+                                "the main process's heartbeat", value=len(replicas.answering))
+        yield _labelled_counter("globaldns_workers_restarts",
+                                "Worker processes started again, by why the previous one "
+                                "went (exited, unresponsive)", "reason", replicas.restarts)
 
-def dns_summary(app: App) -> dict[str, Any]:
+
+def dns_summary(runtime: Runtime) -> dict[str, Any]:
     """The DNS counters of this process and, with dns.workers > 1, of its workers (sent
     every few seconds, globaldns/workers.py)."""
-    return combined([app.server.stats.summary(app.server.inflight),
-                     *(app.workers.stats.values() if app.workers else ())])
+    return combined([runtime.server.stats.summary(runtime.server.inflight),
+                     *runtime.replicas.stats.values()])
 
 
 def _labelled_counter(name: str, documentation: str, label: str,

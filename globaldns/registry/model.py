@@ -75,6 +75,29 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class ServicePolicy:
+    """A service's own routing, from its annotations (`globaldns.io/strategy`...): it
+    overrides the config's `routing` rule for that service (docs/mcs.md)."""
+
+    origin: str
+    """Where it was read, e.g. `k8s/east Service prod/web`."""
+    strategy: str = ""
+    """`failover`, `distribute`, `weighted`, `geo`, or "" (the rule's own)."""
+    primary_cluster: str = ""
+    weights: tuple[tuple[str, int], ...] = ()
+    ttl: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceImport:
+    """A ServiceImport of the cluster globaldns runs in (KEP-1645)."""
+
+    headless: bool
+    ips: tuple[str, ...] = ()
+    """The clusterset IPs (canonical), for a `ClusterSetIP` import."""
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceData:
     """What one source knows about one service."""
 
@@ -83,6 +106,11 @@ class ServiceData:
     external_name: str = ""
     """A Kubernetes ExternalName service: answered with a CNAME to this name."""
     labels: tuple[tuple[str, str], ...] = field(default=())
+    policy: ServicePolicy | None = None
+    imported: ServiceImport | None = None
+    service: bool = True
+    """False when the source knows only a ServiceImport of this name (no Service, no
+    slices): the name then exists in `clusterset.local` only."""
 
 
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")

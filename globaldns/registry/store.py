@@ -10,7 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from globaldns.registry.model import Endpoint, Port, ServiceData, ServiceKey
+from globaldns.registry.model import (
+    Endpoint,
+    Port,
+    ServiceData,
+    ServiceImport,
+    ServiceKey,
+    ServicePolicy,
+)
 
 log = logging.getLogger("globaldns.registry")
 
@@ -38,6 +45,9 @@ SKIP_REASONS = {
     "bad_object": "an Istio object (ServiceEntry, WorkloadEntry, WorkloadGroup) that "
                   "cannot be used as a whole: skipped",
     "build_failed": "a service whose answers failed to build: its previous answers stay",
+    "bad_annotation": "a globaldns.io routing annotation that cannot be read: ignored (the "
+                      "config's routing applies)",
+    "bad_service_import": "a ServiceImport whose type or IPs cannot be read: skipped",
 }
 """Why cluster data was skipped: the closed set of the `reason` label."""
 
@@ -73,7 +83,8 @@ def printable(text: str, limit: int = 300) -> str:
 class MergedService:
     """All sources' data for one service, merged."""
 
-    __slots__ = ("endpoints", "external_name", "key", "ports", "sources")
+    __slots__ = ("endpoints", "exists", "external_name", "imported", "key", "policy", "ports",
+                 "sources")
 
     def __init__(self, key: ServiceKey, by_source: dict[str, ServiceData]) -> None:
         self.key = key
@@ -81,8 +92,16 @@ class MergedService:
         ports: dict[tuple[str, str], Port] = {}
         endpoints: list[Endpoint] = []
         external_name = ""
+        self.policy: ServicePolicy | None = None
+        """The first source's (in name order) that has one."""
+        self.imported: ServiceImport | None = None
+        self.exists = False
+        """A Service or slices are known (not only a ServiceImport)."""
         for source in self.sources:
             data = by_source[source]
+            self.policy = self.policy or data.policy
+            self.imported = self.imported or data.imported
+            self.exists = self.exists or data.service
             for port in data.ports:
                 ports.setdefault((port.name, port.protocol), port)
             endpoints.extend(data.endpoints)

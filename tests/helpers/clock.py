@@ -24,6 +24,29 @@ class Clock:
         self.now += seconds
 
 
+class Ticks:
+    """A sleep (and clock) the test drives, for a task on the server's loop: each sleep
+    waits for the test's `tick(seconds)`, which moves the clock by that much. `sleeping`
+    counts the sleeps begun, so the test knows when the task finished a round."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.now = 1000.0
+        self.sleeping = 0
+        self._ticks: asyncio.Queue[float] = asyncio.Queue()
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeping += 1
+        self.now += await self._ticks.get()
+
+    def tick(self, seconds: float) -> None:
+        """Let one sleep end, `seconds` later (from any thread)."""
+        self.loop.call_soon_threadsafe(self._ticks.put_nowait, seconds)
+
+
 class ManualTime:
     """`now()` and `sleep()` for code that takes them (health checks, upstream probes):
     a sleep ends when `advance()` moves time to its end, in order of their ends. A

@@ -9,12 +9,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import yaml
 
 from tests.helpers.data import ROOT
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 BIN = Path(sys.executable).parent
+# The oldest version we support, and the newest the installed kubernetes-validate knows.
+VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 
 
 def tool(name: str) -> str:

@@ -9,6 +9,7 @@ import shutil
 import socket
 import struct
 import subprocess
+from collections import Counter
 
 import dnslib
 
@@ -98,3 +99,21 @@ def ecs(subnet: str) -> tuple[int, bytes]:
     family = 1 if net.version == 4 else 2
     raw = net.network_address.packed[: (net.prefixlen + 7) // 8]
     return 8, struct.pack("!HBB", family, net.prefixlen, 0) + raw
+
+
+def first_records(port: int, name: str, count: int, *, source: str = "127.0.0.1",
+                  options: list[tuple[int, bytes]] = ()) -> Counter[str]:  # type: ignore[assignment]
+    seen: Counter[str] = Counter()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((source, 0))
+        s.settimeout(2)
+        for _ in range(count):
+            s.sendto(make_query(name, edns=1232 if options else None, options=options),
+                     ("127.0.0.1", port))
+            reply = dnslib.DNSRecord.parse(s.recv(4096))
+            seen[str(reply.rr[0].rdata)] += 1
+    return seen
+
+
+def share(counter: Counter[str], prefix: str) -> float:
+    return 100 * sum(n for a, n in counter.items() if a.startswith(prefix)) / counter.total()

@@ -44,7 +44,7 @@ class Running:
 
     @property
     def port(self) -> int:
-        return self.app.port
+        return self.app.runtime.port
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run fn(*args) on the server's loop (the only thread that may touch its state)."""

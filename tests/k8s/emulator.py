@@ -824,3 +824,31 @@ async def running(*emulators: Emulator) -> Any:
     finally:
         for emulator in emulators:
             await emulator.stop()
+
+
+# --- Multi-Cluster Services API (KEP-1645): ServiceExport, ServiceImport ----------------
+# Kept in one block (issue 13, MCS part): the CRDs' kinds, and the objects' builders.
+
+MCS_API = "multicluster.x-k8s.io/v1alpha1"
+KINDS.update({
+    "serviceexports": ("ServiceExport", MCS_API, f"/apis/{MCS_API}"),
+    "serviceimports": ("ServiceImport", MCS_API, f"/apis/{MCS_API}"),
+})
+
+
+def service_export(namespace: str, name: str, *,
+                   annotations: dict[str, str] | None = None) -> Obj:
+    return {"kind": "ServiceExport", "apiVersion": MCS_API,
+            "metadata": {"name": name, "namespace": namespace,
+                         "annotations": dict(annotations or {})}}
+
+
+def service_import(namespace: str, name: str, *, ips: Iterable[str] = (),
+                   headless: bool = False,
+                   ports: Iterable[tuple[str, int, str]] = (("http", 80, "TCP"),)) -> Obj:
+    spec: Obj = {"type": "Headless" if headless else "ClusterSetIP",
+                 "ports": [{"name": n, "port": p, "protocol": proto} for n, p, proto in ports]}
+    if not headless:
+        spec["ips"] = list(ips)
+    return {"kind": "ServiceImport", "apiVersion": MCS_API,
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}

@@ -28,7 +28,7 @@ from tests.k8s.expect import held
 
 def attach(server: Running, fast: FastTime) -> KubernetesSources:
     """The App's own KubernetesSources (app.py starts them with the server)."""
-    return server.app.kubernetes
+    return server.app.runtime.kubernetes
 
 
 

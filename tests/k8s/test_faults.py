@@ -25,11 +25,11 @@ NAME = "web.prod.global"
 
 
 def state(server: Running, name: str) -> str:
-    return next(s["state"] for s in server.app.kubernetes.status() if s["cluster"] == name)
+    return next(s["state"] for s in server.app.runtime.kubernetes.status() if s["cluster"] == name)
 
 
 def cluster(server: Running, name: str) -> Any:
-    return next(s for s in server.app.kubernetes.clusters() if s.name == name)
+    return next(s for s in server.app.runtime.kubernetes.clusters() if s.name == name)
 
 
 async def more(load: Load, count: int = 20) -> list[Answer]:
@@ -50,7 +50,7 @@ async def start(server_factory: Any, emulators: list[Any], tmp_path: Path, fast:
                 **extra: str) -> Running:
     server: Running = server_factory(yaml_for(emulators, tmp_path, **extra),
                                      k8s_timing=timing_for(fast))
-    await eventually(lambda: server.app.kubernetes.synced, timeout=10)
+    await eventually(lambda: server.app.runtime.kubernetes.synced, timeout=10)
     return server
 
 
@@ -180,7 +180,7 @@ async def test_a_quiet_watch_that_idles_out_again_and_again_reopens_at_the_first
     web(b, "10.2.0.1")
     server: Running = server_factory(
         yaml_for([a, b], tmp_path, watch_idle_timeout="300ms"), k8s_timing=fast.timing)
-    await eventually(lambda: server.app.kubernetes.synced, timeout=10)
+    await eventually(lambda: server.app.runtime.kubernetes.synced, timeout=10)
     with Load(server.port, [NAME]) as load:
         await eventually(lambda: cluster(server, "a").errors_by_kind["idle_timeout"] >= 8,
                          timeout=20)

@@ -55,7 +55,8 @@ def serve(e: list[em.Emulator], tmp_path: Path, server_factory: Any, fast: FastT
 
 async def reload(server: Running, path: Path, text: str) -> None:
     path.write_text(text)
-    assert await asyncio.to_thread(server.call, server.app.reload) is True
+    assert await asyncio.to_thread(server.run,
+                                   server.app.runtime.reloads.reload(why="test")) is True
 
 
 async def test_a_63_character_port_name_skips_that_port_and_no_other_answer(
@@ -67,7 +68,7 @@ async def test_a_63_character_port_name_skips_that_port_and_no_other_answer(
                             ports=[(LONG_PORT, 8081, "TCP"), ("http", 8080, "TCP")]))
     names = healthy(a, 5)
     server, path = serve([a], tmp_path, server_factory, fast)
-    await eventually(lambda: server.app.kubernetes.synced)
+    await eventually(lambda: server.app.runtime.kubernetes.synced)
     await all_answer(server, names)
     assert await answers(server.port, "aaa.prod.global") == ("NOERROR", ["10.99.0.1"])
     srv = await query(server.port, "_http._tcp.aaa.prod.global", "SRV")
@@ -91,12 +92,13 @@ async def test_a_service_that_fails_to_build_leaves_every_other_answer_as_it_was
     (a,) = await emulators("a")
     names = healthy(a, 5)
     server, path = serve([a], tmp_path, server_factory, fast)
-    await eventually(lambda: server.app.kubernetes.synced)
+    await eventually(lambda: server.app.runtime.kubernetes.synced)
     await all_answer(server, names)
     # A source writing data no answer can be built from (an address that is none): the
     # store takes it, its answers fail to build.
     broken = ServiceData(endpoints=(Endpoint(address="not-an-address", cluster="a"),))
-    await asyncio.to_thread(server.call, server.app.store.set, "test", ("prod", "aab"), broken)
+    await asyncio.to_thread(server.call, server.app.runtime.store.set, "test", ("prod", "aab"),
+                            broken)
     await all_answer(server, names)
     assert await answers(server.port, "aab.prod.global") == ("NXDOMAIN", [])
     assert skipped(server, "build_failed") == 1
@@ -120,9 +122,9 @@ async def test_a_remote_secret_key_that_is_no_dns_label_names_no_cluster(
                       labels={"istio/multiCluster": "true"}))
     text = yaml_for([hub], tmp_path) + "remote_secrets: {cluster: hub, allow_insecure: true}\n"
     server = server_factory(text, k8s_timing=timing_for(fast))
-    await eventually(lambda: server.app.kubernetes.synced and
-                     len(server.app.kubernetes.clusters()) == 2)
-    assert [c.name for c in server.app.kubernetes.clusters()] == ["east", "hub"]
+    await eventually(lambda: server.app.runtime.kubernetes.synced and
+                     len(server.app.runtime.kubernetes.clusters()) == 2)
+    assert [c.name for c in server.app.runtime.kubernetes.clusters()] == ["east", "hub"]
     srv = await query(server.port, "_http._tcp.web.prod.global", "SRV")
     assert rcode(srv) == "NOERROR"
     assert [str(rr.rdata.target) for rr in srv.rr] == ["10-1-0-1.east.web.prod.global."]
@@ -145,7 +147,7 @@ async def test_special_addresses_are_skipped_unless_the_cluster_allows_them(
         "    kubeconfig: " + str(tmp_path / "b.kubeconfig"),
         "    kubeconfig: " + str(tmp_path / "b.kubeconfig") + "\n    allow_special_addresses: true")
     server = server_factory(text, k8s_timing=timing_for(fast))
-    await eventually(lambda: server.app.kubernetes.synced)
+    await eventually(lambda: server.app.runtime.kubernetes.synced)
     assert await answers(server.port, "a.web.prod.global") == ("NOERROR", ["10.0.0.1"])
     assert await answers(server.port, "b.web.prod.global") == ("NOERROR", sorted(special))
     a6 = await query(server.port, "a.web.prod.global", "AAAA")
@@ -163,7 +165,7 @@ async def test_the_same_address_from_two_clusters_is_one_record_of_the_rrset(
         e.put(em.endpoint_slice("prod", "vip-1", "vip", endpoints=[em.endpoint("10.9.9.9")]))
     a.put(em.endpoint_slice("prod", "vip-2", "vip", endpoints=[em.endpoint("10.9.9.8")]))
     server = server_factory(yaml_for([a, b], tmp_path), k8s_timing=timing_for(fast))
-    await eventually(lambda: server.app.kubernetes.synced)
+    await eventually(lambda: server.app.runtime.kubernetes.synced)
     reply = await query(server.port, "vip.prod.global")
     # RFC 2181 §5: an RRset holds each record once.
     assert sorted(addresses(reply)) == ["10.9.9.8", "10.9.9.9"]
@@ -186,7 +188,7 @@ async def test_slices_past_max_endpoints_per_service_are_skipped_and_counted(
                             endpoints=[em.endpoint(f"10.60.0.{i}") for i in range(1, 7)]))
     server, _ = serve([a], tmp_path, server_factory, fast,
                       extra="limits: {max_endpoints_per_service: 5}\n")
-    await eventually(lambda: server.app.kubernetes.synced)
+    await eventually(lambda: server.app.runtime.kubernetes.synced)
     await all_answer(server, names)
     # big-2 would take big past 5 endpoints: skipped whole; huge-1 alone is past it.
     assert await answers(server.port, "big.prod.global") == (
@@ -211,7 +213,7 @@ async def test_a_watch_event_past_max_event_bytes_is_skipped_and_the_watch_goes_
     healthy(a, 2)
     server, _ = serve([a], tmp_path, server_factory, fast,
                       extra="limits: {max_event_bytes: 65536}\n")
-    await eventually(lambda: server.app.kubernetes.synced and a.open_watches == 2)
+    await eventually(lambda: server.app.runtime.kubernetes.synced and a.open_watches == 2)
     fat = em.service("prod", "fat")
     fat["metadata"]["annotations"] = {"blob": "x" * 200_000}
     a.put(fat)
@@ -219,7 +221,7 @@ async def test_a_watch_event_past_max_event_bytes_is_skipped_and_the_watch_goes_
     await dns_eventually(server.port, "svc1.prod.global", ("NOERROR", ["10.1.0.9"]))
     assert await answers(server.port, "fat.prod.global") == ("NXDOMAIN", [])
     assert skipped(server, "event_too_large") == 1
-    assert server.app.kubernetes.status()[0]["errors"] == 0
+    assert server.app.runtime.kubernetes.status()[0]["errors"] == 0
     assert await answers(server.port, "svc0.prod.global") == ("NOERROR", ["10.0.0.1"])
 
 
@@ -233,7 +235,7 @@ async def test_a_20000_endpoint_slice_is_skipped_unparsed_under_the_default_limi
     (a,) = await emulators("a")
     healthy(a, 2)
     server, _ = serve([a], tmp_path, server_factory, fast)
-    await eventually(lambda: server.app.kubernetes.synced and a.open_watches == 2)
+    await eventually(lambda: server.app.runtime.kubernetes.synced and a.open_watches == 2)
     a.put(em.service("prod", "crowd"))
     a.put(_big_slice(20_000))
     assert len(json.dumps(a.get("endpointslices", "prod", "crowd-1"))) > 1_000_000
@@ -250,9 +252,9 @@ async def test_a_20000_endpoint_slice_under_a_raised_limit_is_applied_in_many_lo
     names = healthy(a, 2)
     server, _ = serve([a], tmp_path, server_factory, fast,
                       extra="limits: {max_endpoints_per_service: 20000}\n")
-    await eventually(lambda: server.app.kubernetes.synced and a.open_watches == 2)
-    source = server.app.kubernetes.clusters()[0]
-    before = (source.yields, server.app.snapshot.yields)
+    await eventually(lambda: server.app.runtime.kubernetes.synced and a.open_watches == 2)
+    source = server.app.runtime.kubernetes.clusters()[0]
+    before = (source.yields, server.app.runtime.snapshot.yields)
     a.put(em.service("prod", "crowd"))
     a.put(_big_slice(20_000))
     # The last endpoint (10.100.78.31) answers by its own name once the slice is in.
@@ -262,7 +264,7 @@ async def test_a_20000_endpoint_slice_under_a_raised_limit_is_applied_in_many_lo
     # measures how long each holds it): 20 conversion steps of 1,000 endpoints, 200
     # snapshot steps of 100.
     assert source.yields - before[0] >= 19
-    assert server.app.snapshot.yields - before[1] >= 199
+    assert server.app.runtime.snapshot.yields - before[1] >= 199
     assert skipped(server, "too_many_endpoints") == 0
     await all_answer(server, names)
     reply = await query(server.port, "a.crowd.prod.global")
@@ -303,7 +305,7 @@ async def test_an_endpoint_name_past_255_bytes_is_left_out_and_the_service_still
     c.put(em.endpoint_slice(namespace, "big-1", service, endpoints=[
         em.endpoint("10.7.0.1", hostname="h" * 63), em.endpoint("10.7.0.2", hostname="web")]))
     server, _ = serve([c], tmp_path, server_factory, fast)
-    await eventually(lambda: server.app.kubernetes.synced)
+    await eventually(lambda: server.app.runtime.kubernetes.synced)
     base = f"{service}.{namespace}.global"
     assert await answers(server.port, base) == ("NOERROR", ["10.7.0.1", "10.7.0.2"])
     srv = await query(server.port, f"_http._tcp.{base}", "SRV")

@@ -392,7 +392,7 @@ async def test_no_token_or_key_byte_reaches_logs_pages_or_metrics(
         lines += [f"  - name: {e.name}", f"    kubeconfig: {path}"]
     lines.append("remote_secrets: {cluster: hub}")
     server = server_factory("\n".join(lines) + "\n", k8s_timing=timing_for(fast))
-    sources = server.app.kubernetes
+    sources = server.app.runtime.kubernetes
     await eventually(lambda: {s["cluster"]: s["errors"] > 0 for s in sources.status()}
                      == {"loop": True, "denied": True, "bad": True, "worse": True,
                          "hub": False}, timeout=10, what="every hostile cluster failed")

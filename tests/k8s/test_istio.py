@@ -106,7 +106,7 @@ async def test_the_designs_service_entry_and_workload_entries_are_answered_over_
 
 
 async def _explain(server: Running, name: str) -> dict[str, Any]:
-    return explain(server.app.snapshot, server.app.store, name)
+    return explain(server.app.runtime.snapshot, server.app.runtime.store, name)
 
 
 async def test_a_workload_entry_whose_healthy_condition_is_false_is_not_answered(
@@ -165,7 +165,7 @@ async def test_v1beta1_is_read_when_the_api_serves_no_v1(
     design(east)
     server = server_factory(config(east, tmp_path), k8s_timing=timing_for(fast))
     await dns_eventually(server.port, "users.api.example.com", ("NOERROR", ["203.0.113.10"]))
-    status = server.app.kubernetes.status()[0]
+    status = server.app.runtime.kubernetes.status()[0]
     assert status["istio"]["version"] == "v1beta1"
     paths = {path for path, _ in east.requests}
     assert "/apis/networking.istio.io/v1beta1/serviceentries" in paths
@@ -182,7 +182,7 @@ async def test_a_cluster_without_istio_installed_still_serves_its_services(
     east.put(em.endpoint_slice("prod", "web-1", "web", endpoints=[em.endpoint("10.1.0.1")]))
     server = server_factory(config(east, tmp_path), k8s_timing=timing_for(fast))
     await dns_eventually(server.port, "web.prod.global", ("NOERROR", ["10.1.0.1"]))
-    assert "not served" in server.app.kubernetes.status()[0]["istio"]["error"]
+    assert "not served" in server.app.runtime.kubernetes.status()[0]["istio"]["error"]
 
 
 async def test_a_workload_group_probe_is_run_against_the_entries_it_owns(
@@ -245,6 +245,6 @@ async def test_hostile_istio_objects_are_skipped_and_counted_and_the_rest_answer
     assert await answers(server.port, "taken.default.global") == ("NOERROR", ["10.1.1.1"])
     assert await answers(server.port, "api.elsewhere.net") == ("REFUSED", [])
     assert await answers(server.port, "odd.svc.example.org") == ("REFUSED", [])
-    counts = server.app.store.skipped.counts
+    counts = server.app.runtime.store.skipped.counts
     for reason in ("bad_host", "special_address", "bad_port", "bad_object", "host_not_served"):
         assert counts[reason] >= 1, (reason, counts)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 from collections import Counter, deque
@@ -35,7 +36,9 @@ from typing import TYPE_CHECKING, Any
 from globaldns.config.model import DEFAULT_LIMITS, ClusterConfig, LimitsConfig
 from globaldns.registry.model import ServiceData, ServiceKey
 from globaldns.registry.store import Store
-from globaldns.sources.k8s import objects
+from globaldns.sources.k8s import mcs, objects
+from globaldns.sources.k8s.annotations import NONE as NO_ANNOTATIONS
+from globaldns.sources.k8s.annotations import policy
 from globaldns.sources.k8s.api import (
     ENDPOINTSLICES,
     SERVICES,
@@ -46,6 +49,7 @@ from globaldns.sources.k8s.api import (
 )
 from globaldns.sources.k8s.credentials import Credentials, Rejected, Rejection
 from globaldns.sources.k8s.istio import IstioSource
+from globaldns.sources.k8s.mcs import SERVICEEXPORTS, SERVICEIMPORTS, ExportRecord, ImportRecord
 from globaldns.sources.k8s.objects import EventType, ServiceRecord, SliceRecord
 from globaldns.sources.k8s.watch import Sink, Timing, Watch
 
@@ -53,6 +57,9 @@ if TYPE_CHECKING:
     from globaldns.sources.healthcheck import HealthChecker
 
 log = logging.getLogger("globaldns.k8s")
+
+Record = SliceRecord | ServiceRecord | ExportRecord | ImportRecord
+"""One converted object of a watch."""
 
 CredentialsLoader = Callable[[], Credentials]
 """Loads credentials; may block (files, exec plugins), so it runs in a thread."""
@@ -108,6 +115,8 @@ class ClusterSource:
         self._slices: dict[tuple[str, str], SliceRecord] = {}
         self._slices_of: dict[ServiceKey, dict[str, SliceRecord]] = {}
         self._services: dict[ServiceKey, ServiceRecord] = {}
+        self._exports: dict[ServiceKey, ExportRecord] = {}
+        self._imports: dict[ServiceKey, ImportRecord] = {}
         self._published = False
         self._stopped = False
         self._api: ApiClient | None = None
@@ -171,13 +180,22 @@ class ClusterSource:
         self.server = credentials.server
         self._api = ApiClient(credentials)
         sinks: list[tuple[Resource, Sink]] = [(ENDPOINTSLICES, self), (SERVICES, self)]
+        if self.config.export == "service_export":
+            sinks.append((SERVICEEXPORTS, self))
+        if self.config.service_imports:
+            sinks.append((SERVICEIMPORTS, self))
+        log.info("k8s %s: export %s%s", self.name, self.config.export,
+                 "; ServiceImports watched" if self.config.service_imports else "")
         if self.istio is not None:
             sinks += [(r, self.istio) for r in await self.istio.discover(self._api,
                                                                          self._timing)]
         namespaces = self.config.namespaces or ("",)
         self.watches = [
             Watch(self._api, resource, sink, cluster=self.name, namespace=namespace,
-                  label_selector=self.config.label_selector,
+                  # The selector picks what is served; an export or import of a picked
+                  # Service is read whatever its labels.
+                  label_selector="" if resource in (SERVICEEXPORTS, SERVICEIMPORTS)
+                  else self.config.label_selector,
                   idle_timeout=self.config.watch_idle_timeout, timing=self._timing,
                   limits=self.limits, skipped=self._store.skipped)
             for resource, sink in sinks for namespace in namespaces]
@@ -259,8 +277,7 @@ class ClusterSource:
             self._applier = None
         self._update_state()
 
-    async def _convert_steps(self, watch: Watch, raw: dict[str, Any]
-                             ) -> SliceRecord | ServiceRecord | None:
+    async def _convert_steps(self, watch: Watch, raw: dict[str, Any]) -> Record | None:
         if watch.resource is not ENDPOINTSLICES or not _big(raw):
             return self._convert(watch, raw)
         steps = objects.endpoint_slice_steps(
@@ -280,13 +297,34 @@ class ClusterSource:
             self._skip("bad_name", "endpointslice", raw, exc)
         return None
 
-    def _convert(self, watch: Watch, raw: dict[str, Any]) -> SliceRecord | ServiceRecord | None:
+    def _convert(self, watch: Watch, raw: dict[str, Any]) -> Record | None:
         if watch.resource is ENDPOINTSLICES:
             return self._convert_slice(raw)
+        if watch.resource is SERVICEEXPORTS:
+            return self._convert_mcs(mcs.service_export, "serviceexport", raw)
+        if watch.resource is SERVICEIMPORTS:
+            return self._convert_mcs(mcs.service_import, "serviceimport", raw)
         return self._convert_service(raw)
 
-    def _apply_list(self, watch: Watch, records: list[SliceRecord | ServiceRecord | None]
-                    ) -> None:
+    def _convert_mcs(self, convert: Callable[..., ExportRecord | ImportRecord], kind: str,
+                     raw: dict[str, Any]) -> ExportRecord | ImportRecord | None:
+        try:
+            return convert(raw, cluster=self.name, skipped=self._store.skipped)
+        except objects.ConversionError as exc:
+            self._skip(exc.reason, kind, raw, exc)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            self._skip("bad_name", kind, raw, exc)
+        return None
+
+    def _held(self, watch: Watch) -> dict[ServiceKey, Any]:
+        """The dict of keyed records a (non-slice) watch fills."""
+        if watch.resource is SERVICEEXPORTS:
+            return self._exports
+        if watch.resource is SERVICEIMPORTS:
+            return self._imports
+        return self._services
+
+    def _apply_list(self, watch: Watch, records: list[Record | None]) -> None:
         namespace = watch.namespace
         touched: set[ServiceKey] = set()
         if watch.resource is ENDPOINTSLICES:
@@ -298,14 +336,16 @@ class ClusterSource:
             for record in fresh.values():
                 touched.update(self._put_slice(record))
         else:
-            services = {r.key: r for r in records if isinstance(r, ServiceRecord)}
-            for key in [k for k in self._services if (not namespace or k[0] == namespace)
-                        and k not in services]:
-                del self._services[key]
+            held = self._held(watch)
+            fresh_keyed = {r.key: r for r in records
+                           if r is not None and not isinstance(r, SliceRecord)}
+            for key in [k for k in held if (not namespace or k[0] == namespace)
+                        and k not in fresh_keyed]:
+                del held[key]
                 touched.add(key)
-            for key, service in services.items():
-                if self._services.get(key) != service:
-                    self._services[key] = service
+            for key, keyed in fresh_keyed.items():
+                if held.get(key) != keyed:
+                    held[key] = keyed
                     touched.add(key)
         for key in touched:
             self._refresh(key)
@@ -313,7 +353,7 @@ class ClusterSource:
             self.last_sync = self._timing.wall()
 
     def _apply_event(self, watch: Watch, kind: EventType, obj: dict[str, Any],
-                     record: SliceRecord | ServiceRecord | None) -> None:
+                     record: Record | None) -> None:
         touched: set[ServiceKey] = set()
         if kind == "DELETED":
             try:
@@ -322,12 +362,12 @@ class ClusterSource:
                 return
             if watch.resource is ENDPOINTSLICES:
                 touched.update(self._remove_slice(key))
-            elif self._services.pop(key, None) is not None:
+            elif self._held(watch).pop(key, None) is not None:
                 touched.add(key)
         elif isinstance(record, SliceRecord):
             touched.update(self._put_slice(record))
-        elif isinstance(record, ServiceRecord) and self._services.get(record.key) != record:
-            self._services[record.key] = record
+        elif record is not None and self._held(watch).get(record.key) != record:
+            self._held(watch)[record.key] = record
             touched.add(record.key)
         for key in touched:
             self._refresh(key)
@@ -409,14 +449,39 @@ class ClusterSource:
                 del self._slices_of[old.service]
         return (old.service,)
 
+    def _exported(self, key: ServiceKey, service: ServiceRecord | None) -> bool:
+        """The cluster's `export` policy: does this service reach the registry?"""
+        if self.config.export == "service_export":
+            return key in self._exports
+        if self.config.export == "labeled":
+            return service is not None and service.labeled
+        return True
+
     def _data(self, key: ServiceKey) -> ServiceData | None:
         service = self._services.get(key)
         slices = self._slices_of.get(key)
-        if service is None and not slices:
-            return None
-        return objects.merge(service, list(slices.values()) if slices else [],
+        imported = self._imports.get(key)
+        if (service is None and not slices) or not self._exported(key, service):
+            if imported is None:
+                return None
+            return ServiceData(ports=imported.ports, imported=imported.imported, service=False)
+        data = objects.merge(service, list(slices.values()) if slices else [],
                              max_endpoints=self.limits.max_endpoints_per_service,
                              skipped=self._store.skipped, cluster=self.name)
+        export = self._exports.get(key)
+        found = policy(
+            (service.annotations if service is not None else None) or NO_ANNOTATIONS,
+            export.annotations if export is not None else NO_ANNOTATIONS,
+            origin=f"{self.source} " + ("ServiceExport" if export is not None
+                                        and export.annotations else "Service")
+            + f" {key[0]}/{key[1]}")
+        if found is None and imported is None:
+            return data
+        return dataclasses.replace(data, policy=found,
+                                   imported=imported.imported if imported else None)
+
+    def _keys(self) -> set[ServiceKey]:
+        return self._services.keys() | self._slices_of.keys() | self._imports.keys()
 
     def _refresh(self, key: ServiceKey) -> None:
         if not self._published or self._stopped:
@@ -429,7 +494,7 @@ class ClusterSource:
 
     def _publish_all(self) -> None:
         everything: dict[ServiceKey, ServiceData] = {}
-        for key in self._services.keys() | self._slices_of.keys():
+        for key in self._keys():
             data = self._data(key)
             if data is not None:
                 everything[key] = data

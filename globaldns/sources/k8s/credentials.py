@@ -137,6 +137,16 @@ class Credentials:
     def tls_server_name(self) -> str | None:
         return self._conf.tls_server_name or None
 
+    def ca_pem(self) -> bytes | None:
+        """The CA certificates the server is verified with (None: the system's)."""
+        if not self._conf.ssl_ca_cert:
+            return None
+        try:
+            with open(self._conf.ssl_ca_cert, "rb") as file:
+                return file.read(MAX_KUBECONFIG_BYTES)
+        except OSError as exc:
+            raise CredentialsError(f"{self.origin}: CA file: {exc.strerror}") from exc
+
 
 def _build_ssl(conf: Configuration, origin: str) -> ssl.SSLContext:
     try:

@@ -30,6 +30,8 @@ from globaldns.registry.model import (
     is_special,
 )
 from globaldns.registry.store import Skipped
+from globaldns.sources.k8s.annotations import EXPORT_LABEL, Annotations
+from globaldns.sources.k8s.annotations import read as read_annotations
 
 log = logging.getLogger("globaldns.k8s")
 
@@ -166,6 +168,10 @@ class ServiceRecord:
     name: str
     ports: tuple[Port, ...]
     external_name: str = ""
+    labeled: bool = False
+    """Labelled `globaldns.io/export: "true"` (the `labeled` export policy)."""
+    annotations: Annotations | None = None
+    """Its `globaldns.io/*` routing annotations, when it has any."""
 
     @property
     def key(self) -> ServiceKey:
@@ -221,7 +227,8 @@ def _port(raw: RawEndpointPort | RawServicePort, what: str,
     return Port(name=name, port=number, protocol=protocol)
 
 
-def _ports(raws: Any, what: str, skipped: Skipped | None) -> tuple[Port, ...]:
+def ports_of(raws: Any, what: str, skipped: Skipped | None) -> tuple[Port, ...]:
+    """The ports of a Service, EndpointSlice or ServiceImport that can name SRV records."""
     return tuple(p for p in (_port(r, what, skipped) for r in raws or ()) if p is not None)
 
 
@@ -269,7 +276,7 @@ def endpoint_slice_steps(raw: RawEndpointSlice, *, cluster: str, locality: Local
         raise TooManyEndpoints(f"more than {rules.max_endpoints} addresses "
                                "(limits.max_endpoints_per_service)")
     allow_special = rules is not None and rules.allow_special_addresses
-    ports = _ports(raw.get("ports"), what, skipped)
+    ports = ports_of(raw.get("ports"), what, skipped)
     address_type = raw.get("addressType", "")
     if address_type not in ("IPv4", "IPv6"):
         return SliceRecord(namespace, name, service, (), ports)
@@ -325,13 +332,18 @@ def service(raw: RawService, *, cluster: str = "",
     if not (is_label(name) and is_label(namespace)):
         raise ConversionError(f"service {name!r} in namespace {namespace!r} is not a DNS name")
     spec = raw.get("spec") or {}
-    ports = _ports(spec.get("ports"), f"k8s/{cluster} service {namespace}/{name}", skipped)
+    ports = ports_of(spec.get("ports"), f"k8s/{cluster} service {namespace}/{name}", skipped)
     external_name = ""
     if spec.get("type") == "ExternalName":
         external_name = str(spec.get("externalName") or "").lower().rstrip(".")
         if not _domain(external_name):
             raise ConversionError(f"externalName {external_name!r} is not a domain name")
-    return ServiceRecord(namespace, name, ports, external_name)
+    meta = raw["metadata"]
+    labels = meta.get("labels") or {}
+    labeled = isinstance(labels, dict) and labels.get(EXPORT_LABEL) == "true"
+    found = read_annotations(meta, what=f"k8s/{cluster} service {namespace}/{name}",
+                            skipped=skipped) if meta.get("annotations") else None
+    return ServiceRecord(namespace, name, ports, external_name, labeled, found or None)
 
 
 def merge(service: ServiceRecord | None, slices: list[SliceRecord], *,
