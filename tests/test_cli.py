@@ -119,3 +119,26 @@ def test_the_embedded_default_is_the_example_config():
 def test_the_console_script_is_installed():
     bindir = Path(sys.executable).parent
     assert os.access(bindir / "globaldns", os.X_OK)
+
+
+def test_serve_without_watched_clusters_never_imports_the_kubernetes_package():
+    # The package costs ~30 MB and 0.2 s; only loading kubeconfig credentials needs it.
+    # `-X importtime` makes the real process name every module it imports, on stderr.
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "globaldns", "serve",
+                             "--listen", f"127.0.0.1:{port}"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stderr:  # type: ignore[union-attr]
+            lines.append(line)
+            if "globaldns ready" in line:
+                break
+        assert addresses(ask(port, "user-service.production.global"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=10)[1]
+    modules = {line.rsplit("|", 1)[-1].strip() for line in [*lines, *rest.splitlines()]
+               if line.startswith("import time:")}
+    assert "globaldns.sources.k8s.credentials" in modules
+    assert not {m for m in modules if m.split(".")[0] == "kubernetes"}

@@ -312,3 +312,15 @@ async def test_an_endpoint_name_past_255_bytes_is_left_out_and_the_service_still
     assert rcode(srv) == "NOERROR"
     assert [str(rr.rdata.target) for rr in srv.rr] == [f"web.{'c' * 63}.{base}."]
     assert skipped(server, "name_too_long") >= 1
+
+
+async def test_a_synced_cluster_publishes_its_services_in_loop_steps_and_is_ready_when_all_are_in(
+        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime) -> None:
+    # 20,000 services written in one call held the loop, and every answer, for seconds.
+    (a,) = await emulators("a")
+    names = healthy(a, 200)
+    server, _ = serve([a], tmp_path, server_factory, fast)
+    await eventually(lambda: server.app.runtime.kubernetes.synced)
+    source = server.app.runtime.kubernetes.clusters()[0]
+    assert source.publish_steps >= 200 // 16 - 1
+    await all_answer(server, names)
