@@ -2,7 +2,7 @@
 
 `python3 bench/lifetime.py [--rounds 3]` (with the project's venv) starts `globaldns serve`
 processes on loopback and asks `api.prod.global` from 32 source ports, one query at a time,
-each waiting up to 1 s (tests/test_lifetime.py's `Load`). Per round it prints:
+each waiting up to 1 s (tests/helpers/processes.py's `Load`). Per round it prints:
 - kill: --workers 2, the worker SIGKILLed under the loop: queries sent and lost, lost
   among those sent after the restart (the new worker answering, /ready 200), the seconds
   from the kill to /ready 200, and the q/s after it;
@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.test_lifetime import Load, answering_worker, get, restarts, serve
-from tests.upstreams import wait_until
+from tests.helpers.processes import Load, answering_worker, get, restarts, serve
+from tests.helpers.wait import wait_until
 
 
 def kill_round(directory: Path) -> str:

@@ -26,7 +26,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from globaldns.config import Config, ConfigError
-from globaldns.config.parse import MAX_CONFIG_BYTES, parse_bytes, read_bounded
+from globaldns.config.parse import MAX_CONFIG_BYTES, parse_bytes
+from globaldns.config.values import read_bounded
 
 log = logging.getLogger("globaldns.reload")
 

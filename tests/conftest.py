@@ -1,107 +1,16 @@
-"""Fixtures: a real globaldns server (the App, on its own thread and event loop), started
-from YAML text, queried over real sockets."""
+"""Fixtures: a real globaldns server (tests/helpers/server.py), started from YAML text and
+stopped at the end of the test; emulated Kubernetes clusters and fast time for them."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import re
-import socket
-import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
-from globaldns.app import App
-from globaldns.config import parse_text
-from globaldns.config.model import DnsConfig, ListenAddress
-
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
-"""Fixtures and the fuzz corpus, copied into the repository (tests/data/README.md)."""
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-
-
-class Running:
-    """A started App on a background event loop."""
-
-    def __init__(self, app: App, loop: asyncio.AbstractEventLoop, thread: threading.Thread):
-        self.app = app
-        self.loop = loop
-        self.thread = thread
-
-    @property
-    def port(self) -> int:
-        return self.app.runtime.port
-
-    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run fn(*args) on the server's loop (the only thread that may touch its state)."""
-        async def run() -> Any:
-            return fn(*args)
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
-
-    def run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
-
-    def stop(self) -> None:
-        self.run(self.app.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-def start(yaml_text: str, *, source: str = "test.yaml", **kw: Any) -> Running:
-    if not re.search(r"(?m)^http:", yaml_text):
-        # Not the default 127.0.0.1:9153: tests run side by side with each other (and with
-        # a globaldns someone runs on this machine).
-        yaml_text = "http: {listen: 127.0.0.1:0}\n" + yaml_text
-    config = parse_text(yaml_text, source)
-    if config.dns.listen == DnsConfig().listen:
-        # Nor the default DNS port, for the same reason.
-        config = dataclasses.replace(config, dns=dataclasses.replace(
-            config.dns, listen=ListenAddress("127.0.0.1", free_port())))
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    box: dict[str, Any] = {}
-
-    def main() -> None:
-        asyncio.set_event_loop(loop)
-
-        async def boot() -> None:
-            try:
-                app = App(config, **kw)
-                await app.start()
-                box["app"] = app
-            except BaseException as exc:  # reported to the test thread
-                box["error"] = exc
-            finally:
-                ready.set()
-
-        loop.run_until_complete(boot())
-        if "app" in box:
-            loop.run_forever()
-        loop.close()
-
-    thread = threading.Thread(target=main, daemon=True)
-    thread.start()
-    ready.wait(10)
-    if "error" in box:
-        raise box["error"]
-    return Running(box["app"], loop, thread)
+from tests.helpers.k8s import FastTime
+from tests.helpers.server import EXAMPLE, Running, free_port, start
+from tests.k8s.emulator import Emulator
 
 
 @pytest.fixture
@@ -118,11 +27,33 @@ def server_factory() -> Iterator[Callable[..., Running]]:
         running.stop()
 
 
-EXAMPLE = (ROOT / "config" / "example.yaml").read_text()
-
-
 @pytest.fixture
 def example(server_factory: Callable[..., Running]) -> Running:
     """The README's example config, as served by `globaldns serve` without --config."""
     return server_factory(EXAMPLE.replace("listen: 127.0.0.1:5353",
                                           f"listen: 127.0.0.1:{free_port()}"))
+
+
+@pytest.fixture
+def fast() -> FastTime:
+    """Kubernetes timing whose seconds run SPEED times faster (tests/helpers/k8s.py)."""
+    return FastTime()
+
+
+@pytest.fixture
+async def emulators() -> AsyncIterator[Callable[..., Any]]:
+    """`await emulators("a", "b")`: started emulated clusters, stopped at the end."""
+    started: list[Emulator] = []
+
+    async def make(*names: str, **kw: Any) -> list[Emulator]:
+        made = []
+        for name in names:
+            emulator = Emulator(name, **kw)
+            await emulator.start()
+            started.append(emulator)
+            made.append(emulator)
+        return made
+
+    yield make
+    for emulator in started:
+        await emulator.stop()

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 import dnslib
 import pytest
 
-from tests.conftest import EXAMPLE, free_port
-from tests.dnsclient import addresses, ask, dig, make_query, rcode, udp_raw
-from tests.test_forward import EXAMPLE_RECORDS, ede, forward_yaml
-from tests.upstreams import Clock, fake_upstreams, unbound, wait_until
+from tests.helpers.clock import Clock
+from tests.helpers.dns import addresses, ask, dig, ede, make_query, rcode, udp_raw
+from tests.helpers.server import EXAMPLE, free_port
+from tests.helpers.upstreams import EXAMPLE_RECORDS, fake_upstreams, forward_yaml, unbound
+from tests.helpers.wait import wait_until
 
 QT = dnslib.QTYPE
 
@@ -63,11 +63,12 @@ def test_dig_sees_the_ttl_count_down_in_real_time(server_factory, tmp_path):
     with unbound(tmp_path, ["www.example.test. 300 IN A 192.0.2.1"]) as ub:
         srv = server_factory(forward_yaml((".", [ub])))
         first = dig(srv.port, "+noall", "+answer", "www.example.test").split()
-        time.sleep(1.1)
-        second = dig(srv.port, "+noall", "+answer", "www.example.test").split()
-        # unbound's local-data always says 300: a lower TTL can only come from our cache.
-        assert first[1] == "300" and int(second[1]) < 300
-        assert second[4] == "192.0.2.1"
+        # unbound's local-data always says 300: a lower TTL can only come from our cache,
+        # once a second has passed on the real clock.
+        second = wait_until(lambda: (
+            answer := dig(srv.port, "+noall", "+answer", "www.example.test").split()
+        ) and int(answer[1]) < 300 and answer)
+        assert first[1] == "300" and second[4] == "192.0.2.1"
 
 
 def test_an_expired_answer_is_asked_for_again(server_factory, upstream):
@@ -190,7 +191,7 @@ def test_an_unpopular_entry_is_not_prefetched(server_factory, upstream):
     ask(srv.port, "cold.example.test")
     clock.advance(95)
     ask(srv.port, "cold.example.test")
-    time.sleep(0.1)
+    # A prefetch is counted when the answer that triggers it is sent (see the hot case).
     assert upstream.count("cold.example.test") == 1 and srv.app.runtime.chain.cache.prefetches == 0
 
 
@@ -201,8 +202,7 @@ def test_prefetch_can_be_turned_off(server_factory, upstream):
         ask(srv.port, "hot.example.test")
     clock.advance(95)
     ask(srv.port, "hot.example.test")
-    time.sleep(0.1)
-    assert upstream.count("hot.example.test") == 1
+    assert upstream.count("hot.example.test") == 1 and srv.app.runtime.chain.cache.prefetches == 0
 
 
 def test_an_expired_answer_is_served_stale_when_the_upstreams_fail(server_factory, upstream):
@@ -217,10 +217,8 @@ def test_an_expired_answer_is_served_stale_when_the_upstreams_fail(server_factor
     assert (3, "Stale Answer") in ede(reply)
     assert upstream.count("www.example.test") == 2
     # RFC 8767 4: after a failed refresh, the stale answer comes at once for a while.
-    start = time.monotonic()
     assert addresses(ask(srv.port, "www.example.test")) == ["192.0.2.1"]
-    assert time.monotonic() - start < 0.4
-    assert upstream.count("www.example.test") == 2
+    assert upstream.count("www.example.test") == 2  # the upstream is not asked again
     assert srv.app.runtime.chain.cache.stale_served == 2
 
 

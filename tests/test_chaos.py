@@ -3,15 +3,14 @@ routing decision for acl.allow_debug clients only."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any
 
 import dnslib
 
-from tests.conftest import Running
-from tests.dnsclient import ask, dig, rcode
-from tests.scrape import scrape, value
+from tests.helpers.dns import ask, dig, ecs, ede, rcode
+from tests.helpers.http import scrape, value
+from tests.helpers.server import Running
 
 CONFIG = """
 resolver: {locality: us-central1/us-central1-a, instance: chaos-test}
@@ -35,16 +34,8 @@ def txt(reply: dnslib.DNSRecord) -> list[str]:
     return [b"".join(rr.rdata.data).decode() for rr in reply.rr if rr.rtype == dnslib.QTYPE.TXT]
 
 
-def ede(reply: dnslib.DNSRecord) -> list[tuple[int, str]]:
-    return [(int.from_bytes(o.data[:2], "big"), o.data[2:].decode())
-            for rr in reply.ar if rr.rtype == dnslib.QTYPE.OPT
-            for o in rr.rdata if o.code == 15]
 
 
-def ecs(subnet: str) -> tuple[int, bytes]:
-    net = ipaddress.ip_network(subnet)
-    address = net.network_address.packed[: (net.prefixlen + 7) // 8]
-    return 8, bytes([0, 1, net.prefixlen, 0]) + address
 
 
 def test_explanation_for_an_allowed_client(server_factory: Any) -> None:

@@ -6,27 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from tests.conftest import ROOT, free_port
-from tests.dnsclient import addresses, ask
-
-GLOBALDNS = [sys.executable, "-m", "globaldns"]
-
-
-def serve(*args: str) -> subprocess.Popen[str]:
-    """`globaldns serve ARGS` with HTTP on a free port, once it says it is ready."""
-    if "--http-listen" not in args:
-        args = (*args, "--http-listen", f"127.0.0.1:{free_port()}")
-    proc = subprocess.Popen([*GLOBALDNS, "serve", *args], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()  # type: ignore[union-attr]
-        if "globaldns ready" in line or proc.poll() is not None:
-            return proc
-    proc.kill()
-    raise AssertionError("globaldns did not start")
+from tests.helpers.data import ROOT
+from tests.helpers.dns import addresses, ask
+from tests.helpers.server import GLOBALDNS, free_port, serve
 
 
 def test_serve_without_config_runs_the_embedded_default():
@@ -47,10 +31,8 @@ def test_sigint_and_sigterm_exit_zero_within_five_seconds(tmp_path: Path):
         config.write_text(f"dns: {{listen: 127.0.0.1:{port}, lameduck: 0s}}\n")
         proc = serve("--config", str(config))
         assert ask(port, "global", "SOA").rr
-        start = time.monotonic()
         proc.send_signal(sig)
-        assert proc.wait(5) == 0
-        assert time.monotonic() - start < 5
+        assert proc.wait(5) == 0  # within five seconds, or wait() raises
 
 
 def test_a_port_in_use_is_one_clear_line_and_exit_1():
@@ -75,7 +57,7 @@ def test_a_bad_config_stops_serve_with_the_file_key_and_problem(tmp_path: Path):
     out = subprocess.run([*GLOBALDNS, "serve", "--config", str(bad)], capture_output=True,
                          text=True, timeout=20)
     assert out.returncode == 1
-    assert out.stderr.strip() == f"globaldns: {bad}: zones[0].ttl: -1 is out of range 0..86400"
+    assert out.stderr.strip() == f"globaldns: {bad}: zones[0].ttl: -1 must not be negative"
 
 
 def test_check_config_accepts_the_example_with_a_one_line_summary():

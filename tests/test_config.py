@@ -5,9 +5,16 @@ from __future__ import annotations
 import pytest
 
 from globaldns.config import ConfigError, parse_text
+from globaldns.config.model import AliasConfig, RoutingRule
 
 CASES = [
-    ("zones: [{name: global, ttl: 5s}]", "zones[0].ttl: '5s' is not an integer"),
+    ("zones: [{name: global, ttl: 1500ms}]",
+     "zones[0].ttl: '1500ms' is not a whole number of seconds"),
+    ("zones: [{name: global, negative_ttl: 2d}]",
+     "zones[0].negative_ttl: '2d' is not a duration (e.g. 500ms, 10s, 5m)"),
+    ("zones: [{name: global, ttl: 25h}]", "zones[0].ttl: '25h' is out of range 0s..86400s"),
+    ("forward: [{zone: ., upstreams: [10.0.0.1], health_check: 1s, probe_interval: 1s}]",
+     "forward[0].health_check: is the old name of probe_interval; give one"),
     ("zones: []", "zones: at least one zone is required"),
     ("dns: {listen: '[::1]:99999'}", "dns.listen: port 99999 is out of range 0..65535"),
     ("resolver: {locality: a//b}",
@@ -66,3 +73,33 @@ def test_a_relative_kubeconfig_is_relative_to_the_config_file(tmp_path):
         "contexts: [{name: a, context: {cluster: a}}]\ncurrent-context: a\n")
     from globaldns.config import load
     assert load(path).clusters[0].kubeconfig == str(tmp_path / "creds" / "a.kubeconfig")
+
+
+@pytest.mark.parametrize(("ttl", "seconds"), [("5s", 5), ("1m", 60), (30, 30), ("1h", 3600)])
+def test_zone_ttls_take_durations_with_units_like_every_other_duration(ttl, seconds):
+    [zone] = parse_text(f"zones: [{{name: global, ttl: {ttl}, negative_ttl: {ttl}}}]",
+                        "my.yaml").zones
+    assert (zone.ttl, zone.negative_ttl) == (seconds, seconds)
+
+
+def test_parsers_take_their_defaults_from_the_model():
+    from globaldns.config.model import Config, ZoneConfig
+    config = parse_text("zones: [{name: global}]\nrouting: [{match: a.b}]\n"
+                        "aliases: [{name: a.example, target: b.global}]", "my.yaml")
+    assert config.zones[0] == ZoneConfig("global")
+    assert config.routing[0] == RoutingRule("a.b")
+    assert config.aliases[0] == AliasConfig("a.example", "b.global")
+    assert config.sync_timeout == Config().sync_timeout
+
+
+def test_the_old_forward_health_check_key_still_works_with_a_deprecation_warning(caplog):
+    yaml = "forward: [{zone: ., upstreams: [10.0.0.1], health_check: 2s}]"
+    with caplog.at_level("WARNING", logger="globaldns.config"):
+        [forward] = parse_text(yaml, "my.yaml").forward
+    assert forward.probe_interval == 2.0
+    assert "my.yaml: forward[0].health_check is deprecated: call it probe_interval" in \
+        caplog.messages
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="globaldns.config"):
+        [forward] = parse_text(yaml.replace("health_check", "probe_interval"), "my.yaml").forward
+    assert forward.probe_interval == 2.0 and caplog.messages == []

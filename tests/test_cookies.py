@@ -14,7 +14,7 @@ import pytest
 from globaldns.dns.cookies import Cookies, server_cookie, siphash24
 from globaldns.dns.message import UDP, parse
 from globaldns.dns.stats import Stats
-from tests.dnsclient import dig, make_query, udp_raw
+from tests.helpers.dns import dig, make_query, udp_raw
 
 CONFIG = """
 clusters: [{name: east, locality: us-east1}]
@@ -197,8 +197,7 @@ def test_the_previous_secret_is_accepted_for_one_rotation_then_not(server_factor
 
 
 def test_every_worker_process_accepts_the_cookies_of_every_other(tmp_path):
-    from tests.conftest import free_port
-    from tests.test_cli import serve
+    from tests.helpers.server import free_port, serve
 
     port = free_port()
     path = tmp_path / "w.yaml"

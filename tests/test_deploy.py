@@ -7,7 +7,6 @@ and its structure."""
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import subprocess
@@ -23,34 +22,19 @@ from globaldns.app import DRAIN_SECONDS
 from globaldns.cli import main
 from globaldns.config import parse_text
 from globaldns.sources.k8s import istio, mcs
-from tests.conftest import ROOT
+from tests.helpers.data import ROOT
+from tests.helpers.deploy import VERSIONS, one, render, tool
 
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 OVERLAYS = ("primary", "remote", "istio", "mcs")
-# The oldest version we support, and the newest the installed kubernetes-validate knows.
-VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 BIN = Path(sys.executable).parent
 
 
-def tool(name: str) -> str:
-    """A tool the `test` extra installs into the venv; its absence fails the test."""
-    path = BIN / name
-    assert path.exists(), f"{path} missing: pip install -e '.[test]'"
-    return str(path)
 
 
-@functools.cache
-def render(overlay: str) -> list[dict[str, Any]]:
-    result = subprocess.run([tool("kubectl"), "kustomize", str(KUBERNETES / "overlays" / overlay)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
-def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    [doc] = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
-    return doc
 
 
 def test_kubectl_has_a_current_kustomize() -> None:
@@ -338,7 +322,7 @@ def test_the_lock_pins_every_dependency_with_hashes() -> None:
 # --- the docs say what the manifests do ---------------------------------------------------
 
 def test_the_guides_name_files_and_anchors_that_exist() -> None:
-    from tests.test_monitoring import headings_anchors
+    from tests.helpers.deploy import headings_anchors
 
     guide = (ROOT / "docs" / "deploy.md").read_text()
     for doc in (guide, (DEPLOY / "README.md").read_text(),

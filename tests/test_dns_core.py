@@ -7,7 +7,7 @@ import struct
 import dnslib
 import pytest
 
-from tests.dnsclient import addresses, ask, make_query, rcode, tcp_raw, udp_raw
+from tests.helpers.dns import addresses, ask, make_query, rcode, tcp_raw, udp_raw
 
 QT = dnslib.QTYPE
 

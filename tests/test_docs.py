@@ -7,7 +7,7 @@ import re
 import pytest
 
 from globaldns.config import parse_text
-from tests.conftest import ROOT
+from tests.helpers.data import ROOT
 
 DOCS = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
 

@@ -11,7 +11,8 @@ import yaml
 
 from globaldns.cli import main
 from globaldns.tools.doctor import parse_corefile
-from tests.conftest import ROOT, Running, free_port
+from tests.helpers.data import ROOT
+from tests.helpers.server import Running, free_port
 
 CONFIG = """
 zones: [{name: global, ttl: 5, negative_ttl: 5}]

@@ -8,14 +8,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import dnslib
 import pytest
 
-from tests.conftest import Running
-from tests.dnsclient import ask, make_query, rcode, udp_raw
-from tests.k8s.conftest import FastTime, emulators, eventually, fast  # noqa: F401 (fixtures)
-from tests.k8s.test_dns import timing_for, web, yaml_for
-from tests.upstreams import fake_upstreams, wait_until
+from tests.helpers.dns import ask, ede, make_query, rcode, udp_raw
+from tests.helpers.k8s import FastTime, timing_for, web, yaml_for
+from tests.helpers.server import Running
+from tests.helpers.upstreams import fake_upstreams
+from tests.helpers.wait import eventually, wait_until
 
 CONFIG = """
 clusters: [{name: east, locality: r1}]
@@ -27,10 +26,6 @@ acl: {allow_query: [127.0.0.1/32], allow_debug: [127.0.0.1/32]}
 """
 
 
-def ede(reply: dnslib.DNSRecord) -> list[tuple[int, str]]:
-    return [(int.from_bytes(o.data[:2], "big"), o.data[2:].decode())
-            for rr in reply.ar if rr.rtype == dnslib.QTYPE.OPT
-            for o in rr.rdata if o.code == 15]
 
 
 # (what, query name, qtype, qclass, source address, rcode, EDE code, text contains)
@@ -96,7 +91,7 @@ def test_overload_says_why(server_factory: Any) -> None:
 
 
 async def test_not_synced_and_stale_clusters_say_why(
-        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime,  # noqa: F811
+        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime,
 ) -> None:
     a, b = await emulators("a", "b")
     web(a, "10.1.0.1")

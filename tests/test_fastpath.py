@@ -4,7 +4,7 @@ serves what the chain would not."""
 from __future__ import annotations
 
 from globaldns.registry.model import Endpoint, Locality, ServiceData
-from tests.dnsclient import addresses, ask, make_query, rcode, udp_raw
+from tests.helpers.dns import addresses, ask, make_query, rcode, udp_raw
 
 CONFIG = """
 clusters: [{name: east, locality: us-east1}]

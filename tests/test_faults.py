@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, free_port
-from tests.dnsclient import addresses, ask, rcode
-from tests.faultload import LOST, Answer, Load
-from tests.upstreams import EXAMPLE_RECORDS, FakeUpstream, fake_upstreams, forward_yaml
-from tests.upstreams import wait_until as until
+from tests.helpers.data import ROOT
+from tests.helpers.dns import addresses, ask, rcode
+from tests.helpers.faultload import LOST, Answer, Load
+from tests.helpers.server import free_port
+from tests.helpers.upstreams import EXAMPLE_RECORDS, FakeUpstream, fake_upstreams, forward_yaml
+from tests.helpers.wait import wait_until as until
 
 SERVED = "web.prod.global"
 SERVED_ADDRESSES = ("10.0.0.1", "10.0.0.2")

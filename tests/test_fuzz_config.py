@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.helpers.data import ROOT
 
 
 def test_the_config_fuzz_harness_finds_nothing_in_a_fixed_seed_run(tmp_path: Path) -> None:

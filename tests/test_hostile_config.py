@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from globaldns.config import ConfigError, load, parse_text
-from tests.conftest import Running, free_port
-from tests.dnsclient import addresses, ask
-from tests.scrape import scrape, value
+from tests.helpers.dns import addresses, ask
+from tests.helpers.http import scrape, value
+from tests.helpers.server import Running, free_port
 
 GLOBALDNS = [sys.executable, "-m", "globaldns"]
 
@@ -203,7 +203,7 @@ def test_explain_with_a_misspelled_view_cluster_is_a_config_error(tmp_path: Path
 """)
     out = subprocess.run([*GLOBALDNS, "explain", "web.prod.global", "--client", "10.9.9.9",
                           "--config", str(path)], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "Traceback" not in out.stderr  # 2: an error (1 is NXDOMAIN)
     assert out.stderr.strip() == (f"globaldns: {path}: routing[0].views[0].clusters[0]: "
                                   "'esat' is not a cluster listed in clusters")
 

@@ -11,9 +11,9 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from tests.dnsclient import addresses, ask, dig, make_query, rcode, udp_raw
-from tests.scrape import scrape, total
-from tests.upstreams import EXAMPLE_RECORDS, HOSTILE, fake_upstreams, forward_yaml
+from tests.helpers.dns import addresses, ask, dig, make_query, rcode, udp_raw
+from tests.helpers.http import scrape, total
+from tests.helpers.upstreams import EXAMPLE_RECORDS, HOSTILE, fake_upstreams, forward_yaml
 
 
 @pytest.fixture

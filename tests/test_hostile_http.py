@@ -12,8 +12,8 @@ from typing import Any
 
 from globaldns.config.model import ListenAddress
 from globaldns.ops.http import HttpServer
-from tests.scrape import get, scrape
-from tests.upstreams import wait_until
+from tests.helpers.http import get, scrape
+from tests.helpers.wait import wait_until
 
 STATIC = """
 zones: [{name: global}]

@@ -25,12 +25,11 @@ import dns.tsig
 import pytest
 
 from globaldns.config import ConfigError, parse_text
-from tests.conftest import ROOT, Running, free_port
-from tests.dnsclient import addresses, ask, make_query, tcp_raw, udp_raw
-from tests.scrape import scrape, value
-from tests.test_robustness import corpus
-from tests.test_routing import ecs
-from tests.upstreams import wait_until
+from tests.helpers.data import ROOT, corpus
+from tests.helpers.dns import addresses, ask, ecs, make_query, tcp_raw, udp_raw
+from tests.helpers.http import scrape, value
+from tests.helpers.server import Running, free_port
+from tests.helpers.wait import wait_until
 
 NAME = "user-service.production.global"
 
@@ -267,7 +266,7 @@ def test_a_tsig_signed_query_is_notauth_with_an_unsigned_badkey_tsig(example: Ru
 
 
 def test_dig_with_a_key_is_told_badkey(example: Running) -> None:
-    from tests.dnsclient import dig
+    from tests.helpers.dns import dig
     out = dig(example.port, "-y", "hmac-sha256:transfer-key:c2VjcmV0c2VjcmV0c2VjcmV0", NAME)
     assert "status: NOTAUTH" in out and "BADKEY" in out, out
 

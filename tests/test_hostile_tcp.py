@@ -12,9 +12,10 @@ from typing import Any
 
 import dnslib
 
-from tests.conftest import free_port
-from tests.dnsclient import make_query, tcp_raw
-from tests.upstreams import fake_upstreams, wait_until
+from tests.helpers.dns import ede, make_query, tcp_raw
+from tests.helpers.server import free_port
+from tests.helpers.upstreams import fake_upstreams
+from tests.helpers.wait import wait_until
 
 
 def dns(options: str) -> str:
@@ -175,11 +176,6 @@ def burst(count: int) -> bytes:
     return out
 
 
-def ede_codes(reply: dnslib.DNSRecord) -> list[int]:
-    return [int.from_bytes(o.data[:2], "big") for rr in reply.ar if rr.rtype == 41
-            for o in rr.rdata if o.code == 15]
-
-
 def test_pipelined_forwarded_queries_in_one_write_never_pass_max_inflight(
         server_factory: Any) -> None:
     with fake_upstreams() as make:
@@ -194,7 +190,7 @@ def test_pipelined_forwarded_queries_in_one_write_never_pass_max_inflight(
             refused = [dnslib.DNSRecord.parse(r) for r in read_replies(conn, 2900)]
             assert len(refused) == 2900, "3,000 queries went upstream: none refused"
             assert {dnslib.RCODE.get(r.header.rcode) for r in refused} == {"REFUSED"}
-            assert all(ede_codes(r) == [0] for r in refused)
+            assert all([code for code, _ in ede(r)] == [0] for r in refused)
             assert wait_until(lambda: upstream.waiting == 100)
             upstream.release()
             answered = [dnslib.DNSRecord.parse(r) for r in read_replies(conn, 100)]

@@ -15,13 +15,14 @@ import pytest
 
 from globaldns.app import StartupError
 from globaldns.ops.http import LoopLag
-from tests.conftest import Running, free_port
-from tests.dnsclient import ask, rcode
+from tests.helpers.clock import Ticks
+from tests.helpers.dns import ask, make_query, rcode
+from tests.helpers.http import get, get_json, scrape, value
+from tests.helpers.k8s import FastTime, timing_for, web, yaml_for
+from tests.helpers.server import Running, free_port
+from tests.helpers.upstreams import fake_upstreams
+from tests.helpers.wait import eventually, wait_until
 from tests.k8s import emulator as em
-from tests.k8s.conftest import FastTime, emulators, eventually, fast  # noqa: F401 (fixtures)
-from tests.k8s.test_dns import timing_for, web, yaml_for
-from tests.scrape import get, get_json, scrape, value
-from tests.upstreams import Ticks, fake_upstreams, wait_until
 
 STATIC = """
 resolver: {locality: r1/z1, instance: http-test}
@@ -48,7 +49,7 @@ async def fetch(server: Running, path: str) -> tuple[int, Any]:
 # -- /ready ------------------------------------------------------------------------------------
 
 async def test_ready_waits_until_a_cluster_slow_to_list_has_listed(
-        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime) -> None:  # noqa: F811 (tests/k8s fixtures)
+        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime) -> None:
     slow, quick = await emulators("slow", "quick")
     web(slow, "10.1.0.1")
     web(quick, "10.2.0.1")
@@ -96,7 +97,7 @@ async def test_ready_waits_until_a_cluster_slow_to_list_has_listed(
 
 
 async def test_ready_after_sync_timeout_when_a_cluster_never_lists(
-        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime) -> None:  # noqa: F811 (tests/k8s fixtures)
+        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime) -> None:
     (denied,) = await emulators("denied")
     denied.fail(403, count=None)
     # sync_timeout 60 s runs in 1.2 s here.
@@ -125,14 +126,12 @@ def test_ready_is_503_while_shutting_down(server_factory: Any) -> None:
         assert get(server, "/ready")[0] == 200
         # A TCP query waits on the silent upstream; stopping drains it (up to 3 s).
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        from tests.dnsclient import make_query
         query = make_query("www.example.test")
         sock.sendall(len(query).to_bytes(2, "big") + query)
-        time.sleep(0.2)
+        wait_until(lambda: silent.count("www.example.test") == 1)  # in flight
         stopping = asyncio.run_coroutine_threadsafe(server.app.stop(), server.loop)
-        time.sleep(0.3)
-        status, _, body = get(server, "/ready")
-        assert status == 503 and json.loads(body)["reason"] == "shutting down"
+        _, _, body = wait_until(lambda: (page := get(server, "/ready"))[0] == 503 and page)
+        assert json.loads(body)["reason"] == "shutting down"
         stopping.result(10)
         sock.close()
         # Stopped: the HTTP listener is gone too.
@@ -204,7 +203,7 @@ def test_debug_explain_is_globaldns_explain(server_factory: Any) -> None:
 # -- the status page ---------------------------------------------------------------------------
 
 async def test_status_page_shows_clusters_services_and_upstreams(
-        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime) -> None:  # noqa: F811 (tests/k8s fixtures)
+        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime) -> None:
     (k8s,) = await emulators("k8s")
     web(k8s, "10.3.0.1", "10.3.0.2")
     k8s.put(em.endpoint_slice("prod", "web-2", "web", endpoints=[
@@ -291,9 +290,7 @@ def test_a_reload_moves_the_http_listener(server_factory: Any, tmp_path: Path) -
     assert server.app.http.port == first
     path.write_text(dns + f"http: {{listen: 127.0.0.1:{second}}}\n" + STATIC)
     assert server.run(server.app.runtime.reloads.reload(why="test")) is True
-    deadline = time.monotonic() + 5
-    while server.app.http.port != second and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: server.app.http.port == second)
     assert get(server, "/health")[0] == 200
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", first), timeout=1):
         pass

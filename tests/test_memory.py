@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port
-from tests.dnsclient import ask, make_query, rcode, udp_raw
-from tests.scrape import scrape, value
-from tests.upstreams import Background, FakeUpstream
+from tests.helpers.dns import ask, make_query, rcode, udp_raw
+from tests.helpers.http import scrape, value
+from tests.helpers.server import free_port
+from tests.helpers.upstreams import Background, FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1 << 20

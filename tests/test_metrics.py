@@ -4,15 +4,15 @@ labels."""
 from __future__ import annotations
 
 import struct
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Running
-from tests.dnsclient import ask, make_query, rcode, tcp_raw, udp_raw
-from tests.scrape import get, promtool_check, scrape, total, value
-from tests.upstreams import fake_upstreams, wait_until
+from tests.helpers.dns import ask, make_query, rcode, tcp_raw, udp_raw
+from tests.helpers.http import get, promtool_check, scrape, total, value
+from tests.helpers.server import Running
+from tests.helpers.upstreams import fake_upstreams
+from tests.helpers.wait import wait_until
 
 CONFIG = """
 resolver: {locality: r1/z1, instance: metrics-test}
@@ -222,10 +222,12 @@ def test_upstream_failures_and_health_probes_are_counted(server_factory) -> None
         dead.mode = "silent"
         server = server_factory(CONFIG + f"forward: [{{zone: example.test, upstreams: "
                                 f"['{dead}'], timeout: 200ms, tries: 1, max_fails: 1, "
-                                "health_check: 100ms}]\n")
+                                "probe_interval: 100ms}]\n")
         assert rcode(ask(server.port, "www.example.test")) == "SERVFAIL"
-        time.sleep(0.8)  # probes (every 100 ms, each waiting 200 ms), none answered
-        m = scrape(server)
+        # Probes (every 100 ms, each waiting 200 ms), none answered.
+        m = wait_until(lambda: (m := scrape(server)) and value(
+            m, "globaldns_forward_healthcheck_failures_total", zone="example.test",
+            to=str(dead)) >= 1 and m)
         to = str(dead)
         assert value(m, "globaldns_forward_failures_total", zone="example.test", to=to) >= 1
         assert value(m, "globaldns_forward_upstream_healthy", zone="example.test", to=to) == 0
@@ -243,7 +245,7 @@ def test_every_metric_is_documented_and_every_documented_metric_exists(
     configured: a watched cluster, remote Secrets, forwarding, health checks, the log)."""
     import re
 
-    from tests.conftest import ROOT
+    from tests.helpers.data import ROOT
 
     kubeconfig = tmp_path / "dead.kubeconfig"
     kubeconfig.write_text("""apiVersion: v1
@@ -276,8 +278,7 @@ def test_workers_counters_add_up_in_the_main_process(tmp_path) -> None:  # type:
     import socket as socket_module
     import urllib.request
 
-    from tests.conftest import free_port
-    from tests.test_cli import serve
+    from tests.helpers.server import free_port, serve
 
     port, http_port = free_port(), free_port()
     path = tmp_path / "w.yaml"

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import ROOT
-from tests.scrape import get
-from tests.test_deploy import one, render
+from tests.helpers.data import ROOT
+from tests.helpers.deploy import headings_anchors, one, render
+from tests.helpers.http import get
 
 MONITORING = ROOT / "deploy" / "monitoring"
 RULES = yaml.safe_load((MONITORING / "alerts.yaml").read_text())
@@ -65,14 +65,6 @@ def test_the_rule_tests_can_fail(tmp_path: Path) -> None:
     assert result.returncode != 0 and "GlobalDnsServfailRatio" in result.stdout + result.stderr
 
 
-def headings_anchors(markdown: str) -> set[str]:
-    """GitHub's anchors of a page's headings."""
-    anchors = set()
-    for line in markdown.splitlines():
-        if line.startswith("#"):
-            title = line.lstrip("#").strip().lower()
-            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
-    return anchors
 
 
 def test_every_alert_has_a_severity_and_a_runbook_that_exists() -> None:

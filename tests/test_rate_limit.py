@@ -14,8 +14,8 @@ import pytest
 
 from globaldns.config import parse_text
 from globaldns.config.parse import ConfigError
-from tests.dnsclient import ask, make_query, rcode, tcp_raw, udp_raw
-from tests.scrape import get_json, scrape, value
+from tests.helpers.dns import ask, make_query, rcode, tcp_raw, udp_raw
+from tests.helpers.http import get_json, scrape, value
 
 CONFIG = """
 clusters: [{name: east, locality: us-east1}]

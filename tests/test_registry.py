@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from globaldns.dns.message import text_to_wire
 from globaldns.registry.model import Endpoint, Locality, Port, ServiceData
-from tests.dnsclient import addresses, ask, rcode
+from tests.helpers.dns import addresses, ask, rcode
 
 CONFIG = """
 clusters: [{name: east, locality: us-east1}]

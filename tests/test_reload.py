@@ -18,12 +18,13 @@ from typing import Any
 
 import dnslib
 
-from tests.conftest import ROOT, Running, free_port
-from tests.dnsclient import addresses, ask, make_query, rcode
-from tests.k8s.conftest import FastTime, emulators, eventually, fast  # noqa: F401 (fixtures)
-from tests.k8s.test_dns import timing_for, web, yaml_for
-from tests.scrape import get, scrape, value
-from tests.upstreams import Ticks, wait_until
+from tests.helpers.clock import Ticks
+from tests.helpers.data import ROOT
+from tests.helpers.dns import addresses, ask, make_query, rcode
+from tests.helpers.http import get, scrape, value
+from tests.helpers.k8s import FastTime, timing_for, web, yaml_for
+from tests.helpers.server import Running, free_port
+from tests.helpers.wait import eventually, wait_until
 
 
 def publish(path: Path, text: str) -> None:
@@ -95,13 +96,13 @@ def test_valid_changes_apply_without_losing_a_query(server_factory: Any, tmp_pat
     server: Running = server_factory(path.read_text(), config_path=str(path))
     versions = [("10.0.0.1", "10.0.0.2"), ("10.0.0.3",), ("10.0.0.1", "10.0.0.4")]
     with QueryLoop(port) as loop:
-        time.sleep(0.3)
+        wait_until(lambda: loop.answered >= 10)
         for addrs in versions:
             publish(path, config(port, *addrs))
-            assert wait_until(lambda a=addrs: addresses(ask(port, "api.prod.global")) and
-                              sorted(addresses(ask(port, "api.prod.global"))) == sorted(a),
-                              timeout=5)
-            time.sleep(0.3)
+            wait_until(lambda a=addrs: addresses(ask(port, "api.prod.global")) and
+                       sorted(addresses(ask(port, "api.prod.global"))) == sorted(a))
+            answered = loop.answered
+            wait_until(lambda n=answered: loop.answered >= n + 20)  # queries on this version
     assert loop.lost == 0 and loop.answered == loop.sent and loop.answered > 50
     assert {("10.0.0.1",), ("10.0.0.3",)} <= loop.seen
     m = scrape(server)
@@ -120,7 +121,7 @@ def test_an_invalid_config_keeps_the_running_one(server_factory: Any, tmp_path: 
     hash_before = server.app.runtime.reloads.hash
     caplog.set_level(logging.ERROR, logger="globaldns.reload")
     with QueryLoop(port) as loop:
-        time.sleep(0.2)
+        wait_until(lambda: loop.answered >= 10)
         publish(path, config(port, "10.0.0.x", "10.0.0.2") + "cache: {capacity: lots}\n")
         assert wait_until(lambda: server.app.runtime.reloads.results["failure"] == 1)
         time.sleep(0.5)  # the watcher keeps looking, but does not retry the same content
@@ -185,7 +186,7 @@ def test_what_needs_a_restart_keeps_running_and_the_rest_applies(server_factory:
 
 
 async def test_unchanged_clusters_keep_their_watches(
-        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime,  # noqa: F811
+        emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime,
 ) -> None:
     a, b = await emulators("a", "b")
     web(a, "10.1.0.1")
@@ -242,13 +243,19 @@ def test_sighup_reloads_a_running_server(tmp_path: Path) -> None:
                 break
         assert addresses(ask(port, "api.prod.global")) == ["10.0.0.1"]
         with QueryLoop(port) as loop:
-            time.sleep(0.2)
+            wait_until(lambda: loop.answered >= 10)
             path.write_text(config(port, "10.0.0.7").replace("100ms", "0"))
             process.send_signal(signal.SIGHUP)
             assert wait_until(lambda: addresses(ask(port, "api.prod.global")) == ["10.0.0.7"])
             path.write_text("services: [oops\n")
             process.send_signal(signal.SIGHUP)
-            time.sleep(0.5)
+
+            def rejected() -> bool:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics",
+                                            timeout=5) as r:
+                    return 'globaldns_config_reloads_total{result="failure"} 1.0' in \
+                        r.read().decode()
+            wait_until(rejected)
         assert loop.lost == 0
         assert addresses(ask(port, "api.prod.global")) == ["10.0.0.7"]
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:

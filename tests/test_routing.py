@@ -4,80 +4,10 @@ thresholds, panic, subsets and aliases."""
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-import struct
-from collections import Counter
-
 import dnslib
 
-from tests.dnsclient import addresses, ask, make_query, rcode
-
-CLUSTERS = """
-resolver: {locality: us-central1/us-central1-a}
-clusters:
-  - {name: primary, locality: us-central1}
-  - {name: remote, locality: us-west1}
-  - {name: east, locality: us-east1}
-  - {name: backup, locality: us-east1}
-  - {name: premium, locality: us-central1}
-client_localities:
-  - {cidr: 127.0.0.0/8, locality: us-central1/us-central1-a}
-  - {cidr: 127.0.0.32/27, locality: us-east1/us-east1-b}
-  - {cidr: 10.8.0.0/14, locality: us-west1/us-west1-b}
-  - {cidr: "fd10::/32", locality: us-east1/us-east1-c}
-"""
-
-
-def ecs(subnet: str) -> tuple[int, bytes]:
-    net = ipaddress.ip_network(subnet)
-    family = 1 if net.version == 4 else 2
-    raw = net.network_address.packed[: (net.prefixlen + 7) // 8]
-    return 8, struct.pack("!HBB", family, net.prefixlen, 0) + raw
-
-
-def ede_texts(reply: dnslib.DNSRecord) -> list[str]:
-    opts = [rr for rr in reply.ar if rr.rtype == dnslib.QTYPE.OPT]
-    return [o.data[2:].decode() for rr in opts for o in rr.rdata if o.code == 15]
-
-
-def first_records(port: int, name: str, count: int, *, source: str = "127.0.0.1",
-                  options: list[tuple[int, bytes]] = ()) -> Counter[str]:  # type: ignore[assignment]
-    seen: Counter[str] = Counter()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((source, 0))
-        s.settimeout(2)
-        for _ in range(count):
-            s.sendto(make_query(name, edns=1232 if options else None, options=options),
-                     ("127.0.0.1", port))
-            reply = dnslib.DNSRecord.parse(s.recv(4096))
-            seen[str(reply.rr[0].rdata)] += 1
-    return seen
-
-
-def share(counter: Counter[str], prefix: str) -> float:
-    return 100 * sum(n for a, n in counter.items() if a.startswith(prefix)) / counter.total()
-
-
-DISTRIBUTE = CLUSTERS + """
-routing:
-  - match: "order-service.production"
-    distribute:
-      - from: "us-central1/*"
-        to: {"us-central1/*": 80, "us-west1/*": 20}
-    failover:
-      - {from: us-east1, to: us-west1}
-services:
-  - name: order-service
-    namespace: production
-    endpoints:
-      - {address: 10.1.0.1, cluster: primary, locality: us-central1/us-central1-a}
-      - {address: 10.1.0.2, cluster: primary, locality: us-central1/us-central1-b}
-      - {address: 10.2.0.1, cluster: remote, locality: us-west1/us-west1-a}
-      - {address: 10.2.0.2, cluster: remote, locality: us-west1/us-west1-b}
-      - {address: 10.3.0.1, cluster: east, locality: us-east1/us-east1-b, ready: false}
-      - {address: 10.4.0.1, cluster: premium, locality: europe-west1/europe-west1-b}
-"""
+from tests.helpers.configs import CLUSTERS, DISTRIBUTE, VIEWS, WEIGHTS
+from tests.helpers.dns import addresses, ask, ecs, ede, first_records, rcode, share
 
 
 def test_distribute_splits_the_first_record_80_20_over_20000_queries(server_factory):
@@ -94,7 +24,7 @@ def test_failover_answers_from_the_failover_region_before_any_other(server_facto
     order = addresses(reply)
     assert set(order[:2]) == {"10.2.0.1", "10.2.0.2"}, order
     assert "10.3.0.1" not in order
-    assert any(t.startswith("failover: no healthy endpoint in us-east1") for t in ede_texts(reply))
+    assert any(t.startswith("failover: no healthy endpoint in us-east1") for _, t in ede(reply))
 
 
 def test_client_locality_comes_from_ecs_first(server_factory):
@@ -112,25 +42,6 @@ def test_client_locality_comes_from_ecs_first(server_factory):
     assert set(addresses(reply)[:2]) == {"10.2.0.1", "10.2.0.2"}
 
 
-WEIGHTS = CLUSTERS + """
-routing:
-  - match: "payment-service.production"
-    weights: {primary: 70, remote: 30}
-  - match: "inventory-service.production"
-    weights: {primary: 100, backup: 0}
-services:
-  - name: payment-service
-    namespace: production
-    endpoints:
-      - {address: 10.1.0.1, cluster: primary}
-      - {address: 10.1.0.2, cluster: primary}
-      - {address: 10.2.0.1, cluster: remote}
-  - name: inventory-service
-    namespace: production
-    endpoints:
-      - {address: 10.1.1.1, cluster: primary}
-      - {address: 10.5.1.1, cluster: backup}
-"""
 
 
 def test_weights_per_cluster_split_70_30(server_factory):
@@ -147,29 +58,9 @@ def test_weight_zero_is_a_backup_used_only_when_the_others_have_none_healthy(ser
                                         "{address: 10.1.1.1, cluster: primary, ready: false}"))
     reply = ask(s2.port, "inventory-service.production.global", edns=1232)
     assert addresses(reply) == ["10.5.1.1"]
-    assert any("backup" in t for t in ede_texts(reply))
+    assert any("backup" in t for _, t in ede(reply))
 
 
-VIEWS = CLUSTERS + """
-routing:
-  - match: "catalog-service.production"
-    views:
-      - {clients: ["10.20.0.0/16", "127.0.0.20/32"], clusters: [premium]}
-      - {localities: ["eu-*"], labels: {tier: eu}}
-    answer: best_tier
-    spill: 1
-services:
-  - name: catalog-service
-    namespace: production
-    endpoints:
-      - {address: 10.1.0.1, cluster: primary, locality: us-central1/us-central1-a}
-      - {address: 10.1.0.2, cluster: primary, locality: us-central1/us-central1-a}
-      - {address: 10.1.0.3, cluster: primary, locality: us-central1/us-central1-b}
-      - {address: 10.1.0.4, cluster: primary, locality: us-central1/us-central1-c}
-      - {address: 10.6.0.1, cluster: premium}
-      - {address: 10.6.0.2, cluster: premium}
-      - {address: 10.7.0.1, cluster: remote, labels: {tier: eu}}
-"""
 
 
 def test_views_restrict_the_answer_by_client_address(server_factory):
@@ -237,7 +128,7 @@ def test_below_the_panic_threshold_every_endpoint_is_answered_with_a_reason(serv
     s = server_factory(HEALTH)
     reply = ask(s.port, "panicky.production.global", edns=1232)
     assert len(addresses(reply)) == 4  # max_answers: 4 of the 5
-    assert any(t.startswith("panic: 1 of 5 endpoints healthy") for t in ede_texts(reply))
+    assert any(t.startswith("panic: 1 of 5 endpoints healthy") for _, t in ede(reply))
 
 
 def test_max_answers_from_a_rule(server_factory):
@@ -259,7 +150,7 @@ services:
 """)
     reply = ask(s.port, "down.production.global", edns=1232)
     assert addresses(reply) == ["10.1.0.1"]
-    assert ede_texts(reply) == ["fail-open: no healthy endpoint; answering all 1"]
+    assert [text for _, text in ede(reply)] == ["fail-open: no healthy endpoint; answering all 1"]
 
 
 def test_shuffle_false_keeps_one_order(server_factory):

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from globaldns.config import ConfigError, parse_text
-from tests.conftest import ROOT, free_port
-from tests.dnsclient import ask, dig, rcode
+from tests.helpers.data import ROOT
+from tests.helpers.dns import ask, dig, rcode
+from tests.helpers.server import free_port
 
 DOC = (ROOT / "docs" / "istio.md").read_text()
 
@@ -64,7 +65,7 @@ def test_a_served_host_is_ours_and_an_outside_name_is_refused_as_before(
 
 
 def test_explain_marks_mesh_external_endpoints(tmp_path: Any) -> None:
-    from tests.test_explain import run_explain
+    from tests.helpers.cli import run_explain
     config, _ = documented()
     out = run_explain(tmp_path, config, "users.api.example.com").stdout
     assert "endpoint 203.0.113.10 cluster static locality us-east1/us-east1-b ready" in out

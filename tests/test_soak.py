@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.helpers.data import ROOT
 
 SOAK = ROOT / "bench" / "soak.py"
 SECONDS = float(os.environ.get("GLOBALDNS_SOAK_SECONDS", "60"))

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import signal
 import socket
-import time
 
 import dnslib
 
-from tests.conftest import free_port
-from tests.dnsclient import make_query
-from tests.test_cli import serve
+from tests.helpers.dns import make_query
+from tests.helpers.server import free_port, serve
+from tests.helpers.wait import wait_until
 
 CONFIG = """
 dns: {{listen: 127.0.0.1:{port}}}
@@ -50,13 +49,7 @@ def test_two_workers_share_the_port_and_follow_the_main_registry(tmp_path):
         assert nsids == {"gd", "gd/1"}, "both processes answer"
         path.write_text(CONFIG.format(port=port, address="10.2.2.2"))
         proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            answers, nsids = sample(port)
-            if answers == {"10.2.2.2"} and nsids == {"gd", "gd/1"}:
-                break
-            time.sleep(0.2)
-        assert (answers, nsids) == ({"10.2.2.2"}, {"gd", "gd/1"})
+        wait_until(lambda: sample(port) == ({"10.2.2.2"}, {"gd", "gd/1"}))
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0

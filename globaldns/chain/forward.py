@@ -51,7 +51,7 @@ class Forward:
         for zc in zones:
             self.routes[text_to_wire(zc.zone)] = Pool(
                 [(u.host, u.port) for u in zc.upstreams], policy=zc.policy, timeout=zc.timeout,
-                tries=zc.tries, max_fails=zc.max_fails, health_check=zc.health_check,
+                tries=zc.tries, max_fails=zc.max_fails, probe_interval=zc.probe_interval,
                 force_tcp=zc.force_tcp)
         for name in self.served:  # a served zone is never forwarded, even below a forward zone
             self.routes[text_to_wire(name)] = None

@@ -234,7 +234,8 @@ class ForwardConfig:
     tries: int = 2
     # CoreDNS's forward plugin defaults: unhealthy after 2 failures, probed every 0.5 s.
     max_fails: int = 2
-    health_check: float = 0.5
+    probe_interval: float = 0.5
+    """How often an unhealthy upstream is probed (CoreDNS calls it `health_check`)."""
     force_tcp: bool = False
 
 

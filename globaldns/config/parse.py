@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import math
-import os
+import logging
 import re
-import reprlib
-import stat
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -45,11 +42,47 @@ from globaldns.config.model import (
     ViewConfig,
     ZoneConfig,
 )
+from globaldns.config.values import (
+    Invalid,
+    boolean,
+    byte_size,
+    choice,
+    cluster_name,
+    dns_label,
+    domain,
+    duration,
+    fraction,
+    integer,
+    ip_address,
+    kind,
+    label_selector,
+    labels,
+    listen_address,
+    locality,
+    min_healthy,
+    namespace,
+    network,
+    pattern,
+    percentage,
+    positive_duration,
+    read_bounded,
+    scalar,
+    seconds,
+    serve_host,
+    show,
+    status_range,
+    text,
+    upstream,
+    weight_map,
+    whole_seconds,
+)
 from globaldns.dns.cookies import read_secret_file
 from globaldns.registry import istio
 from globaldns.registry.model import Locality, Port
 
 T = TypeVar("T")
+
+log = logging.getLogger("globaldns.config")
 
 
 class ConfigError(Exception):
@@ -60,25 +93,18 @@ class ConfigError(Exception):
         self.errors = errors
 
 
-class _Invalid(Exception):
-    pass
-
-
 # libyaml's safe loader when PyYAML was built with it: 7x faster on large configs.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_DNS_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
-# RFC 1123 labels, what Kubernetes calls DNS-1123 labels (namespace names): lowercase.
-_DNS1123_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-# A timer longer than a year is a typo (and a huge one overflows the OS's timers).
-_MAX_DURATION = 366 * 86400.0
-# Bounds on what is parsed at all: a config file (parsed on every reload), a kubeconfig,
-# a resolv.conf. Real ones are a few KB; these leave room for thousands of services.
+# A bound on what is parsed at all: a config file (parsed on every reload) is a few KB;
+# this leaves room for thousands of services.
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
-_MAX_FILE_BYTES = 1024 * 1024
-_MAX_WEIGHT = 10_000
+
+# The model's defaults for items that have required fields (read by the parsers below).
+_ENDPOINT = StaticEndpoint("", "", Locality())
+_PORT = Port("", 0)
+_RULE = RoutingRule("")
+_ALIAS = AliasConfig("", "")
 
 
 class _Reader:
@@ -99,7 +125,7 @@ class _Reader:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.error(path, f"must be a mapping, not {_kind(value)}")
+            self.error(path, f"must be a mapping, not {kind(value)}")
             return {}
         for key in value:
             if key not in allowed:
@@ -112,7 +138,7 @@ class _Reader:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.error(path, f"must be a list, not {_kind(value)}")
+            self.error(path, f"must be a list, not {kind(value)}")
             return []
         return value
 
@@ -123,7 +149,7 @@ class _Reader:
         where = self.at = f"{path}.{key}" if path else key
         try:
             return convert(data[key])
-        except _Invalid as exc:
+        except Invalid as exc:
             self.error(where, str(exc))
             return default
 
@@ -136,7 +162,7 @@ class _Reader:
             self.at = f"{where}[{j}]"
             try:
                 out.append(convert(item))
-            except _Invalid as exc:
+            except Invalid as exc:
                 self.error(self.at, str(exc))
         return out
 
@@ -146,159 +172,6 @@ class _Reader:
             self.error(f"{path}.{key}" if path else key, "is required")
             return default
         return self.get(data, key, path, convert, default)
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
-
-
-# Error messages quote a value, never a whole subtree (a value can be a huge YAML list).
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 80
-_REPR.maxlist = _REPR.maxdict = 4
-_REPR.maxlevel = 2
-
-
-def _show(value: Any) -> str:
-    return _REPR.repr(value)
-
-
-def _scalar(value: Any) -> str:
-    """A YAML scalar as text; a mapping or list is an error, never turned into text."""
-    if isinstance(value, dict | list):
-        raise _Invalid(f"must be a single value, not {_kind(value)}")
-    return str(value)
-
-
-def duration(value: Any) -> float:
-    if isinstance(value, bool):
-        raise _Invalid(f"{_show(value)} is not a duration (e.g. 500ms, 10s, 5m)")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(_scalar(value).strip())
-        if not match:
-            raise _Invalid(f"{_show(value)} is not a duration (e.g. 500ms, 10s, 5m)")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds < 0:
-        raise _Invalid(f"{_show(value)} must not be negative")
-    if not math.isfinite(seconds) or seconds > _MAX_DURATION:
-        raise _Invalid(f"{_show(value)} is more than a year")
-    return seconds
-
-
-def integer(low: int, high: int) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid(f"{_show(value)} is not an integer")
-        if not low <= value <= high:
-            raise _Invalid(f"{value} is out of range {low}..{high}")
-        return value
-    return convert
-
-
-_BYTE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
-               "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
-
-
-def byte_size(low: int, high: int) -> Callable[[Any], int]:
-    """A size in bytes: an integer, or a number with a unit (`64MB`, `512KiB`)."""
-    def convert(value: Any) -> int:
-        if isinstance(value, str):
-            match = re.fullmatch(r"\s*(\d{1,12})\s*([A-Za-z]{0,3})\s*", value)
-            unit = _BYTE_UNITS.get(match.group(2).upper()) if match else None
-            if match is None or unit is None:
-                raise _Invalid(f"{_show(value)} is not a size (e.g. 64MB, 512KiB, 1000000)")
-            value = int(match.group(1)) * unit
-        return integer(low, high)(value)
-    return convert
-
-
-def boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _Invalid(f"{_show(value)} is not true or false")
-    return value
-
-
-def text(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise _Invalid(f"{_show(value)} is not a non-empty string")
-    return value
-
-
-def choice(*options: str) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        if value not in options:
-            raise _Invalid(f"{_show(value)} is not one of: {', '.join(options)}")
-        return str(value)
-    return convert
-
-
-def ip_address(value: Any) -> str:
-    try:
-        return str(ipaddress.ip_address(_scalar(value)))
-    except ValueError:
-        raise _Invalid(f"{_show(value)} is not an IP address") from None
-
-
-def locality(value: Any) -> Locality:
-    try:
-        return Locality.parse(text(value))
-    except ValueError as exc:
-        raise _Invalid(str(exc)) from None
-
-
-def dns_label(value: Any) -> str:
-    label = text(value).lower()
-    if not _DNS_LABEL.match(label):
-        raise _Invalid(f"{_show(value)} is not a DNS label (letters, digits, '-', at most 63)")
-    return label
-
-
-def cluster_name(value: Any) -> str:
-    """A cluster name: it becomes a DNS label (`<cluster>.<service>...`), so lowercase RFC
-    1123, at most 63 characters."""
-    name = text(value)
-    if not _DNS1123_LABEL.fullmatch(name):
-        raise _Invalid(f"{_show(value)} cannot be a DNS label (lowercase letters, digits and "
-                       "'-', at most 63, starting and ending with a letter or digit)")
-    return name
-
-
-def namespace(value: Any) -> str:
-    """A Kubernetes namespace name: a DNS-1123 label, taken as written (never lowercased)."""
-    name = text(value)
-    if not _DNS1123_LABEL.fullmatch(name):
-        raise _Invalid(f"{_show(value)} is not a namespace name (DNS-1123: lowercase letters, "
-                       "digits and '-', at most 63, starting and ending with a letter or digit)")
-    return name
-
-
-def domain(value: Any) -> str:
-    name = text(value).strip().lower().rstrip(".")
-    if name and not all(_DNS_LABEL.match(label) for label in name.split(".")):
-        raise _Invalid(f"{_show(value)} is not a domain name")
-    return name
-
-
-def listen_address(value: Any) -> ListenAddress:
-    raw = _scalar(value)
-    match = re.match(r"^\[([0-9a-fA-F:.]+)\]:([0-9]{1,5})$", raw) or \
-        re.match(r"^([^:]+):([0-9]{1,5})$", raw)
-    if not match:
-        raise _Invalid(f"{_show(raw)} is not HOST:PORT (IPv6 as [::1]:PORT)")
-    host, port = match.group(1), int(match.group(2))
-    host = ip_address(host) if host != "localhost" else "127.0.0.1"
-    if not 0 <= port <= 65535:
-        raise _Invalid(f"port {port} is out of range 0..65535")
-    return ListenAddress(host, port)
-
-
-def labels(value: Any) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, dict):
-        raise _Invalid("must be a mapping of label: value")
-    return tuple(sorted((_scalar(k), _scalar(v)) for k, v in value.items()))
 
 
 def _dns(r: _Reader, raw: Any) -> DnsConfig:
@@ -330,9 +203,10 @@ def _dns(r: _Reader, raw: Any) -> DnsConfig:
 
 def _resolver(r: _Reader, raw: Any) -> ResolverConfig:
     d = r.mapping(raw, "resolver", {"locality", "instance"})
+    base = ResolverConfig()
     return ResolverConfig(
-        locality=r.get(d, "locality", "resolver", locality, Locality()),
-        instance=r.get(d, "instance", "resolver", text, ""),
+        locality=r.get(d, "locality", "resolver", locality, base.locality),
+        instance=r.get(d, "instance", "resolver", text, base.instance),
     )
 
 
@@ -345,17 +219,19 @@ def _zones(r: _Reader, raw: Any) -> tuple[ZoneConfig, ...]:
         path = f"zones[{i}]"
         d = r.mapping(item, path, {"name", "ttl", "negative_ttl", "max_answers",
                                    "on_all_unhealthy"})
+        base = ZoneConfig("")
         zone = ZoneConfig(
             name=r.required(d, "name", path, domain, f"invalid-{i}"),
-            ttl=r.get(d, "ttl", path, integer(0, 86400), 5),
-            negative_ttl=r.get(d, "negative_ttl", path, integer(0, 86400), 5),
-            max_answers=r.get(d, "max_answers", path, integer(0, 1000), 0),
-            on_all_unhealthy=r.get(d, "on_all_unhealthy", path, choice("all", "none"), "all"),
+            ttl=r.get(d, "ttl", path, seconds(0, 86400), base.ttl),
+            negative_ttl=r.get(d, "negative_ttl", path, seconds(0, 86400), base.negative_ttl),
+            max_answers=r.get(d, "max_answers", path, integer(0, 1000), base.max_answers),
+            on_all_unhealthy=r.get(d, "on_all_unhealthy", path, choice("all", "none"),
+                                   base.on_all_unhealthy),
         )
         if not zone.name and "name" in d:
             r.error(f"{path}.name", "the root zone cannot be served (use forward for it)")
         if zone.name in seen:
-            r.error(f"{path}.name", f"zone {_show(zone.name)} is listed twice")
+            r.error(f"{path}.name", f"zone {show(zone.name)} is listed twice")
         seen.add(zone.name)
         zones.append(zone)
     if not zones:
@@ -375,12 +251,14 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
         base = ClusterConfig("")
         cluster = ClusterConfig(
             name=r.required(d, "name", path, cluster_name, f"invalid-{i}"),
-            locality=r.get(d, "locality", path, locality, Locality()),
-            kubeconfig=r.get(d, "kubeconfig", path, lambda v: _path(r.source, v), ""),
-            context=r.get(d, "context", path, text, ""),
-            in_cluster=r.get(d, "in_cluster", path, boolean, False),
+            locality=r.get(d, "locality", path, locality, base.locality),
+            kubeconfig=r.get(d, "kubeconfig", path, lambda v: _path(r.source, v),
+                             base.kubeconfig),
+            context=r.get(d, "context", path, text, base.context),
+            in_cluster=r.get(d, "in_cluster", path, boolean, base.in_cluster),
             namespaces=tuple(r.items(d, "namespaces", path, namespace)),
-            label_selector=r.get(d, "label_selector", path, label_selector, ""),
+            label_selector=r.get(d, "label_selector", path, label_selector,
+                                 base.label_selector),
             stale_for=r.get(d, "stale_for", path, duration, base.stale_for),
             watch_idle_timeout=r.get(d, "watch_idle_timeout", path, positive_duration,
                                      base.watch_idle_timeout),
@@ -402,24 +280,10 @@ def _clusters(r: _Reader, raw: Any) -> tuple[ClusterConfig, ...]:
             if found:
                 r.error(f"{path}.{found[0]}", found[1])
         if cluster.name in seen:
-            r.error(f"{path}.name", f"cluster {_show(cluster.name)} is listed twice")
+            r.error(f"{path}.name", f"cluster {show(cluster.name)} is listed twice")
         seen.add(cluster.name)
         clusters.append(cluster)
     return tuple(clusters)
-
-
-def read_bounded(path: str, limit: int = _MAX_FILE_BYTES) -> bytes:
-    """A regular file's bytes, at most `limit` of them: never a FIFO or a device that
-    blocks or never ends. OSError (strerror set) when it is not one."""
-    if "\0" in path:
-        raise OSError(0, "not a file name (a NUL byte)")
-    with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise OSError(0, "not a regular file")
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(0, f"larger than {limit // 1024} KiB")
-    return data
 
 
 def _kubeconfig_problem(path: str, context: str) -> tuple[str, str] | None:
@@ -441,78 +305,14 @@ def _kubeconfig_problem(path: str, context: str) -> tuple[str, str] | None:
         return "kubeconfig", f"{path} has no contexts"
     if context:
         if context not in names:
-            return "context", f"{_show(context)} is not a context in {path}"
+            return "context", f"{show(context)} is not a context in {path}"
         return None
     current = raw.get("current-context")
     if not current or not isinstance(current, str):
         return "context", f"is required: {path} has no current-context"
     if current not in names:
-        return "kubeconfig", f"its current-context {_show(current)} is not one of its contexts"
+        return "kubeconfig", f"its current-context {show(current)} is not one of its contexts"
     return None
-
-
-# Kubernetes label selector syntax (apimachinery labels.Parse): requirements separated by
-# commas: `key`, `!key`, `key=value`, `key==value`, `key!=value`, `key in (a, b)`,
-# `key notin (a, b)`, `key>1`, `key<1`.
-_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-_LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?" + _LABEL_NAME)
-_LABEL_VALUE = re.compile(f"({_LABEL_NAME})?")
-_SET = re.compile(r"([^\s(),!=<>]+)\s+(in|notin)\s*\(([^()]*)\)")
-_COMPARE = re.compile(r"([^\s(),!=<>]+)\s*(==|=|!=|<|>)\s*([^\s(),!=<>]*)")
-_EXISTS = re.compile(r"(!?)\s*([^\s(),!=<>]+)")
-_MAX_SELECTOR = 4096
-
-
-def label_selector(value: Any) -> str:
-    raw = text(value).strip()
-    if len(raw) > _MAX_SELECTOR:
-        raise _Invalid(f"is longer than {_MAX_SELECTOR} characters")
-    for requirement in _requirements(raw):
-        problem = _requirement_problem(requirement.strip())
-        if problem:
-            raise _Invalid(f"{_show(raw)} is not a label selector: {problem}")
-    return raw
-
-
-def _requirements(selector: str) -> list[str]:
-    """Split at the commas outside parentheses."""
-    out, start, depth = [], 0, 0
-    for i, char in enumerate(selector):
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "," and depth == 0:
-            out.append(selector[start:i])
-            start = i + 1
-    out.append(selector[start:])
-    return out
-
-
-def _requirement_problem(req: str) -> str:
-    if not req:
-        return "an empty requirement"
-    values: list[str] = []
-    if match := _SET.fullmatch(req):
-        key = match.group(1)
-        values = [v.strip() for v in match.group(3).split(",")]
-        if values == [""]:
-            return f"{_show(req)}: {match.group(2)} needs at least one value"
-    elif match := _COMPARE.fullmatch(req):
-        key, op, value = match.groups()
-        if op in "<>" and not value.isdigit():
-            return f"{_show(req)}: {op} needs a whole number"
-        values = [value]
-    elif match := _EXISTS.fullmatch(req):
-        key = match.group(2)
-    else:
-        return f"{_show(req)} is not key, !key, key=value, key!=value, key in (...)"
-    if not _LABEL_KEY.fullmatch(key):
-        return f"{_show(key)} is not a label key ([prefix/]name, name at most 63 characters)"
-    for value in values:
-        if not _LABEL_VALUE.fullmatch(value):
-            return f"{_show(value)} is not a label value (at most 63 letters, digits, '-_.')"
-    return ""
 
 
 def _path(source: str, value: Any) -> str:
@@ -520,7 +320,7 @@ def _path(source: str, value: Any) -> str:
     try:
         raw = Path(text(value)).expanduser()
     except RuntimeError:  # `~user/...` for a user without a home directory here
-        raise _Invalid(f"{_show(value)}: its ~ names no home directory on this host") from None
+        raise Invalid(f"{show(value)}: its ~ names no home directory on this host") from None
     if not raw.is_absolute() and Path(source).is_file():
         raw = Path(source).resolve().parent / raw
     return str(raw)
@@ -542,7 +342,7 @@ def _remote_secrets(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
     host = next((c for c in clusters if c.name == rs.cluster), None)
     if rs.cluster and (host is None or not host.watched):
         r.error("remote_secrets.cluster",
-                f"{_show(rs.cluster)} is not a cluster with kubeconfig or in_cluster")
+                f"{show(rs.cluster)} is not a cluster with kubeconfig or in_cluster")
     return rs
 
 
@@ -565,7 +365,8 @@ def _services(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
                 name=r.required(pd, "name", ppath, dns_label, ""),
                 port=r.required(pd, "port", ppath, integer(1, 65535), 0),
                 protocol=r.get(pd, "protocol", ppath,
-                               lambda v: choice("tcp", "udp", "sctp")(_scalar(v).lower()), "tcp"),
+                               lambda v: choice("tcp", "udp", "sctp")(scalar(v).lower()),
+                               _PORT.protocol),
             ))
         endpoints: list[StaticEndpoint] = []
         for j, e in enumerate(r.sequence(d.get("endpoints"), f"{path}.endpoints")):
@@ -574,16 +375,16 @@ def _services(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
                                       "labels", "weight", "health_check"})
             cluster = r.required(ed, "cluster", epath, cluster_name, "")
             if cluster and cluster not in by_name:
-                r.error(f"{epath}.cluster", f"{_show(cluster)} is not a cluster listed in clusters")
+                r.error(f"{epath}.cluster", f"{show(cluster)} is not a cluster listed in clusters")
             default_locality = by_name[cluster].locality if cluster in by_name else Locality()
             endpoints.append(StaticEndpoint(
                 address=r.required(ed, "address", epath, ip_address, "0.0.0.0"),
                 cluster=cluster,
                 locality=r.get(ed, "locality", epath, locality, default_locality),
-                ready=r.get(ed, "ready", epath, boolean, True),
-                hostname=r.get(ed, "hostname", epath, dns_label, ""),
-                labels=r.get(ed, "labels", epath, labels, ()),
-                weight=r.get(ed, "weight", epath, integer(0, 1_000_000), 1),
+                ready=r.get(ed, "ready", epath, boolean, _ENDPOINT.ready),
+                hostname=r.get(ed, "hostname", epath, dns_label, _ENDPOINT.hostname),
+                labels=r.get(ed, "labels", epath, labels, _ENDPOINT.labels),
+                weight=r.get(ed, "weight", epath, integer(0, 1_000_000), _ENDPOINT.weight),
                 health_check=_health_check(r, ed.get("health_check"), f"{epath}.health_check"),
             ))
         if (name, namespace_) in seen:
@@ -596,73 +397,6 @@ def _services(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
     return tuple(services)
 
 
-def upstream(value: Any) -> tuple[ListenAddress, ...]:
-    """`IP[:PORT]`, `[IPV6]:PORT`, a bare IPv6 address, or a file path such as
-    /etc/resolv.conf, whose `nameserver` lines are taken (port 53)."""
-    raw = text(value).strip()
-    if raw.startswith(("/", "./", "../")):
-        return _nameservers(raw)
-    match = re.match(r"^\[([^\]]+)\](?::(\d+))?$", raw)
-    if match:
-        host, port = match.group(1), match.group(2)
-    elif raw.count(":") > 1:
-        host, port = raw, None
-    else:
-        host, _, port = raw.partition(":")
-        port = port or None
-    try:
-        host = ip_address(host)
-    except _Invalid:
-        raise _Invalid(f"{_show(raw)} is not IP[:PORT] ([IPV6]:PORT) or a file path; "
-                       "host names are not resolved") from None
-    if port is not None and not (re.fullmatch("[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
-        raise _Invalid(f"{_show(raw)}: port {_show(port)} is out of range 1..65535")
-    return (ListenAddress(host, int(port) if port else 53),)
-
-
-def _nameservers(path: str) -> tuple[ListenAddress, ...]:
-    try:
-        lines = read_bounded(path).decode("utf-8", "replace").splitlines()
-    except OSError as exc:
-        raise _Invalid(f"cannot read {path}: {exc.strerror}") from None
-    found = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) >= 2 and fields[0] == "nameserver":
-            try:
-                found.append(ListenAddress(ip_address(fields[1]), 53))
-            except _Invalid:
-                raise _Invalid(f"{path}: {_show(fields[1])} is not an IP address") from None
-    if not found:
-        raise _Invalid(f"{path} has no nameserver lines")
-    return tuple(found)
-
-
-def positive_duration(value: Any) -> float:
-    seconds = duration(value)
-    if seconds <= 0:
-        raise _Invalid(f"{_show(value)} must be more than zero")
-    return seconds
-
-
-def whole_seconds(value: Any) -> int:
-    return round(duration(value))
-
-
-def network(value: Any) -> str:
-    """A CIDR; host bits set (`10.1.2.3/8`) are an error: which network was meant?"""
-    raw = _scalar(value).strip()
-    try:
-        return str(ipaddress.ip_network(raw))
-    except ValueError:
-        pass
-    try:
-        loose = ipaddress.ip_network(raw, strict=False)
-    except ValueError:
-        raise _Invalid(f"{_show(value)} is not an IP network (e.g. 10.0.0.0/8, fc00::/7)") from None
-    raise _Invalid(f"{_show(value)} has host bits set (the network is {loose})")
-
-
 def _forward(r: _Reader, raw: Any, config: Config) -> tuple[ForwardConfig, ...]:
     served = [z.name for z in config.zones]
     listen = config.dns.listen
@@ -670,14 +404,23 @@ def _forward(r: _Reader, raw: Any, config: Config) -> tuple[ForwardConfig, ...]:
     for i, item in enumerate(r.sequence(raw, "forward")):
         path = f"forward[{i}]"
         d = r.mapping(item, path, {"zone", "upstreams", "policy", "timeout", "tries",
-                                   "max_fails", "health_check", "force_tcp"})
+                                   "max_fails", "probe_interval", "health_check", "force_tcp"})
+        if "health_check" in d:
+            # The old name (CoreDNS's): `health_check` now means the active checks of
+            # services[] only. Still read, with a warning, so an old config keeps working.
+            if "probe_interval" in d:
+                r.error(f"{path}.health_check", "is the old name of probe_interval; give one")
+            else:
+                log.warning("%s: %s.health_check is deprecated: call it probe_interval",
+                            r.source, path)
+                d = {**d, "probe_interval": d["health_check"]}
         zone = r.required(d, "zone", path, domain, None)
         addresses: list[ListenAddress] = []
         for j, entry in enumerate(r.sequence(d.get("upstreams"), f"{path}.upstreams")):
             upath = f"{path}.upstreams[{j}]"
             try:
                 found = upstream(entry)
-            except _Invalid as exc:
+            except Invalid as exc:
                 r.error(upath, str(exc))
                 continue
             for address in found:
@@ -700,16 +443,17 @@ def _forward(r: _Reader, raw: Any, config: Config) -> tuple[ForwardConfig, ...]:
             timeout=r.get(d, "timeout", path, positive_duration, base.timeout),
             tries=r.get(d, "tries", path, integer(1, 10), base.tries),
             max_fails=r.get(d, "max_fails", path, integer(0, 1000), base.max_fails),
-            health_check=r.get(d, "health_check", path, positive_duration, base.health_check),
+            probe_interval=r.get(d, "probe_interval", path, positive_duration,
+                                 base.probe_interval),
             force_tcp=r.get(d, "force_tcp", path, boolean, base.force_tcp),
         )
         if zone is not None:
             for name in served:
                 if zone == name or zone.endswith("." + name):
-                    r.error(f"{path}.zone", f"{_show(zone)} is inside the served zone "
-                            f"{_show(name)} (names in served zones are never forwarded)")
+                    r.error(f"{path}.zone", f"{show(zone)} is inside the served zone "
+                            f"{show(name)} (names in served zones are never forwarded)")
             if zone in {f.zone for f in forwards}:
-                r.error(f"{path}.zone", f"zone {_show(zone or '.')} is listed twice")
+                r.error(f"{path}.zone", f"zone {show(zone or '.')} is listed twice")
         forwards.append(fc)
     return tuple(forwards)
 
@@ -744,7 +488,7 @@ def _acl(r: _Reader, raw: Any) -> AclConfig:
         for j, item in enumerate(r.sequence(d[key], f"acl.{key}")):
             try:
                 nets.append(network(item))
-            except _Invalid as exc:
+            except Invalid as exc:
                 r.error(f"acl.{key}[{j}]", str(exc))
         lists[key] = tuple(nets)
     return AclConfig(allow_recursion=lists.get("allow_recursion", base.allow_recursion),
@@ -769,12 +513,6 @@ def _http(r: _Reader, raw: Any, dns: DnsConfig) -> HttpConfig:
     return http
 
 
-def fraction(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise _Invalid(f"{_show(value)} is not a fraction between 0 and 1 (e.g. 0.01)")
-    return float(value)
-
-
 def _log(r: _Reader, raw: Any) -> LogConfig:
     d = r.mapping(raw, "log", {"queries", "sample", "file"})
     base = LogConfig()
@@ -788,17 +526,6 @@ def _reload(r: _Reader, raw: Any) -> ReloadConfig:
     d = r.mapping(raw, "reload", {"interval"})
     base = ReloadConfig()
     return ReloadConfig(interval=r.get(d, "interval", "reload", duration, base.interval))
-
-
-def status_range(value: Any) -> tuple[int, int]:
-    match = re.match(r"^\s*(\d{3})\s*(?:-\s*(\d{3}))?\s*$", _scalar(value))
-    if not match:
-        raise _Invalid(f"{_show(value)} is not a status or range (e.g. 200 or 200-399)")
-    low = int(match.group(1))
-    high = int(match.group(2) or low)
-    if not 100 <= low <= high <= 599:
-        raise _Invalid(f"{_show(value)} is not a range of HTTP statuses")
-    return low, high
 
 
 def _health_check(r: _Reader, raw: Any, path: str) -> HealthCheckConfig | None:
@@ -828,7 +555,7 @@ def _health_check(r: _Reader, raw: Any, path: str) -> HealthCheckConfig | None:
                                   base.unhealthy_threshold),
     )
     if not check.path.startswith("/"):
-        r.error(f"{kpath}.path", f"{_show(check.path)} must start with /")
+        r.error(f"{kpath}.path", f"{show(check.path)} must start with /")
     return check
 
 
@@ -842,7 +569,7 @@ def _subsets(r: _Reader, raw: Any, path: str) -> tuple[SubsetConfig, ...]:
         if subset.name.startswith("_"):
             r.error(f"{spath}.name", "must not start with '_' (SRV names do)")
         if subset.name in {x.name for x in subsets}:
-            r.error(f"{spath}.name", f"subset {_show(subset.name)} is listed twice")
+            r.error(f"{spath}.name", f"subset {show(subset.name)} is listed twice")
         subsets.append(subset)
     return tuple(subsets)
 
@@ -858,60 +585,8 @@ def _client_localities(r: _Reader, raw: Any) -> tuple[ClientLocality, ...]:
     return tuple(out)
 
 
-_PATTERN = re.compile(r"^[a-z0-9*][a-z0-9*_.-]*(/[a-z0-9*][a-z0-9*_.-]*){0,2}$")
-
-
-def pattern(value: Any) -> str:
-    """A locality pattern: `us-central1/*`, `eu-*`, `us-east1`."""
-    raw = text(value).lower().strip("/")
-    if not _PATTERN.match(raw):
-        raise _Invalid(f"{_show(value)} is not a locality pattern "
-                       "(region[/zone[/subzone]], * allowed)")
-    if any(len(part) > 63 or part.count("*") > 2 for part in raw.split("/")):
-        # Each `*` is a regex loop run against endpoint localities: keep them few and short.
-        raise _Invalid(f"{_show(value)}: a part is longer than 63 or has more than two '*'")
-    return raw
-
-
 _NO_WEIGHTS: tuple[tuple[str, int], ...] = ()
 _MATCH = re.compile(r"[a-z0-9*_-]{1,63}\.[a-z0-9*_-]{1,63}")
-
-
-def weight_map(value: Any) -> tuple[tuple[str, int], ...]:
-    if not isinstance(value, dict) or not value:
-        raise _Invalid("must be a mapping of name: weight")
-    out = []
-    for key, weight in value.items():
-        if isinstance(weight, bool) or not isinstance(weight, int) or \
-                not 0 <= weight <= _MAX_WEIGHT:
-            raise _Invalid(f"weight of {_show(key)} must be a whole number 0..{_MAX_WEIGHT}, "
-                           f"not {_show(weight)}")
-        out.append((_scalar(key), weight))
-    if not any(w for _, w in out):
-        raise _Invalid("at least one weight must be above 0")
-    return tuple(out)
-
-
-def min_healthy(value: Any) -> tuple[float, bool]:
-    raw = _scalar(value).strip()
-    match = re.match(r"^(\d+(?:\.\d+)?)(%?)$", raw)
-    if isinstance(value, bool) or not match:
-        raise _Invalid(f"{_show(value)} is not a count or a percentage (e.g. 2 or 50%)")
-    amount, percent = float(match.group(1)), bool(match.group(2))
-    if percent and amount > 100:
-        raise _Invalid(f"{_show(value)} is more than 100%")
-    return amount, percent
-
-
-def percentage(value: Any) -> float:
-    raw = _scalar(value).strip().rstrip("%")
-    try:
-        amount = float(raw)
-    except ValueError:
-        raise _Invalid(f"{_show(value)} is not a percentage (0-100)") from None
-    if isinstance(value, bool) or not 0 <= amount <= 100:
-        raise _Invalid(f"{_show(value)} is not a percentage (0-100)")
-    return amount
 
 
 def _routing(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
@@ -927,11 +602,11 @@ def _routing(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
                                    "max_answers", "shuffle", "subsets"})
         match = r.required(d, "match", path, text, "")
         if match and not _MATCH.fullmatch(match.lower()):
-            r.error(f"{path}.match", f"{_show(match)} is not <service>.<namespace> (* allowed)")
+            r.error(f"{path}.match", f"{show(match)} is not <service>.<namespace> (* allowed)")
             match = ""
         elif any(label.count("*") > 2 for label in match.split(".")):
             # Each `*` is a regex loop run per query: three in one label backtrack badly.
-            r.error(f"{path}.match", f"{_show(match)} has more than two '*' in one label")
+            r.error(f"{path}.match", f"{show(match)} has more than two '*' in one label")
             match = ""
         distribute = []
         for j, entry in enumerate(r.sequence(d.get("distribute"), f"{path}.distribute")):
@@ -951,7 +626,7 @@ def _routing(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
         for name, _ in weights:
             if name not in known:
                 r.error(f"{path}.weights.{name}",
-                        f"{_show(name)} is not a cluster listed in clusters")
+                        f"{show(name)} is not a cluster listed in clusters")
         views = []
         for j, entry in enumerate(r.sequence(d.get("views"), f"{path}.views")):
             vpath = f"{path}.views[{j}]"
@@ -960,14 +635,14 @@ def _routing(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
                 clients=tuple(r.items(vd, "clients", vpath, network)),
                 localities=tuple(r.items(vd, "localities", vpath, pattern)),
                 clusters=tuple(r.items(vd, "clusters", vpath, cluster_name)),
-                labels=r.get(vd, "labels", vpath, labels, ()),
+                labels=r.get(vd, "labels", vpath, labels, ViewConfig().labels),
             )
             for k, name in enumerate(view.clusters):
                 if name not in known:
                     # A view restricted to a cluster that never has endpoints answers its
                     # clients NOERROR with no records: a typo must not get that far.
                     r.error(f"{vpath}.clusters[{k}]",
-                            f"{_show(name)} is not a cluster listed in clusters")
+                            f"{show(name)} is not a cluster listed in clusters")
             if not view.clients and not view.localities:
                 r.error(vpath, "needs clients or localities to match")
             if not view.clusters and not view.labels:
@@ -979,12 +654,13 @@ def _routing(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
             failover=tuple(failover),
             weights=weights,
             views=tuple(views),
-            answer=r.get(d, "answer", path, choice("all", "best_tier"), "all"),
-            spill=r.get(d, "spill", path, integer(0, 1000), 0),
-            min_healthy=r.get(d, "min_healthy", path, min_healthy, (0.0, False)),
-            panic_threshold=r.get(d, "panic_threshold", path, percentage, 0.0),
-            max_answers=r.get(d, "max_answers", path, integer(0, 1000), None),
-            shuffle=r.get(d, "shuffle", path, boolean, True),
+            answer=r.get(d, "answer", path, choice("all", "best_tier"), _RULE.answer),
+            spill=r.get(d, "spill", path, integer(0, 1000), _RULE.spill),
+            min_healthy=r.get(d, "min_healthy", path, min_healthy, _RULE.min_healthy),
+            panic_threshold=r.get(d, "panic_threshold", path, percentage,
+                                  _RULE.panic_threshold),
+            max_answers=r.get(d, "max_answers", path, integer(0, 1000), _RULE.max_answers),
+            shuffle=r.get(d, "shuffle", path, boolean, _RULE.shuffle),
             subsets=_subsets(r, d.get("subsets"), f"{path}.subsets"),
         )
         if rule.weights and rule.distribute:
@@ -995,8 +671,8 @@ def _routing(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
             if earlier is None:
                 earlier = next((j for j, m in wildcards if _covers(m, rule.match)), None)
             if earlier is not None:
-                r.error(f"{path}.match", f"{_show(match)} is never used: routing[{earlier}] "
-                        f"({_show(rules[earlier].match)}) matches every name it does, and "
+                r.error(f"{path}.match", f"{show(match)} is never used: routing[{earlier}] "
+                        f"({show(rules[earlier].match)}) matches every name it does, and "
                         "the first matching rule wins")
             first.setdefault(rule.match, i)
             if "*" in rule.match:
@@ -1012,7 +688,7 @@ def _targets(r: _Reader, weights: tuple[tuple[str, int], ...], path: str
     for key, weight in weights:
         try:
             out.append((pattern(key), weight))
-        except _Invalid as exc:
+        except Invalid as exc:
             r.error(f"{path}.{key}", str(exc))
     return tuple(out)
 
@@ -1039,9 +715,10 @@ def _aliases(r: _Reader, raw: Any) -> tuple[AliasConfig, ...]:
         d = r.mapping(item, path, {"name", "target", "mode"})
         alias = AliasConfig(name=r.required(d, "name", path, domain, ""),
                             target=r.required(d, "target", path, domain, ""),
-                            mode=r.get(d, "mode", path, choice("cname", "flatten"), "cname"))
+                            mode=r.get(d, "mode", path, choice("cname", "flatten"),
+                                       _ALIAS.mode))
         if alias.name in seen:
-            r.error(f"{path}.name", f"alias {_show(alias.name)} is listed twice")
+            r.error(f"{path}.name", f"alias {show(alias.name)} is listed twice")
         seen.add(alias.name)
         out.append(alias)
     return tuple(out)
@@ -1051,15 +728,6 @@ _TOP = {"dns", "resolver", "zones", "clusters", "remote_secrets", "sync_timeout"
         "forward", "cache", "acl", "client_localities", "routing", "aliases", "http", "log",
         "reload", "limits", "rate_limit", "cookies", "serve_hosts",
         "service_entries"}
-
-
-def serve_host(value: Any) -> str:
-    """A host name, or `*.domain`: one leading wildcard label, as Istio writes hosts."""
-    name = text(value).strip().lower().rstrip(".")
-    rest = name[2:] if name.startswith("*.") else name
-    if "." not in rest or not domain(rest):
-        raise _Invalid(f"{_show(value)} is not a host name or *.domain")
-    return name
 
 
 _ENTRY_KEYS = {"name", "namespace", "cluster", "hosts", "ports", "endpoints", "location",
@@ -1076,7 +744,7 @@ def _service_entries(r: _Reader, raw: Any, clusters: tuple[ClusterConfig, ...]
         d = r.mapping(item, path, _ENTRY_KEYS)
         cluster = r.get(d, "cluster", path, cluster_name, "static")
         if "cluster" in d and cluster not in {c.name for c in clusters}:
-            r.error(f"{path}.cluster", f"{_show(cluster)} is not a cluster listed in clusters")
+            r.error(f"{path}.cluster", f"{show(cluster)} is not a cluster listed in clusters")
         if not d.get("hosts"):
             r.error(f"{path}.hosts", "is required")
 
@@ -1108,7 +776,7 @@ def _rate_limit(r: _Reader, raw: Any) -> RateLimitConfig | None:
         for j, item in enumerate(r.sequence(d["exempt"], f"{path}.exempt")):
             try:
                 nets.append(network(item))
-            except _Invalid as exc:
+            except Invalid as exc:
                 r.error(f"{path}.exempt[{j}]", str(exc))
         exempt = tuple(nets)
     rate = integer(0, 1_000_000)
@@ -1129,7 +797,7 @@ def _rate_limit(r: _Reader, raw: Any) -> RateLimitConfig | None:
 def _window(value: Any) -> float:
     seconds = positive_duration(value)
     if seconds > 3600:  # BIND allows 1..3600
-        raise _Invalid(f"{_show(value)} is more than an hour")
+        raise Invalid(f"{show(value)} is more than an hour")
     return seconds
 
 
@@ -1142,7 +810,7 @@ def _cookies(r: _Reader, raw: Any, source: str) -> CookiesConfig:
         try:
             secret_file = _path(source, d["secret_file"])
             read_secret_file(secret_file)
-        except _Invalid as exc:
+        except Invalid as exc:
             r.error(f"{path}.secret_file", str(exc))
         except OSError as exc:
             r.error(f"{path}.secret_file", f"{secret_file}: {exc.strerror or exc}")
@@ -1235,7 +903,7 @@ def _build(r: _Reader, raw: Any, source: str) -> Config:
         zones=_zones(r, top.get("zones")),
         clusters=clusters,
         remote_secrets=_remote_secrets(r, top.get("remote_secrets"), clusters),
-        sync_timeout=r.get(top, "sync_timeout", "", duration, 30.0),
+        sync_timeout=r.get(top, "sync_timeout", "", duration, Config().sync_timeout),
         services=_services(r, top.get("services"), clusters),
         client_localities=_client_localities(r, top.get("client_localities")),
         routing=_routing(r, top.get("routing"), clusters),

@@ -7,7 +7,7 @@ the deadline (dnspython's rule). A truncated UDP answer is asked again over TCP;
 connections are kept per upstream and reused, queries pipelined and matched by ID.
 
 Health, as CoreDNS's forward plugin does it: after `max_fails` consecutive failures an
-upstream is unhealthy, skipped, and probed with `. IN NS` every `health_check` interval
+upstream is unhealthy, skipped, and probed with `. IN NS` every `probe_interval`
 until it answers (any rcode). When every upstream is unhealthy, they are tried anyway.
 
 A UDP answer larger than the 1232 bytes we advertise is dropped and the query asked again
@@ -25,7 +25,7 @@ import random
 import socket
 import struct
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 from globaldns.dns.names import Ede, QType, Rcode
@@ -161,14 +161,18 @@ class TcpChannel(asyncio.Protocol):
 class Upstream:
     """One upstream server: its transports and its health."""
 
-    def __init__(self, host: str, port: int, *, max_fails: int, health_check: float,
-                 probe_timeout: float, force_tcp: bool) -> None:
+    def __init__(self, host: str, port: int, *, max_fails: int, probe_interval: float,
+                 probe_timeout: float, force_tcp: bool,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.host = host
         self.port = port
         self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.max_fails = max_fails
-        self.health_check = health_check
+        self.probe_interval = probe_interval
         self.probe_timeout = probe_timeout
+        self.sleep = sleep
+        """The wait between probes; tests pass one they control (the probe itself, a real
+        exchange, keeps a real deadline)."""
         self.force_tcp = force_tcp
         self.fails = 0
         self.tcp: TcpChannel | None = None
@@ -211,7 +215,7 @@ class Upstream:
         self.fails += 1
         if not self.healthy and self.prober is None:
             log.warning("upstream %s is unhealthy after %d failures; probing every %.1fs",
-                        self, self.fails, self.health_check)
+                        self, self.fails, self.probe_interval)
             self.prober = asyncio.get_running_loop().create_task(self._probe())
 
     async def _probe(self) -> None:
@@ -219,7 +223,7 @@ class Upstream:
         loop = asyncio.get_running_loop()
         try:
             while not self.healthy:
-                await asyncio.sleep(self.health_check)
+                await self.sleep(self.probe_interval)
                 self.probes += 1
                 try:
                     await self.exchange(PROBE, PROBE_QUESTION,
@@ -346,9 +350,11 @@ class Pool:
     """The upstreams of one forward zone and how to choose among them."""
 
     def __init__(self, addresses: Sequence[tuple[str, int]], *, policy: str, timeout: float,
-                 tries: int, max_fails: int, health_check: float, force_tcp: bool) -> None:
-        self.upstreams = [Upstream(host, port, max_fails=max_fails, health_check=health_check,
-                                   probe_timeout=timeout, force_tcp=force_tcp)
+                 tries: int, max_fails: int, probe_interval: float, force_tcp: bool,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.upstreams = [Upstream(host, port, max_fails=max_fails,
+                                   probe_interval=probe_interval, probe_timeout=timeout,
+                                   force_tcp=force_tcp, sleep=sleep)
                           for host, port in addresses]
         self.policy = policy
         self.timeout = timeout

@@ -31,7 +31,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
@@ -86,10 +86,17 @@ class HealthChecker:
 
     def __init__(self, store: Store, *, concurrency: int = CONCURRENCY,
                  clock: Callable[[], float] = time.time,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random,
+                 now: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.store = store
         self.clock = clock
+        """Wall-clock seconds, for `last_check` shown to humans."""
         self.rand = rand
+        self.now = now
+        self.sleep = sleep
+        """The schedule of checks: tests pass a time they move (a check's own timeout,
+        a real network exchange, stays real)."""
         self.endpoints: dict[HealthKey, EndpointHealth] = {}
         self.health: dict[HealthKey, bool] = {}
         """Each check's verdict, as the static source reads it."""
@@ -184,9 +191,8 @@ class HealthChecker:
         runs late (pool full, timeout longer than the interval) pushes the next one back
         instead of bunching them up."""
         check = key.check
-        loop = asyncio.get_running_loop()
-        await asyncio.sleep(self.rand() * check.interval)
-        due = loop.time()
+        await self.sleep(self.rand() * check.interval)
+        due = self.now()
         while True:
             try:
                 async with self._pool:
@@ -198,8 +204,8 @@ class HealthChecker:
                 self.record(key, result, error)
             except Exception:  # a bug must not end this endpoint's checks for good
                 log.exception("healthcheck: check of %s:%d failed", key.address, check.port)
-            due = max(due + check.interval, loop.time())
-            await asyncio.sleep(due - loop.time())
+            due = max(due + check.interval, self.now())
+            await self.sleep(due - self.now())
 
     # -- one check -------------------------------------------------------------------
 

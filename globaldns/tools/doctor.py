@@ -34,7 +34,7 @@ from pathlib import Path
 
 from globaldns.config import Config, ConfigError, load, load_default
 from globaldns.config.model import ListenAddress
-from globaldns.config.parse import _Invalid, listen_address
+from globaldns.config.values import Invalid, listen_address
 from globaldns.dns.message import text_to_wire
 from globaldns.dns.names import Rcode
 from globaldns.routing.policy import ClientLocator
@@ -182,7 +182,7 @@ def forward_target(arg: str) -> ListenAddress | str:
         raw = f"{raw}:53"
     try:
         return listen_address(raw)
-    except _Invalid:
+    except Invalid:
         return arg
 
 
@@ -386,7 +386,7 @@ def run(corefile: str, *, nodelocal: str | None = None, config_path: str | None 
     try:
         target = listen_address(server) if server else config.dns.listen
         probes = listen_address(probe_at) if probe_at else target
-    except _Invalid as exc:
+    except Invalid as exc:
         return 1, [f"globaldns doctor: --server/--probe: {exc}"]
     if target.host in ("0.0.0.0", "::"):
         target = dataclasses.replace(target, host="127.0.0.1" if target.host == "0.0.0.0"

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.dnsclient import dig
+from tests.helpers.dns import dig
 
 CASES = [
     # (dig arguments, status, answer lines (owner, type, data) or None for "no answer")

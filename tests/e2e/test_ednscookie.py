@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from tests.dnsclient import dig
+from tests.helpers.dns import dig
 
 CLIENT = "0102030405060708"
 

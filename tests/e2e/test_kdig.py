@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 
-from tests.test_routing import DISTRIBUTE
+from tests.helpers.configs import DISTRIBUTE
 
 
 def kdig(port: int, *args: str) -> str:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
-from tests.conftest import free_port
-from tests.dnsclient import addresses, ask, dig, rcode
+from tests.helpers.dns import addresses, ask, dig, rcode
+from tests.helpers.server import free_port
+from tests.helpers.wait import wait_until
 
 
 def start_unbound(tmp_path: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes], int]:
@@ -49,14 +49,16 @@ forward-zone:
 """)
     proc = subprocess.Popen([unbound, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def up() -> bool:
         assert proc.poll() is None, proc.stderr.read().decode()  # type: ignore[union-attr]
-        if "status:" in dig(port, "global", "SOA"):
-            return proc, port
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("unbound did not start")
+        return "status:" in dig(port, "global", "SOA")
+
+    try:
+        wait_until(up, what="unbound to answer")
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc, port
 
 
 def test_resolving_through_unbound_forwarding_global_to_us(example, tmp_path):

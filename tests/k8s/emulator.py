@@ -498,6 +498,8 @@ class Emulator:
         if self.redirect is not None:
             raise web.HTTPFound(self.redirect or str(request.rel_url))
         if self.latency:
+            # The emulated API server's programmed slowness, a fault under test; no test
+            # asserts on the time it takes.
             await asyncio.sleep(self.latency)
         plural = request.path.rsplit("/", 1)[-1]
         if not self._authenticated(request):

@@ -11,17 +11,9 @@ import pytest
 from aiohttp import web
 
 from globaldns.sources.k8s import api, credentials
+from tests.helpers.k8s import FIXTURES, serve
+from tests.helpers.wait import eventually
 from tests.k8s import emulator as em
-from tests.k8s.conftest import FIXTURES
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
 
 
 def client_for(url: str, tmp_path: Path, **kw: Any) -> api.ApiClient:
@@ -35,8 +27,10 @@ def client_for(url: str, tmp_path: Path, **kw: Any) -> api.ApiClient:
     return api.ApiClient(creds, **kw)
 
 
-async def collect(client: api.ApiClient, rv: str, *, idle: float = 2.0) -> list[Any]:
-    got: list[Any] = []
+async def collect(client: api.ApiClient, rv: str, *, idle: float = 2.0,
+                  into: list[Any] | None = None) -> list[Any]:
+    """The events of a watch until it ends, then its error; in `into` as they come."""
+    got: list[Any] = [] if into is None else into
     try:
         async with client.watch(api.SERVICES, resource_version=rv,
                                 idle_timeout=idle) as events:
@@ -154,10 +148,11 @@ async def test_connection_refused_drop_and_silence_are_connection_failures() -> 
         emulator.kubeconfig_text(), origin="test", allow_insecure=True))
     try:
         rv = str(emulator.rv)
-        task = asyncio.create_task(collect(client, rv))
-        await asyncio.sleep(0.1)
+        got: list[Any] = []
+        task = asyncio.create_task(collect(client, rv, into=got))
+        await eventually(lambda: emulator.open_watches == 1)
         emulator.put(em.service("ns", "a"))
-        await asyncio.sleep(0.1)
+        await eventually(lambda: got)
         emulator.drop_watches()
         got = await task
         assert got[0][0] == "ADDED" and isinstance(got[1], api.ConnectionFailed)

@@ -1,42 +1,29 @@
 """DNS answers over real UDP sockets, fed by emulated clusters, through faults.
 
-The server is the real App (tests/conftest.py runs it on its own thread and loop), with
+The server is the real App (tests/helpers/server.py runs it on its own thread and loop), with
 its Kubernetes sources on a scaled clock; the emulators run on the test's loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
 from pathlib import Path
 from typing import Any
 
 from globaldns.sources.k8s.fleet import KubernetesSources
-from globaldns.sources.k8s.watch import Timing
-from tests.conftest import Running
-from tests.dnsclient import addresses, ask, rcode
+from tests.helpers.k8s import (
+    FastTime,
+    answers,
+    dns_eventually,
+    query,
+    timing_for,
+    web,
+    yaml_for,
+)
+from tests.helpers.server import Running
+from tests.helpers.wait import eventually
 from tests.k8s import emulator as em
-from tests.k8s.conftest import SPEED, FastTime, eventually
 from tests.k8s.expect import held
-
-
-def yaml_for(emulators: list[em.Emulator], directory: Path, *, sync_timeout: str = "30s",
-             **extra: str) -> str:
-    lines = ["zones: [{name: global, ttl: 5, negative_ttl: 5}]",
-             f"sync_timeout: {sync_timeout}", "clusters:"]
-    for e in emulators:
-        path = e.write_kubeconfig(directory / f"{e.name}.kubeconfig")
-        lines.append(f"  - name: {e.name}")
-        lines.append(f"    locality: region-{e.name}")
-        lines.append(f"    kubeconfig: {path}")
-        for key, value in extra.items():
-            lines.append(f"    {key}: {value}")
-    return "\n".join(lines) + "\n"
-
-
-def timing_for(fast: FastTime) -> Timing:
-    """The App's watch timing: scaled seconds; its rng is touched from the App's loop only."""
-    return Timing(clock=fast.clock, sleep=_scaled_sleep, rng=random.Random(5))
 
 
 def attach(server: Running, fast: FastTime) -> KubernetesSources:
@@ -44,40 +31,18 @@ def attach(server: Running, fast: FastTime) -> KubernetesSources:
     return server.app.runtime.kubernetes
 
 
-async def _scaled_sleep(seconds: float) -> None:
-    await asyncio.sleep(seconds / SPEED)
 
 
 def detach(server: Running, sources: KubernetesSources) -> None:
     """Nothing to do: the App stops its sources when the fixture stops it."""
 
 
-async def query(port: int, name: str, qtype: str = "A") -> Any:
-    # A blocking socket call: in a thread, so the emulators on this loop keep serving.
-    return await asyncio.to_thread(ask, port, name, qtype)
 
 
-async def answers(port: int, name: str) -> tuple[str, list[str]]:
-    reply = await query(port, name)
-    return rcode(reply), sorted(addresses(reply))
 
 
-async def dns_eventually(port: int, name: str, expected: tuple[str, list[str]],
-                         timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        got = await answers(port, name)
-        if got == expected:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{name}: {got} != {expected}")
-        await asyncio.sleep(0.02)
 
 
-def web(e: em.Emulator, *addresses: str, ready: bool = True) -> None:
-    e.put(em.service("prod", "web"))
-    e.put(em.endpoint_slice("prod", "web-1", "web",
-                            endpoints=[em.endpoint(a, ready=ready) for a in addresses]))
 
 
 async def test_servfail_until_ready_then_merged_answers_and_nxdomain(
@@ -155,7 +120,7 @@ async def test_answers_through_drop_410_and_an_outage_past_stale_for(
 
 async def test_random_changes_and_faults_end_with_answers_equal_to_the_clusters(
         emulators: Any, server_factory: Any, tmp_path: Path, fast: FastTime) -> None:
-    from tests.k8s.test_random import Chaos
+    from tests.helpers.k8s import Chaos
 
     rng = random.Random(11)
     clusters = await emulators("r1", "r2")

@@ -15,8 +15,8 @@ from typing import Any
 import kubernetes
 import pytest
 
+from tests.helpers.wait import eventually
 from tests.k8s import emulator as em
-from tests.k8s.conftest import eventually
 
 
 def official(emulator: em.Emulator, tmp_path: Path) -> kubernetes.client.ApiClient:

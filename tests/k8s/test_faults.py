@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from globaldns.sources.k8s.watch import BACKOFF_BASE
-from tests.conftest import Running
-from tests.faultload import Answer, Load
-from tests.k8s.conftest import FastTime, eventually
-from tests.k8s.test_dns import dns_eventually, timing_for, web, yaml_for
+from tests.helpers.faultload import Answer, Load
+from tests.helpers.k8s import FastTime, dns_eventually, timing_for, web, yaml_for
+from tests.helpers.server import Running
+from tests.helpers.wait import eventually
 
 NAME = "web.prod.global"
 

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from globaldns.registry.model import Endpoint, ServiceData
-from tests.conftest import Running
-from tests.dnsclient import addresses, ask, rcode
+from tests.helpers.dns import addresses, ask, rcode
+from tests.helpers.http import get, scrape, value
+from tests.helpers.k8s import FastTime, answers, dns_eventually, query, timing_for, yaml_for
+from tests.helpers.server import Running
+from tests.helpers.wait import eventually
 from tests.k8s import emulator as em
-from tests.k8s.conftest import FastTime, eventually
-from tests.k8s.test_dns import answers, dns_eventually, query, timing_for, yaml_for
-from tests.scrape import get, scrape, value
 
 LONG_PORT = "p" * 63  # legal Kubernetes (a DNS-1123 label); `_` + it is 64 bytes
 

@@ -26,11 +26,10 @@ from globaldns.registry.store import Store
 from globaldns.sources.k8s import api, credentials
 from globaldns.sources.k8s.credentials import CredentialsError
 from globaldns.sources.k8s.fleet import KubernetesSources
+from tests.helpers.http import get
+from tests.helpers.k8s import FastTime, cluster_config, serve, timing_for
+from tests.helpers.wait import eventually
 from tests.k8s import emulator as em
-from tests.k8s.conftest import FastTime, cluster_config, eventually
-from tests.k8s.test_api import serve
-from tests.k8s.test_dns import timing_for
-from tests.scrape import get
 
 LABEL = {"istio/multiCluster": "true"}
 

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from globaldns.answers.explain import explain
-from tests.conftest import Running
-from tests.dnsclient import dig
+from tests.helpers.dns import dig
+from tests.helpers.k8s import FastTime, answers, dns_eventually, query, timing_for
+from tests.helpers.server import Running
+from tests.helpers.targets import HttpTarget
+from tests.helpers.wait import eventually
 from tests.k8s import emulator as em
-from tests.k8s.conftest import FastTime, eventually
-from tests.k8s.test_dns import answers, dns_eventually, query, timing_for
-from tests.test_healthcheck import HttpTarget
 
 
 def config(e: em.Emulator, directory: Path, *extra: str, cluster: str = "") -> str:

@@ -19,13 +19,13 @@ from globaldns.config.model import ClusterConfig, Config, RemoteSecretsConfig
 from globaldns.registry.store import Skipped, Store
 from globaldns.sources.k8s.annotations import read
 from globaldns.sources.k8s.fleet import KubernetesSources
-from tests.conftest import ROOT, Running
-from tests.dnsclient import addresses, rcode
+from tests.helpers.data import ROOT
+from tests.helpers.dns import addresses, first_records, rcode, share
+from tests.helpers.http import get_json, scrape, value
+from tests.helpers.k8s import FastTime, answers, cluster_config, dns_eventually, query, timing_for
+from tests.helpers.server import Running
+from tests.helpers.wait import eventually
 from tests.k8s import emulator as em
-from tests.k8s.conftest import FastTime, cluster_config, eventually
-from tests.k8s.test_dns import answers, dns_eventually, query, timing_for
-from tests.scrape import get_json, scrape, value
-from tests.test_routing import first_records, share
 
 ZONES = "zones: [{name: global, ttl: 5}, {name: clusterset.local, ttl: 5}]"
 

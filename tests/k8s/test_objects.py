@@ -11,7 +11,7 @@ import pytest
 
 from globaldns.registry.model import Endpoint, Locality, Port, ServiceData
 from globaldns.sources.k8s import objects
-from tests.k8s.conftest import FIXTURES
+from tests.helpers.k8s import FIXTURES
 
 REGION = Locality("us-central1")
 

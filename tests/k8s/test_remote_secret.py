@@ -19,8 +19,8 @@ from globaldns.cli import main
 from globaldns.registry.model import Locality
 from globaldns.sources.k8s import api, credentials, objects
 from globaldns.sources.k8s.mcs import SERVICEEXPORTS
+from tests.helpers.deploy import VERSIONS
 from tests.k8s import emulator as em
-from tests.test_deploy import VERSIONS
 
 SA_TOKEN = "reader-token-0123456789"
 

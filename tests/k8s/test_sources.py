@@ -19,8 +19,9 @@ from globaldns.registry.store import Store
 from globaldns.sources.k8s.cluster import ClusterState
 from globaldns.sources.k8s.fleet import KubernetesSources
 from globaldns.sources.k8s.watch import BACKOFF_CAP, Timing
+from tests.helpers.k8s import FastTime, cluster_config
+from tests.helpers.wait import eventually
 from tests.k8s import emulator as em
-from tests.k8s.conftest import FastTime, cluster_config, eventually
 from tests.k8s.expect import held, published
 
 WEB = ("prod", "web")

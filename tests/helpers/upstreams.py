@@ -12,7 +12,6 @@ import socket
 import struct
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,8 @@ from typing import Any
 
 import dnslib
 
-from tests.conftest import free_port
-from tests.dnsclient import make_query, udp_raw
+from tests.helpers.dns import make_query, udp_raw
+from tests.helpers.server import free_port
 
 QT = dnslib.QTYPE
 
@@ -278,6 +277,8 @@ class FakeUpstream:
         await self.held()
         for delay, wire in replies:
             if delay:
+                # The upstream's programmed slowness (`delay`), a peer's behaviour under
+                # test; no test asserts on the time it takes.
                 await asyncio.sleep(delay)
             if wire != b"spoof-from-another-port" and not writer.is_closing():
                 writer.write(len(wire).to_bytes(2, "big") + wire)
@@ -383,6 +384,8 @@ class _UdpSide(asyncio.DatagramProtocol):
         await self.owner.held()
         for delay, wire in replies:
             if delay:
+                # The upstream's programmed slowness (`delay`), a peer's behaviour under
+                # test; no test asserts on the time it takes.
                 await asyncio.sleep(delay)
             if wire == b"spoof-from-another-port":
                 # The right ID and question, from a port the query was not sent to.
@@ -470,52 +473,6 @@ def unbound(directory: Path, local_data: list[str], **kw: Any) -> Iterator[Unbou
         yield server
     finally:
         server.stop()
-
-
-class Clock:
-    """A clock the test moves (the cache's `clock`)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class Ticks:
-    """A sleep (and clock) the test drives, for a task on the server's loop: each sleep
-    waits for the test's `tick(seconds)`, which moves the clock by that much. `sleeping`
-    counts the sleeps begun, so the test knows when the task finished a round."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.now = 1000.0
-        self.sleeping = 0
-        self._ticks: asyncio.Queue[float] = asyncio.Queue()
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeping += 1
-        self.now += await self._ticks.get()
-
-    def tick(self, seconds: float) -> None:
-        """Let one sleep end, `seconds` later (from any thread)."""
-        self.loop.call_soon_threadsafe(self._ticks.put_nowait, seconds)
-
-
-def wait_until(predicate: Any, timeout: float = 5.0, step: float = 0.02) -> bool:
-    """Poll `predicate` until it holds, at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
 
 
 def _free_port6() -> int:

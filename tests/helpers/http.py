@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Running
+from tests.helpers.server import Running
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import dnslib
 
-from tests.dnsclient import make_query
+from tests.helpers.dns import make_query
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,15 @@
-"""Test-side DNS clients over real sockets: a small one built on dnslib, and `dig`."""
+"""The tests' DNS client over real sockets (a small one built on dnslib, and the real `dig`),
+and readers of what a reply carries (`ede`) or a query sends (`ecs`)."""
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import shutil
 import socket
 import struct
 import subprocess
+from collections import Counter
 
 import dnslib
 
@@ -57,9 +60,10 @@ def tcp_raw(port: int, messages: list[bytes], *, host: str = "127.0.0.1",
 
 
 def ask(port: int, name: str, qtype: str = "A", *, tcp: bool = False, source: str = "127.0.0.1",
-        **kw) -> dnslib.DNSRecord:  # type: ignore[no-untyped-def]
+        timeout: float = 2.0, **kw) -> dnslib.DNSRecord:  # type: ignore[no-untyped-def]
     data = make_query(name, qtype, **kw)
-    raw = tcp_raw(port, [data])[0] if tcp else udp_raw(port, data, source=source)
+    raw = tcp_raw(port, [data], timeout=timeout)[0] if tcp else \
+        udp_raw(port, data, source=source, timeout=timeout)
     assert raw is not None, f"no answer for {name} {qtype}"
     reply = dnslib.DNSRecord.parse(raw)
     assert reply.header.id == struct.unpack("!H", data[:2])[0]
@@ -80,3 +84,36 @@ def dig(port: int, *args: str, host: str = "127.0.0.1") -> str:
     out = subprocess.run(["dig", f"@{host}", "-p", str(port), "+time=2", "+tries=1", *args],
                          capture_output=True, text=True, timeout=20)
     return out.stdout
+
+
+def ede(reply: dnslib.DNSRecord) -> list[tuple[int, str]]:
+    """The Extended DNS Errors (RFC 8914) in a reply: (code, extra text)."""
+    return [(int.from_bytes(o.data[:2], "big"), o.data[2:].decode())
+            for rr in reply.ar if rr.rtype == dnslib.QTYPE.OPT
+            for o in rr.rdata if o.code == 15]
+
+
+def ecs(subnet: str) -> tuple[int, bytes]:
+    """An EDNS Client Subnet option (RFC 7871) for `options=`: source prefix, scope 0."""
+    net = ipaddress.ip_network(subnet)
+    family = 1 if net.version == 4 else 2
+    raw = net.network_address.packed[: (net.prefixlen + 7) // 8]
+    return 8, struct.pack("!HBB", family, net.prefixlen, 0) + raw
+
+
+def first_records(port: int, name: str, count: int, *, source: str = "127.0.0.1",
+                  options: list[tuple[int, bytes]] = ()) -> Counter[str]:  # type: ignore[assignment]
+    seen: Counter[str] = Counter()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((source, 0))
+        s.settimeout(2)
+        for _ in range(count):
+            s.sendto(make_query(name, edns=1232 if options else None, options=options),
+                     ("127.0.0.1", port))
+            reply = dnslib.DNSRecord.parse(s.recv(4096))
+            seen[str(reply.rr[0].rdata)] += 1
+    return seen
+
+
+def share(counter: Counter[str], prefix: str) -> float:
+    return 100 * sum(n for a, n in counter.items() if a.startswith(prefix)) / counter.total()
