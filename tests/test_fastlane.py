@@ -19,8 +19,9 @@ import dns.rcode
 import pytest
 
 from globaldns.dns import udp
-from tests.conftest import ROOT, free_port
-from tests.dnsclient import make_query
+from tests.helpers.data import ROOT
+from tests.helpers.dns import make_query
+from tests.helpers.server import free_port
 
 CONFIG = """
 dns: {{listen: "{host}:{port}"}}
