@@ -64,6 +64,9 @@ class Reloads:
         self.last_error: list[str] = []
         """The errors of the last rejected reload; empty once one succeeds."""
         self.last_attempt: float | None = None
+        self.checks = 0
+        """How many times the watcher has looked at the file (each look done, whatever it
+        found): tests wait for more looks instead of for time."""
         self.loaded_at = clock()
         self._signature: Signature | None = None
         self._rejected = ""
@@ -110,6 +113,8 @@ class Reloads:
                     await self.reload(why="file changed")
             except Exception:  # the watcher outlives any one failure
                 log.exception("reload: checking %s failed", self.path)
+            finally:
+                self.checks += 1
 
     # --- reloading ----------------------------------------------------------------------
 

@@ -123,8 +123,12 @@ def test_an_invalid_config_keeps_the_running_one(server_factory: Any, tmp_path: 
     with QueryLoop(port) as loop:
         wait_until(lambda: loop.answered >= 10)
         publish(path, config(port, "10.0.0.x", "10.0.0.2") + "cache: {capacity: lots}\n")
-        assert wait_until(lambda: server.app.runtime.reloads.results["failure"] == 1)
-        time.sleep(0.5)  # the watcher keeps looking, but does not retry the same content
+        reloads = server.app.runtime.reloads
+        assert wait_until(lambda: reloads.results["failure"] == 1)
+        # The watcher keeps looking, but does not retry the same content: five more looks
+        # (the one that failed may still be finishing), and still one failure.
+        looked = reloads.checks
+        assert wait_until(lambda: reloads.checks >= looked + 5)
     assert loop.lost == 0 and loop.answered > 20
     assert loop.seen == {("10.0.0.1",)}
     assert server.app.runtime.reloads.results == {"success": 0, "failure": 1}

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Generator
 
-from globaldns.answers import snapshot as S
-from globaldns.config.model import RoutingRule
+from globaldns.answers import tables as T
 from globaldns.dns import records as R
 from globaldns.dns.message import text_to_wire
 from globaldns.dns.names import QType
 from globaldns.dns.wire import Body
 from globaldns.registry.model import Endpoint, Locality, Port
-from globaldns.registry.store import MergedService
+from globaldns.registry.store import MergedService, Skipped
 
 ZONE = "clusterset.local"
 SCHEMA_VERSION = "1.0.0"
@@ -41,36 +40,35 @@ def namespace_name(namespace: str, zone: str) -> str:
     return f"{namespace}.svc.{zone}" if zone == ZONE else f"{namespace}.{zone}"
 
 
-def apex(zone: S.Zone) -> dict[bytes, S.NameTable]:
+def apex(zone: T.Zone) -> dict[bytes, T.NameTable]:
     """The names the zone has with no service: the schema version, and `svc`."""
     version = f"dns-version.{ZONE}"
     svc = f"svc.{ZONE}"
     return {
         text_to_wire(version): {
-            QType.TXT: S.AnswerSet([S._answer(R.body(version, answer=[
+            QType.TXT: T.AnswerSet([T.answer(R.body(version, answer=[
                 R.txt(version, VERSION_TTL, [SCHEMA_VERSION])]))]),
-            S.NODATA: zone.nodata},
-        text_to_wire(svc): {S.NODATA: zone.nodata},
+            T.NODATA: zone.nodata},
+        text_to_wire(svc): {T.NODATA: zone.nodata},
     }
 
 
-def names(snap: S.Snapshot, zone: S.Zone, service: MergedService,
-          rule: tuple[int, RoutingRule] | None, health: dict[str, bool]
-          ) -> Generator[None, None, dict[bytes, S.NameTable]]:
-    """The names of one exported service in `clusterset.local`."""
+def names(zone: T.Zone, service: MergedService, answers: T.Router, skipped: Skipped
+          ) -> Generator[None, None, dict[bytes, T.NameTable]]:
+    """The names of one exported service in `clusterset.local`; `answers` routes its
+    endpoints (`Snapshot.router`), `skipped` counts what is left out."""
     namespace, name = service.key
     base = f"{name}.{namespace}.svc.{zone.name}"
-    ttl = S.ttl_of(zone, service)
-    out: dict[bytes, S.NameTable] = {}
-    skipped = snap.store.skipped
+    ttl = T.ttl_of(zone, service)
+    out: dict[bytes, T.NameTable] = {}
     yield
     # An ExternalName Service has no MCS records (a ServiceExport of one is a conflict,
     # KEP-1645 "Constraints and Conflict Resolution").
-    if service.external_name or not S.fits(base):
+    if service.external_name or not T.fits(base):
         if service.external_name == "":
             skipped.skip("name_too_long", base)
         return out
-    ports = S.Snapshot.ports(service)
+    ports = T.ports(service)
     imported = service.imported
     if imported is not None and not imported.headless:
         if not imported.ips:
@@ -81,19 +79,18 @@ def names(snap: S.Snapshot, zone: S.Zone, service: MergedService,
     ready = [e for e in service.endpoints if e.ready]
     if not ready:
         return out
-    answers = snap.router(zone, rule, health)
     parts: dict[str, bytes] = {}
 
     def part(e: Endpoint) -> bytes:
         found = parts.get(e.address)
         if found is None:
-            found = parts[e.address] = R.record(R.QUESTION, *S._typed(e, ttl))
+            found = parts[e.address] = R.record(R.QUESTION, *T.typed(e, ttl))
         return found
 
     def encode(order: list[Endpoint], _locality: Locality) -> Body:
-        return R.joined([part(e) for e in S._unique(order)])
+        return R.joined([part(e) for e in T.unique(order)])
 
-    table: S.NameTable = {S.NODATA: zone.nodata, QType.ANY: S.AnswerSet([S._answer(
+    table: T.NameTable = {T.NODATA: zone.nodata, QType.ANY: T.AnswerSet([T.answer(
         R.body(base, answer=[R.hinfo_rfc8482(base, ttl)]))])}
     for rtype, family in ((QType.A, 4), (QType.AAAA, 6)):
         members = [e for e in ready if e.family == family]
@@ -105,7 +102,7 @@ def names(snap: S.Snapshot, zone: S.Zone, service: MergedService,
     named: dict[str, dict[int, list[bytes]]] = {}
     unnamed: set[int] = set()
     for count, e in enumerate(ready, 1):
-        if count % S.STEP == 0:
+        if count % T.STEP == 0:
             yield
         label = e.label()
         owner = f"{label}.{e.cluster}.{base}"
@@ -122,49 +119,48 @@ def names(snap: S.Snapshot, zone: S.Zone, service: MergedService,
         if record not in of_type:
             of_type.append(record)
     for owner, by_type in named.items():
-        etable: S.NameTable = {S.NODATA: zone.nodata}
+        etable: T.NameTable = {T.NODATA: zone.nodata}
         for kind, parts_ in by_type.items():
-            etable[kind] = S.AnswerSet([S._answer(R.joined(parts_))])
+            etable[kind] = T.AnswerSet([T.answer(R.joined(parts_))])
         out[text_to_wire(owner)] = etable
     yield
     for port in ports:
         proto = f"_{port.protocol}.{base}"
         sname = f"_{port.name}.{proto}"
-        if not S.fits(sname):
+        if not T.fits(sname):
             skipped.skip("name_too_long", sname)
             continue
-        out.setdefault(text_to_wire(proto), {S.NODATA: zone.nodata})
-        targets = [e for e in ready if S.Snapshot.port_of(e, port) and id(e) not in unnamed]
-        stable: S.NameTable = {S.NODATA: zone.nodata}
+        out.setdefault(text_to_wire(proto), {T.NODATA: zone.nodata})
+        targets = [e for e in ready if T.port_of(e, port) and id(e) not in unnamed]
+        stable: T.NameTable = {T.NODATA: zone.nodata}
         if targets:
-            stable[QType.SRV] = answers(targets, snap._srv_encoder(zone, base, sname, port,
-                                                                   ttl=ttl))
+            stable[QType.SRV] = answers(targets, T.srv_encoder(zone, base, sname, port, ttl=ttl))
         out[text_to_wire(sname)] = stable
     return out
 
 
-def _clusterset_ip(zone: S.Zone, base: str, ips: tuple[str, ...], ports: list[Port],
-                   ttl: int) -> dict[bytes, S.NameTable]:
+def _clusterset_ip(zone: T.Zone, base: str, ips: tuple[str, ...], ports: list[Port],
+                   ttl: int) -> dict[bytes, T.NameTable]:
     """§2.3: the clusterset IPs, and SRV records naming the service itself."""
-    out: dict[bytes, S.NameTable] = {}
+    out: dict[bytes, T.NameTable] = {}
     records = [R.address(base, ttl, ip) for ip in ips]
-    table: S.NameTable = {S.NODATA: zone.nodata, QType.ANY: S.AnswerSet([S._answer(
+    table: T.NameTable = {T.NODATA: zone.nodata, QType.ANY: T.AnswerSet([T.answer(
         R.body(base, answer=[R.hinfo_rfc8482(base, ttl)]))])}
     for rtype in (QType.A, QType.AAAA):
         same = [r for r in records if r.rtype == rtype]
         if same:
-            table[rtype] = S.AnswerSet([S._answer(R.body(base, answer=same))])
+            table[rtype] = T.AnswerSet([T.answer(R.body(base, answer=same))])
     out[text_to_wire(base)] = table
     for port in ports:
         proto = f"_{port.protocol}.{base}"
         sname = f"_{port.name}.{proto}"
-        if not S.fits(sname):
+        if not T.fits(sname):
             continue
-        out.setdefault(text_to_wire(proto), {S.NODATA: zone.nodata})
+        out.setdefault(text_to_wire(proto), {T.NODATA: zone.nodata})
         srv = R.RR(sname, QType.SRV, ttl,
                    R.srv_rdata(priority=0, weight=1, port=port.port, target=base))
         out[text_to_wire(sname)] = {
-            QType.SRV: S.AnswerSet([S._answer(R.body(sname, answer=[srv],
+            QType.SRV: T.AnswerSet([T.answer(R.body(sname, answer=[srv],
                                                      additional=records))]),
-            S.NODATA: zone.nodata}
+            T.NODATA: zone.nodata}
     return out

@@ -13,22 +13,40 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-import itertools
 import logging
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from functools import partial
 
 from globaldns.answers import clusterset
+from globaldns.answers.tables import (
+    NODATA,
+    STEP,
+    Answers,
+    AnswerSet,
+    Encoder,
+    NameTable,
+    PerClient,
+    Router,
+    WeightedAnswers,
+    Zone,
+    answer,
+    fits,
+    port_of,
+    ports,
+    srv_encoder,
+    ttl_of,
+    typed,
+    unique,
+)
 from globaldns.config.model import AliasConfig, Config, RoutingRule, SubsetConfig, ZoneConfig
 from globaldns.dns import records as R
 from globaldns.dns.message import presentation, text_to_wire
-from globaldns.dns.names import Ede, QType, Rcode
-from globaldns.dns.wire import ZONE, Body, Reply
-from globaldns.registry.model import Endpoint, Locality, Port, ServiceKey
+from globaldns.dns.names import Ede, QType
+from globaldns.dns.wire import Body
+from globaldns.registry.model import Endpoint, Locality, ServiceKey
 from globaldns.registry.store import MergedService, Store, printable
 from globaldns.routing.annotated import annotated
-from globaldns.routing.locality import Rotations, tier, tiers
+from globaldns.routing.locality import Rotations, tiers
 from globaldns.routing.policy import (
     ClientLocator,
     Plan,
@@ -36,145 +54,16 @@ from globaldns.routing.policy import (
     Rules,
     cluster_health,
     plan,
-    schedule,
 )
 
 log = logging.getLogger("globaldns.registry")
 
-NODATA = 0
-"""The key, in a name's table, of the answer for every type it has no records of."""
-
-_answer = partial(Reply, by=ZONE)
-"""A reply of the served zones."""
-
-
-class AnswerSet:
-    """The replies for one name and type; each query takes the next in turn."""
-
-    __slots__ = ("counter", "replies", "variants")
-
-    owned = True  # the snapshot holds the replies
-
-    def __init__(self, replies: Sequence[Reply]) -> None:
-        self.replies = tuple(replies)
-        self.variants = len(self.replies)
-        self.counter = itertools.count()
-
-    def pick(self) -> Reply:
-        return self.replies[next(self.counter) % self.variants]
-
-
-class WeightedAnswers:
-    """Groups of rotated replies; a smooth weighted schedule picks the group that leads
-    each answer, so over any full cycle the split is exactly the configured weights.
-    A reply is encoded the first time it is due: a name nobody asks costs its plan only."""
-
-    __slots__ = ("counter", "counters", "groups", "make", "orders", "schedule", "slots",
-                 "variants")
-
-    owned = True  # the snapshot holds the replies
-
-    def __init__(self, groups: Sequence[tuple[int, Sequence[list[Endpoint]]]],
-                 make: Callable[[list[Endpoint]], Reply]) -> None:
-        self.orders = [orders for _, orders in groups]
-        self.groups: list[list[Reply | None]] = [[None] * len(orders) for _, orders in groups]
-        self.make = make
-        self.schedule = schedule([w for w, _ in groups])
-        self.slots = len(self.schedule)
-        self.counter = itertools.count()
-        self.counters = [itertools.count() for _ in groups]
-        self.variants = sum(len(orders) for orders in self.orders)
-
-    def pick(self) -> Reply:
-        g = self.schedule[next(self.counter) % self.slots]
-        replies = self.groups[g]
-        i = next(self.counters[g]) % len(replies)
-        reply = replies[i]
-        if reply is None:
-            reply = replies[i] = self.make(self.orders[g][i])
-        return reply
-
-
-class PerClient:
-    """Answers that depend on who asks: one WeightedAnswers per client profile, prepared the
-    first time a client of that profile asks for this name (then kept until the service
-    changes)."""
-
-    __slots__ = ("build", "by_profile")
-
-    def __init__(self, build: Callable[[Profile], WeightedAnswers]) -> None:
-        self.build = build
-        self.by_profile: dict[int, WeightedAnswers] = {}
-
-    def for_profile(self, profile: Profile) -> WeightedAnswers:
-        answers = self.by_profile.get(profile.id)
-        if answers is None:
-            answers = self.by_profile[profile.id] = self.build(profile)
-        return answers
-
-
-Answers = AnswerSet | WeightedAnswers | PerClient
-NameTable = dict[int, Answers]
-Encoder = Callable[[list[Endpoint], Locality], Body]
-Router = Callable[[Sequence[Endpoint], Encoder], Answers]
-"""`router(members, encode)`: the answers of these endpoints."""
-
-
-def ttl_of(zone: Zone, service: MergedService) -> int:
-    """The TTL of a service's records: its `globaldns.io/ttl` annotation, else the zone's."""
-    if service.policy is not None and service.policy.ttl is not None:
-        return service.policy.ttl
-    return zone.config.ttl
-
-
-class Zone:
-    __slots__ = ("config", "name", "negative", "nodata", "nxdomain", "servfail_unsynced",
-                 "wire")
-
-    def __init__(self, config: ZoneConfig, serial: int) -> None:
-        self.config = config
-        self.name = config.name
-        self.wire = text_to_wire(config.name)
-        self.negative = [R.soa(config.name, config.negative_ttl, serial=serial,
-                               minimum=config.negative_ttl)]
-        self.nxdomain = AnswerSet([_answer(R.body(None, rcode=Rcode.NXDOMAIN,
-                                                  authority=self.negative))])
-        self.nodata = AnswerSet([_answer(R.body(None, authority=self.negative))])
-        """NOERROR, no records, SOA in authority: one body for every name of the zone,
-        encoded without compression against the question so any question can carry it."""
-        self.servfail_unsynced = AnswerSet([_answer(
-            R.body(None, rcode=Rcode.SERVFAIL, aa=False),
-            ede=((Ede.NOT_READY, "not synced: a cluster has not finished its first list"),))])
-
-
-STEP = 100
-"""Endpoints prepared between two yields to the loop when a big service changes (a few
-ms)."""
 ASIDE = 1000
 """A service of more endpoints than this is prepared aside, in steps, then swapped in."""
 
 # What `rebuild` replaces, restored when it fails.
 _REBUILT = ("config", "locator", "rules", "subsets", "aliases", "zones", "names", "_owned",
             "_namespaces", "_health", "host_zones", "_host_patterns", "_host_owner")
-
-
-def fits(name: str) -> bool:
-    """`name` can be a DNS name: at most 253 characters of ASCII, labels of at most 63
-    (RFC 1035 §2.3.4, 255 bytes in wire form)."""
-    return len(name) <= 253 and name.isascii() and all(
-        0 < len(label) <= 63 for label in name.split("."))
-
-
-def _unique(order: Sequence[Endpoint]) -> list[Endpoint]:
-    """One record per address: the same address from two clusters is one record of the
-    RRset (RFC 2181 §5), kept where it first comes in the order."""
-    seen: set[str] = set()
-    out = []
-    for e in order:
-        if e.address not in seen:
-            seen.add(e.address)
-            out.append(e)
-    return out
 
 
 def answer_plan(members: Sequence[Endpoint], *, rule: tuple[int, RoutingRule] | None,
@@ -184,11 +73,6 @@ def answer_plan(members: Sequence[Endpoint], *, rule: tuple[int, RoutingRule] | 
     from it, and `explain` shows it (through `Snapshot.plan`), so the two cannot drift."""
     return plan(members, rule=rule[1] if rule else None, rule_index=rule[0] if rule else 0,
                 rules=rules, profile=profile, zone=zone, healthy_clusters=health)
-
-
-def _typed(endpoint: Endpoint, ttl: int) -> tuple[int, int, bytes]:
-    rtype, rdata = R.address_rdata(endpoint.address)
-    return rtype, ttl, rdata
 
 
 class Snapshot:
@@ -354,10 +238,10 @@ class Snapshot:
         glue = [] if listen in ("0.0.0.0", "::") else [R.address(f"ns.{name}", ttl, listen)]
         soa = R.soa(name, ttl, serial=self.serial, minimum=zone.config.negative_ttl)
         out: dict[bytes, NameTable] = {zone.wire: {
-            QType.SOA: AnswerSet([_answer(R.body(name, answer=[soa]))]),
-            QType.NS: AnswerSet([_answer(R.body(name, answer=[R.ns(name, ttl, f"ns.{name}")],
+            QType.SOA: AnswerSet([answer(R.body(name, answer=[soa]))]),
+            QType.NS: AnswerSet([answer(R.body(name, answer=[R.ns(name, ttl, f"ns.{name}")],
                                           additional=glue))]),
-            QType.ANY: AnswerSet([_answer(R.body(name, answer=[R.hinfo_rfc8482(name, ttl)]))]),
+            QType.ANY: AnswerSet([answer(R.body(name, answer=[R.hinfo_rfc8482(name, ttl)]))]),
             NODATA: zone.nodata,
         }}
         if name == clusterset.ZONE:
@@ -365,7 +249,7 @@ class Snapshot:
         if glue:
             ns_name = f"ns.{name}"
             out[text_to_wire(ns_name)] = {
-                glue[0].rtype: AnswerSet([_answer(R.body(ns_name, answer=glue))]),
+                glue[0].rtype: AnswerSet([answer(R.body(ns_name, answer=glue))]),
                 NODATA: zone.nodata,
             }
         return out
@@ -438,8 +322,8 @@ class Snapshot:
                                                                base=key[1])))
             for zone in self.zones.values() if key[0] else ():
                 if zone.name == clusterset.ZONE:
-                    new.update((yield from clusterset.names(self, zone, service, rule,
-                                                            health)))
+                    new.update((yield from clusterset.names(
+                        zone, service, self.router(zone, rule, health), self.store.skipped)))
                 elif service.exists:
                     new.update((yield from self._service_names(zone, service, rule, health)))
         except Exception:
@@ -581,9 +465,9 @@ class Snapshot:
         zone = self.zone_of(text_to_wire(alias.target))
         ttl = zone.config.ttl if zone else 5
         if alias.mode == "cname":
-            return {NODATA: AnswerSet([_answer(R.body(alias.name, answer=[
+            return {NODATA: AnswerSet([answer(R.body(alias.name, answer=[
                 R.cname(alias.name, ttl, alias.target)]))])}
-        return {NODATA: AnswerSet([_answer(R.body(alias.name))])}
+        return {NODATA: AnswerSet([answer(R.body(alias.name))])}
 
     def _service_names(self, zone: Zone, service: MergedService,
                        rule: tuple[int, RoutingRule] | None,
@@ -599,7 +483,7 @@ class Snapshot:
             return out
 
         if service.external_name:
-            out[text_to_wire(base)] = {NODATA: AnswerSet([_answer(R.body(base, answer=[
+            out[text_to_wire(base)] = {NODATA: AnswerSet([answer(R.body(base, answer=[
                 R.cname(base, ttl, service.external_name)]))])}
             return out
 
@@ -610,14 +494,14 @@ class Snapshot:
         def address_record(e: Endpoint) -> bytes:
             part = records.get(e.address)
             if part is None:
-                part = records[e.address] = R.record(R.QUESTION, *_typed(e, ttl))
+                part = records[e.address] = R.record(R.QUESTION, *typed(e, ttl))
             return part
 
         def addresses() -> Encoder:
             def encode(order: list[Endpoint], _locality: Locality) -> Body:
                 if not order:
                     return zone.nodata.replies[0].body
-                return R.joined([address_record(e) for e in _unique(order)])
+                return R.joined([address_record(e) for e in unique(order)])
             return encode
 
         subsets = self.subsets_of(service.key, rule)
@@ -632,7 +516,7 @@ class Snapshot:
                 skipped.skip("name_too_long", owner)
                 continue
             table: NameTable = {NODATA: zone.nodata,
-                                QType.ANY: AnswerSet([_answer(R.body(owner, answer=[
+                                QType.ANY: AnswerSet([answer(R.body(owner, answer=[
                                     R.hinfo_rfc8482(owner, ttl)]))])}
             for rtype, family in ((QType.A, 4), (QType.AAAA, 6)):
                 subset_ = [e for e in members if e.family == family]
@@ -663,7 +547,7 @@ class Snapshot:
                 continue
             out[text_to_wire(ename)] = {
                 QType.A if endpoint.family == 4 else QType.AAAA:
-                    AnswerSet([_answer(R.joined([part]))]),
+                    AnswerSet([answer(R.joined([part]))]),
                 NODATA: zone.nodata,
             }
         locality = self.config.resolver.locality
@@ -684,11 +568,11 @@ class Snapshot:
                     encode = addresses()
                     ctable[rtype] = WeightedAnswers(
                         [(1, Rotations(tiers(locality, subset_), zone.config.max_answers))],
-                        lambda order, encode=encode, stale=stale: _answer(  # type: ignore[misc]
+                        lambda order, encode=encode, stale=stale: answer(  # type: ignore[misc]
                             encode(order, locality), ede=stale))
             out.setdefault(text_to_wire(cname), ctable)
 
-        for port in self.ports(service):
+        for port in ports(service):
             yield
             proto = f"_{port.protocol}.{base}"
             sname = f"_{port.name}.{proto}"
@@ -697,10 +581,10 @@ class Snapshot:
                 continue
             out.setdefault(text_to_wire(proto), {NODATA: zone.nodata})
             targets = [e for e in service.endpoints
-                       if self.port_of(e, port) and id(e) not in unnamed]
+                       if port_of(e, port) and id(e) not in unnamed]
             table = {NODATA: zone.nodata}
             if targets:
-                table[QType.SRV] = answers(targets, self._srv_encoder(zone, base, sname, port,
+                table[QType.SRV] = answers(targets, srv_encoder(zone, base, sname, port,
                                                                       ttl=ttl))
             out[text_to_wire(sname)] = table
         return out
@@ -721,7 +605,7 @@ class Snapshot:
                     ede += tuple((Ede.STALE_ANSWER, f"cluster {c} {self.stale[c]}") for c in stale)
                 locality, scope = profile.locality, profile.scope
                 return WeightedAnswers(
-                    p.groups, lambda order: _answer(encode(order, locality), ede=ede,
+                    p.groups, lambda order: answer(encode(order, locality), ede=ede,
                                                     ecs_scope=scope))
             if self.locator.dependent:
                 return PerClient(build)
@@ -738,43 +622,6 @@ class Snapshot:
         return annotated(matched, service.policy, sorted({e.cluster
                                                           for e in service.endpoints}))
 
-    def _srv_encoder(self, zone: Zone, base: str, sname: str, port: Port, *,
-                     ttl: int | None = None) -> Encoder:
-        ttl = zone.config.ttl if ttl is None else ttl
-        answers: dict[tuple[str, int], bytes] = {}
-        glue: dict[str, bytes] = {}
-        # The body starts after the header and the question (name, type, class).
-        start = 12 + len(text_to_wire(sname)) + 4
-
-        def encode(order: list[Endpoint], locality: Locality) -> Body:
-            if not order:
-                return zone.nodata.replies[0].body
-            # Priority is the locality tier relative to the client, counted from 0 for
-            # the best tier present: SRV clients then prefer nearest, as A clients do.
-            ranks = sorted({tier(locality, e.locality) for e in order})
-            answer, additional = [], []
-            offset = start
-            for e in order:
-                priority = ranks.index(tier(locality, e.locality))
-                part = answers.get((e.address, priority))
-                if part is None:
-                    part = answers[(e.address, priority)] = R.record(
-                        R.QUESTION, QType.SRV, ttl, R.srv_rdata(
-                            priority=priority, weight=max(e.weight, 1),
-                            port=self.port_of(e, port), target=self.endpoint_name(base, e)))
-                    glue[e.address] = R.record(b"", *_typed(e, ttl))
-                # The glue's owner points at the target inside the SRV record (the target
-                # itself is never compressed, RFC 2782): pointer, fixed part, 6 bytes.
-                pointer = offset + 2 + 10 + 6
-                additional.append((0xC000 | pointer).to_bytes(2, "big") + glue[e.address]
-                                  if pointer < 0x4000 else
-                                  R.record(text_to_wire(self.endpoint_name(base, e)),
-                                           *_typed(e, ttl)))
-                answer.append(part)
-                offset += len(part)
-            return R.joined(answer, additional)
-        return encode
-
     def _alias_table(self, alias: AliasConfig, zone: Zone, members: list[Endpoint],
                      answers: Callable[[Sequence[Endpoint], Encoder], Answers]) -> NameTable:
         ttl = zone.config.ttl
@@ -788,37 +635,15 @@ class Snapshot:
             if alias.mode == "cname":
                 def encode(order: list[Endpoint], _locality: Locality) -> Body:
                     return R.body(owner, answer=[R.cname(owner, ttl, target)] + [
-                        R.address(target, ttl, e.address) for e in _unique(order)])
+                        R.address(target, ttl, e.address) for e in unique(order)])
             else:
                 def encode(order: list[Endpoint], _locality: Locality) -> Body:
                     return R.body(owner, answer=[R.address(owner, ttl, e.address)
-                                                 for e in _unique(order)])
+                                                 for e in unique(order)])
             table[rtype] = answers(subset_, encode)
         if alias.mode == "cname":
-            table[NODATA] = AnswerSet([_answer(R.body(owner, answer=[
+            table[NODATA] = AnswerSet([answer(R.body(owner, answer=[
                 R.cname(owner, ttl, target)]))])
         else:
-            table[NODATA] = AnswerSet([_answer(R.body(owner, authority=zone.negative))])
+            table[NODATA] = AnswerSet([answer(R.body(owner, authority=zone.negative))])
         return table
-
-    @staticmethod
-    def ports(service: MergedService) -> list[Port]:
-        seen = {(p.name, p.protocol): p for p in service.ports}
-        for endpoint in service.endpoints:
-            for p in endpoint.ports or ():
-                seen.setdefault((p.name, p.protocol), p)
-        return [p for p in seen.values() if p.name]
-
-    @staticmethod
-    def port_of(endpoint: Endpoint, port: Port) -> int:
-        if endpoint.ports is None:
-            return port.port
-        for p in endpoint.ports:
-            if p.name == port.name and p.protocol == port.protocol:
-                return p.port
-        return 0
-
-    @staticmethod
-    def endpoint_name(base: str, endpoint: Endpoint) -> str:
-        return f"{endpoint.label()}.{endpoint.cluster}.{base}"
-

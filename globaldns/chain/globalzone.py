@@ -3,7 +3,8 @@ reply carries its answer object, which the wire cache may keep (dns/fastpath.py)
 
 from __future__ import annotations
 
-from globaldns.answers.snapshot import NODATA, PerClient, Snapshot
+from globaldns.answers.snapshot import Snapshot
+from globaldns.answers.tables import NODATA, PerClient
 from globaldns.chain import Next, Result
 from globaldns.dns.message import Query
 from globaldns.dns.names import QClass

@@ -31,7 +31,7 @@ import enum
 import gc
 import logging
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from globaldns.config.model import DEFAULT_LIMITS, ClusterConfig, LimitsConfig
@@ -294,18 +294,15 @@ class ClusterSource:
         steps = objects.endpoint_slice_steps(
             raw, cluster=self.name, locality=self.config.locality,  # type: ignore[arg-type]
             rules=self._rules(), skipped=self._store.skipped)
-        try:
-            while True:
-                next(steps)
-                self.yields += 1
-                await asyncio.sleep(0)
-        except StopIteration as done:
-            record: SliceRecord = done.value
-            return record
-        except objects.ConversionError as exc:
-            self._skip(exc.reason, "endpointslice", raw, exc)
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            self._skip("bad_name", "endpointslice", raw, exc)
+        with self._skipping("endpointslice", raw):
+            try:
+                while True:
+                    next(steps)
+                    self.yields += 1
+                    await asyncio.sleep(0)
+            except StopIteration as done:
+                record: SliceRecord = done.value
+                return record
         return None
 
     def _convert(self, watch: Watch, raw: dict[str, Any]) -> Record | None:
@@ -319,12 +316,8 @@ class ClusterSource:
 
     def _convert_mcs(self, convert: Callable[..., ExportRecord | ImportRecord], kind: str,
                      raw: dict[str, Any]) -> ExportRecord | ImportRecord | None:
-        try:
+        with self._skipping(kind, raw):
             return convert(raw, cluster=self.name, skipped=self._store.skipped)
-        except objects.ConversionError as exc:
-            self._skip(exc.reason, kind, raw, exc)
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            self._skip("bad_name", kind, raw, exc)
         return None
 
     def _held(self, watch: Watch) -> dict[ServiceKey, Any]:
@@ -410,25 +403,28 @@ class ClusterSource:
             allow_special_addresses=self.config.allow_special_addresses)
 
     def _convert_slice(self, raw: dict[str, Any]) -> SliceRecord | None:
-        try:
+        with self._skipping("endpointslice", raw):
             return objects.endpoint_slice(raw, cluster=self.name,  # type: ignore[arg-type]
                                           locality=self.config.locality, rules=self._rules(),
                                           skipped=self._store.skipped)
-        except objects.ConversionError as exc:
-            self._skip(exc.reason, "endpointslice", raw, exc)
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            self._skip("bad_name", "endpointslice", raw, exc)
         return None
 
     def _convert_service(self, raw: dict[str, Any]) -> ServiceRecord | None:
-        try:
+        with self._skipping("service", raw):
             return objects.service(raw, cluster=self.name,  # type: ignore[arg-type]
                                    skipped=self._store.skipped)
-        except objects.ConversionError as exc:
-            self._skip(exc.reason, "service", raw, exc)
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            self._skip("bad_name", "service", raw, exc)
         return None
+
+    @contextlib.contextmanager
+    def _skipping(self, kind: str, raw: dict[str, Any]) -> Iterator[None]:
+        """Convert-or-skip: an object that does not convert is skipped and counted (its
+        own reason, else `bad_name`), and the caller goes on past the `with`."""
+        try:
+            yield
+        except objects.ConversionError as exc:
+            self._skip(exc.reason, kind, raw, exc)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            self._skip("bad_name", kind, raw, exc)
 
     def _skip(self, reason: str, kind: str, raw: dict[str, Any], exc: Exception) -> None:
         try:
