@@ -13,7 +13,7 @@ from typing import Any
 from globaldns.config.model import ListenAddress
 from globaldns.ops.http import HttpServer
 from tests.helpers.http import get, scrape
-from tests.helpers.wait import wait_until
+from tests.helpers.wait import closed_by_server, wait_until
 
 STATIC = """
 zones: [{name: global}]
@@ -52,17 +52,6 @@ def request(port: int, path: str, *, source: str = "127.0.0.1") -> tuple[int, st
 def connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=2)
 
-
-def closed_by_server(conn: socket.socket, within: float = 5.0) -> bool:
-    conn.settimeout(within)
-    try:
-        while conn.recv(65535):
-            pass
-    except TimeoutError:
-        return False
-    except ConnectionResetError:
-        pass
-    return True
 
 
 def http_stats(server: Any, what: str) -> Any:

@@ -15,7 +15,7 @@ import dnslib
 from tests.helpers.dns import ede, make_query, tcp_raw
 from tests.helpers.server import free_port
 from tests.helpers.upstreams import fake_upstreams
-from tests.helpers.wait import wait_until
+from tests.helpers.wait import closed_by_server, wait_until
 
 
 def dns(options: str) -> str:
@@ -27,19 +27,6 @@ def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=2,
                                     source_address=(source, 0))
 
-
-def closed_by_server(conn: socket.socket, within: float = 5.0) -> bool:
-    """Whether the server closes `conn` within `within` seconds (any bytes it sends
-    first are read and ignored)."""
-    conn.settimeout(within)
-    try:
-        while conn.recv(65535):
-            pass
-    except TimeoutError:
-        return False
-    except ConnectionResetError:
-        pass
-    return True
 
 
 def frames(data: bytes) -> list[bytes]:

@@ -5,6 +5,7 @@ machine. The bound is a safety net, not a measurement: no test asserts how long 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,3 +44,17 @@ async def eventually(condition: Callable[[], Any], *, timeout: float = BOUND,
             raise AssertionError(f"not true within {timeout:g}s: {what or condition}")
         # Polling: lets the loop run the tasks that will make the condition true.
         await asyncio.sleep(POLL)
+
+
+def closed_by_server(conn: socket.socket, within: float = 5.0) -> bool:
+    """Whether the server closes `conn` within `within` seconds (any bytes it sends
+    first are read and ignored)."""
+    conn.settimeout(within)
+    try:
+        while conn.recv(65535):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        pass
+    return True
