@@ -52,6 +52,23 @@ def _rotl(x: int, b: int) -> int:
     return ((x << b) | (x >> (64 - b))) & _MASK
 
 
+def _sip_rounds(v0: int, v1: int, v2: int, v3: int,
+                n: int) -> tuple[int, int, int, int]:
+    """`n` SipRounds over the state (2 per message block, 4 to finish: SipHash-2-4)."""
+    for _ in range(n):
+        v0 = (v0 + v1) & _MASK
+        v1 = _rotl(v1, 13) ^ v0
+        v0 = _rotl(v0, 32)
+        v2 = (v2 + v3) & _MASK
+        v3 = _rotl(v3, 16) ^ v2
+        v0 = (v0 + v3) & _MASK
+        v3 = _rotl(v3, 21) ^ v0
+        v2 = (v2 + v1) & _MASK
+        v1 = _rotl(v1, 17) ^ v2
+        v2 = _rotl(v2, 32)
+    return v0, v1, v2, v3
+
+
 def siphash24(key: bytes, data: bytes) -> bytes:
     """SipHash-2-4 (Aumasson and Bernstein, 2012) of `data` under a 16-byte key; the
     64-bit result as 8 bytes, little-endian, as RFC 9018 4.4 puts it in the cookie."""
@@ -66,30 +83,10 @@ def siphash24(key: bytes, data: bytes) -> bytes:
     for pos in range(0, tail + 8, 8):
         m = _QUAD.unpack_from(data, pos)[0] if pos < tail else _QUAD.unpack(last)[0]
         v3 ^= m
-        for _ in range(2):
-            v0 = (v0 + v1) & _MASK
-            v1 = _rotl(v1, 13) ^ v0
-            v0 = _rotl(v0, 32)
-            v2 = (v2 + v3) & _MASK
-            v3 = _rotl(v3, 16) ^ v2
-            v0 = (v0 + v3) & _MASK
-            v3 = _rotl(v3, 21) ^ v0
-            v2 = (v2 + v1) & _MASK
-            v1 = _rotl(v1, 17) ^ v2
-            v2 = _rotl(v2, 32)
+        v0, v1, v2, v3 = _sip_rounds(v0, v1, v2, v3, 2)
         v0 ^= m
     v2 ^= 0xFF
-    for _ in range(4):
-        v0 = (v0 + v1) & _MASK
-        v1 = _rotl(v1, 13) ^ v0
-        v0 = _rotl(v0, 32)
-        v2 = (v2 + v3) & _MASK
-        v3 = _rotl(v3, 16) ^ v2
-        v0 = (v0 + v3) & _MASK
-        v3 = _rotl(v3, 21) ^ v0
-        v2 = (v2 + v1) & _MASK
-        v1 = _rotl(v1, 17) ^ v2
-        v2 = _rotl(v2, 32)
+    v0, v1, v2, v3 = _sip_rounds(v0, v1, v2, v3, 4)
     return _QUAD.pack(v0 ^ v1 ^ v2 ^ v3)
 
 
