@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 import atheris
+from hostile import Draw
 
 with atheris.instrument_imports(include=["globaldns"]):
     import dnslib
@@ -53,46 +54,32 @@ def _credentials() -> Any:
     raise AssertionError("the harness never connects")
 
 
-class Objects:
+class Objects(Draw):
     """Hostile API objects from the fuzzer's bytes."""
 
-    def __init__(self, data: bytes) -> None:
-        self.fdp = atheris.FuzzedDataProvider(data)
-
-    def pick(self, pool: list[Any]) -> Any:
-        return pool[self.fdp.ConsumeIntInRange(0, len(pool) - 1)]
-
-    def text(self, pool: list[str]) -> Any:
-        mode = self.fdp.ConsumeIntInRange(0, 7)
-        if mode == 0:
-            return self.fdp.ConsumeUnicodeNoSurrogates(self.fdp.ConsumeIntInRange(0, 80))
-        if mode == 1:
-            return self.pick([7, None, [], {}, 1.5, True])
-        return self.pick(pool)
-
     def ports(self) -> list[Any]:
-        return [{"name": self.text([*NAMES, "http", "grpc"]),
+        return [{"name": self.value([*NAMES, "http", "grpc"]),
                  "port": self.pick([80, 0, -1, 65535, 65536, "80", None]),
-                 "protocol": self.text(PROTOCOLS)}
+                 "protocol": self.value(PROTOCOLS)}
                 for _ in range(self.fdp.ConsumeIntInRange(0, 3))]
 
     def meta(self, name: Any, service: Any = None) -> dict[str, Any]:
         labels = {} if service is None else {"kubernetes.io/service-name": service}
-        return {"name": name, "namespace": self.text(NAMES), "labels": labels}
+        return {"name": name, "namespace": self.value(NAMES), "labels": labels}
 
     def endpoint(self) -> Any:
         if self.fdp.ConsumeIntInRange(0, 15) == 0:
             return self.pick([None, "x", [1]])
-        return {"addresses": [self.text(ADDRESSES)
+        return {"addresses": [self.value(ADDRESSES)
                               for _ in range(self.fdp.ConsumeIntInRange(0, 3))],
                 "conditions": {"ready": self.pick([True, False, None]),
                                "serving": self.pick([True, False, None]),
                                "terminating": self.pick([True, None])},
-                "hostname": self.text(NAMES), "zone": self.text(["z1", "z2"])}
+                "hostname": self.value(NAMES), "zone": self.value(["z1", "z2"])}
 
     def endpoint_slice(self) -> dict[str, Any]:
-        return {"metadata": self.meta(self.text([*NAMES, "web-1", "web-2"]),
-                                      self.text(NAMES)),
+        return {"metadata": self.meta(self.value([*NAMES, "web-1", "web-2"]),
+                                      self.value(NAMES)),
                 "addressType": self.pick(["IPv4", "IPv6", "FQDN", None]),
                 "endpoints": [self.endpoint() for _ in range(self.fdp.ConsumeIntInRange(0, 8))],
                 "ports": self.ports()}
@@ -101,8 +88,8 @@ class Objects:
         kind = self.pick(["ClusterIP", "ExternalName", None])
         spec: dict[str, Any] = {"type": kind, "ports": self.ports()}
         if kind == "ExternalName":
-            spec["externalName"] = self.text([*NAMES, "db.example.com", "a..b"])
-        return {"metadata": self.meta(self.text(NAMES)), "spec": spec}
+            spec["externalName"] = self.value([*NAMES, "db.example.com", "a..b"])
+        return {"metadata": self.meta(self.value(NAMES)), "spec": spec}
 
     def raw(self) -> Any:
         try:

@@ -23,6 +23,7 @@ import sys
 from typing import Any
 
 import atheris
+from hostile import Draw
 
 with atheris.instrument_imports(include=["globaldns"]):
     import dnslib
@@ -49,20 +50,8 @@ SNAPSHOT = Snapshot(Config(zones=(ZoneConfig("global"),),
                            limits=LimitsConfig(max_endpoints_per_service=50)), STORE)
 
 
-class Objects:
-    def __init__(self, data: bytes) -> None:
-        self.fdp = atheris.FuzzedDataProvider(data)
-
-    def pick(self, pool: list[Any]) -> Any:
-        return pool[self.fdp.ConsumeIntInRange(0, len(pool) - 1)]
-
-    def value(self, pool: list[Any]) -> Any:
-        mode = self.fdp.ConsumeIntInRange(0, 7)
-        if mode == 0:
-            return self.fdp.ConsumeUnicodeNoSurrogates(self.fdp.ConsumeIntInRange(0, 80))
-        if mode == 1:
-            return self.pick([7, None, [], {}, 1.5, True, -1, 2**40])
-        return self.pick(pool)
+class Objects(Draw):
+    """Hostile Istio objects from the fuzzer's bytes."""
 
     def many(self, make: Any, most: int) -> list[Any]:
         return [make() for _ in range(self.fdp.ConsumeIntInRange(0, most))]
